@@ -1,0 +1,136 @@
+"""`python -m finance_core`: the operator's commands (SPEC section 2)."""
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from finance_core import migrate, tokens, users
+from finance_core.db import make_engine, read_transaction
+from finance_core.settings import SettingsError, get_settings
+
+Command = Callable[[argparse.Namespace, Engine], int]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
+
+
+def cmd_init_db(args: argparse.Namespace, engine: Engine) -> int:
+    print(f"database schema is current ({engine.url.render_as_string(hide_password=True)})")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, engine: Engine) -> int:
+    token = tokens.create_token(engine=engine, name=args.name, roles=args.role, now=_now())
+    print(f"created token {args.name!r} with roles {', '.join(sorted(set(args.role)))}.")
+    print("Store it now: it is shown only this once.")
+    print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, engine: Engine) -> int:
+    with read_transaction(engine) as conn:
+        rows = tokens.list_tokens(conn=conn)
+    print(f"{'NAME':24} {'ROLES':20} {'CREATED':21} {'LAST USED':21} REVOKED")
+    for info in rows:
+        print(
+            f"{info.name:24} {','.join(info.roles):20} {_when(info.created_at):21} "
+            f"{_when(info.last_used_at):21} {_when(info.revoked_at)}"
+        )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, engine: Engine) -> int:
+    tokens.revoke_token(engine=engine, name=args.name, now=_now())
+    print(f"revoked token {args.name!r}")
+    return 0
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise users.UserError("the two passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace, engine: Engine) -> int:
+    users.add_user(
+        engine=engine,
+        username=args.username,
+        password=_read_password(),
+        roles=args.role,
+        name=args.name,
+        email=args.email,
+        now=_now(),
+    )
+    print(f"added user {args.username.strip().lower()!r} with roles {', '.join(sorted(set(args.role)))}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace, engine: Engine) -> int:
+    with read_transaction(engine) as conn:
+        rows = users.list_users(conn=conn)
+    print(f"{'USERNAME':20} {'NAME':24} {'ROLES':20} CREATED")
+    for user in rows:
+        print(f"{user.username:20} {user.name:24} {','.join(user.roles):20} {_when(user.created_at)}")
+    return 0
+
+
+def cmd_user_remove(args: argparse.Namespace, engine: Engine) -> int:
+    users.remove_user(engine=engine, username=args.username)
+    print(f"removed user {args.username!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m finance_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("init-db", help="create or migrate the schema").set_defaults(run=cmd_init_db)
+
+    token = commands.add_parser("token", help="Finance API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token and print it once")
+    create.add_argument("name")
+    create.add_argument("--role", action="append", required=True, help="repeatable")
+    create.set_defaults(run=cmd_token_create)
+    token_commands.add_parser("list", help="list tokens").set_defaults(run=cmd_token_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=cmd_token_revoke)
+
+    user = commands.add_parser("user", help="dashboard users")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser("add", help="add a user; password from stdin or a prompt")
+    add.add_argument("username")
+    add.add_argument("--role", action="append", required=True, help="repeatable")
+    add.add_argument("--name")
+    add.add_argument("--email")
+    add.set_defaults(run=cmd_user_add)
+    user_commands.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
+    remove = user_commands.add_parser("remove", help="remove a user")
+    remove.add_argument("username")
+    remove.set_defaults(run=cmd_user_remove)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        engine = make_engine(settings.database_url)
+        migrate.upgrade(engine)
+        return int(args.run(args, engine))
+    except (SettingsError, tokens.TokenError, users.UserError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,82 @@
+"""One engine per process, SQLite tuned for a writer beside many readers, and write transactions."""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_OPTION = "finance_write"
+# SQLite has one writer at a time: threads of one process queue on a lock instead of
+# polling the file lock, which keeps write latency flat under concurrent requests.
+_sqlite_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+
+
+def make_engine(database_url: str, **engine_options: Any) -> Engine:
+    """Create the process's engine; SQLite files get WAL, a busy timeout and explicit BEGINs."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        engine_options.setdefault("pool_pre_ping", True)
+        return create_engine(url, **engine_options)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **engine_options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so that BEGIN is ours (see _begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across application crashes in WAL mode; only an OS crash
+        # can lose the last commits, and Stripe redelivers anything not acknowledged.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the write lock up front, so the busy timeout applies and a
+        # read-then-write transaction can never fail half way with "database is locked".
+        # Readers begin deferred and never wait for a writer in WAL mode.
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    _sqlite_write_locks[engine] = threading.Lock()
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that commits on success and rolls back on error."""
+    lock = _sqlite_write_locks.get(engine) or nullcontext()
+    with lock, engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a read-only snapshot, so that one answer sees one state."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def insert_for(conn: Connection, table: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on this connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect: {conn.dialect.name}")

@@ -1,0 +1,208 @@
+"""The schema: minimal references to Stripe objects, the webhook log, and our own credentials.
+
+Stripe statuses are plain text (a new Stripe status must not need a migration); our own
+statuses are text with CHECK constraints. Every Stripe object row remembers the `created`
+time and id of the event that set its state, which is what the ordering rules compare.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    text,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC on every backend and always returns aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+EVENT_STATUSES = ("processed", "ignored", "failed", "dismissed")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _state_columns() -> list[Column[Any]]:
+    """Which event set this row's state, for the per-object ordering rule."""
+    return [
+        Column("state_created", BigInteger, nullable=False),
+        Column("state_event_id", String(255), nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("name", String(500)),
+    Column("active", Boolean),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("livemode", Boolean, nullable=False),
+    *_state_columns(),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("product_id", String(255)),
+    Column("active", Boolean),
+    Column("unit_amount", BigInteger),
+    Column("currency", String(16)),
+    Column("recurring_interval", String(32)),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("livemode", Boolean, nullable=False),
+    *_state_columns(),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("status", String(64), nullable=False),
+    # '' when the subscription has no item yet: a plan of its own ("No plan").
+    Column("product_id", String(255), nullable=False),
+    Column("price_id", String(255)),
+    Column("customer_id", String(255)),
+    Column("current_period_start", UTCDateTime),
+    Column("current_period_end", UTCDateTime),
+    Column("cancel_at_period_end", Boolean),
+    Column("livemode", Boolean, nullable=False),
+    *_state_columns(),
+    CheckConstraint("length(status) > 0", name="status_not_empty"),
+)
+
+# Maintained in the same transaction as `subscriptions`, so that the summary reads a few
+# rows instead of counting a million.
+subscription_counts = Table(
+    "subscription_counts",
+    metadata,
+    Column("product_id", String(255), primary_key=True),
+    Column("status", String(64), primary_key=True),
+    Column("subscription_count", BigInteger, nullable=False),
+    CheckConstraint("subscription_count >= 0", name="count_not_negative"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("subscription_id", String(255)),
+    Column("status", String(64), nullable=False),
+    # The latest payment attempt failed and the invoice is still open.
+    Column("payment_failing", Boolean, nullable=False),
+    Column("amount_due", BigInteger),
+    Column("currency", String(16)),
+    Column("attempt_count", Integer),
+    Column("livemode", Boolean, nullable=False),
+    *_state_columns(),
+    Index(
+        "ix_invoices_failing",
+        "payment_failing",
+        sqlite_where=text("payment_failing"),
+        postgresql_where=text("payment_failing"),
+    ),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("type", String(255), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("api_version", String(64)),
+    Column("livemode", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("first_received_at", UTCDateTime, nullable=False),
+    Column("last_received_at", UTCDateTime, nullable=False),
+    Column("processed_at", UTCDateTime),
+    # Kept only while the event is failed, so that it can be replayed; cleared on success.
+    Column("payload", Text),
+    Column("dismissed_by", String(255)),
+    CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{s}'" for s in EVENT_STATUSES)), name="status"
+    ),
+    Index("ix_webhook_events_last_received_at", "last_received_at"),
+    Index("ix_webhook_events_status_received", "status", "first_received_at"),
+    Index("ix_webhook_events_type_received", "type", "first_received_at"),
+    Index("ix_webhook_events_first_received_at", "first_received_at"),
+)
+
+# A ring of the latest rejections (trimmed on insert) plus one total per reason.
+rejected_deliveries = Table(
+    "rejected_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("client_address", String(64)),
+)
+
+rejection_totals = Table(
+    "rejection_totals",
+    metadata,
+    Column("reason", String(64), primary_key=True),
+    Column("rejection_count", BigInteger, nullable=False),
+    Column("last_rejected_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("roles", String(1000), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
+
+dashboard_users = Table(
+    "dashboard_users",
+    metadata,
+    Column("username", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("email", String(255)),
+    Column("password_hash", String(255), nullable=False),
+    Column("roles", String(1000), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

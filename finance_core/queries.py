@@ -1,0 +1,239 @@
+"""Named, UI-free queries behind every number (SPEC section 5); the API and dashboard share them.
+
+Each reads a handful of rows through maintained counts or indexes, never a whole table.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Connection, func, select
+
+from finance_core.models import (
+    invoices,
+    products,
+    rejection_totals,
+    subscription_counts,
+    webhook_events,
+)
+from finance_core.stripe_shapes import timestamp
+
+# plan_id = uuid5(PLAN_NAMESPACE, product id): stable across restarts and rebuilds of the store.
+PLAN_NAMESPACE = uuid.UUID("6f1c2d3e-8a4b-5c6d-9e0f-a1b2c3d4e5f6")
+NO_PLAN_NAME = "No plan"
+STRIPE_DASHBOARD = "https://dashboard.stripe.com"
+
+
+class WebhookHealth(StrEnum):
+    HEALTHY = "healthy"
+    DELAYED = "delayed"
+    ERROR = "error"
+
+
+def plan_id_for(product_id: str) -> uuid.UUID:
+    """The stable public id of the plan that a Stripe product stands for."""
+    return uuid.uuid5(PLAN_NAMESPACE, product_id)
+
+
+def stripe_dashboard_url(path: str, *, livemode: bool) -> str:
+    """A Stripe Dashboard link, under /test when the data comes from test mode."""
+    prefix = "" if livemode else "/test"
+    return f"{STRIPE_DASHBOARD}{prefix}/{path.lstrip('/')}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCount:
+    plan_id: uuid.UUID
+    product_id: str
+    plan_name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSummary:
+    active_subscriptions: int
+    plan_distribution: list[PlanCount]
+    livemode: bool
+    as_of: datetime
+
+    @property
+    def stripe_dashboard_url(self) -> str:
+        return stripe_dashboard_url("revenue", livemode=self.livemode)
+
+
+@dataclass(frozen=True, slots=True)
+class LastEvent:
+    id: str
+    type: str
+    created: datetime
+    livemode: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    webhook_health: WebhookHealth
+    health_reason: str
+    last_event: LastEvent | None
+    failed_payments_count: int
+    unresolved_failed_events: int
+    rejected_deliveries: int
+    as_of: datetime
+
+    @property
+    def last_webhook_received(self) -> datetime | None:
+        return self.last_event.received_at if self.last_event else None
+
+    @property
+    def livemode(self) -> bool:
+        return self.last_event.livemode if self.last_event else True
+
+    @property
+    def stripe_dashboard_url(self) -> str:
+        return stripe_dashboard_url("payments", livemode=self.livemode)
+
+
+def latest_event(*, conn: Connection) -> LastEvent | None:
+    """The event of the latest verified delivery (duplicates included)."""
+    row = conn.execute(
+        select(
+            webhook_events.c.id,
+            webhook_events.c.type,
+            webhook_events.c.created,
+            webhook_events.c.livemode,
+            webhook_events.c.last_received_at,
+        )
+        .order_by(webhook_events.c.last_received_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    created = timestamp(row.created)
+    assert created is not None
+    return LastEvent(row.id, row.type, created, row.livemode, row.last_received_at)
+
+
+def is_livemode(*, conn: Connection) -> bool:
+    """Test mode when the latest verified event has livemode false; live with no events."""
+    last = latest_event(conn=conn)
+    return last.livemode if last else True
+
+
+def plan_counts(*, conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:
+    """Subscriptions per plan among the given statuses, largest first."""
+    total = func.sum(subscription_counts.c.subscription_count).label("total")
+    rows = conn.execute(
+        select(subscription_counts.c.product_id, products.c.name, total)
+        .select_from(
+            subscription_counts.outerjoin(
+                products, products.c.id == subscription_counts.c.product_id
+            )
+        )
+        .where(subscription_counts.c.status.in_(list(statuses)))
+        .group_by(subscription_counts.c.product_id, products.c.name)
+        .having(total > 0)
+    ).all()
+    counts = [
+        PlanCount(
+            plan_id=plan_id_for(row.product_id),
+            product_id=row.product_id,
+            plan_name=row.name or row.product_id or NO_PLAN_NAME,
+            count=int(row.total),
+        )
+        for row in rows
+    ]
+    counts.sort(key=lambda plan: (-plan.count, plan.plan_name, plan.product_id))
+    return counts
+
+
+def status_breakdown(*, conn: Connection) -> dict[str, int]:
+    """All subscriptions by status, whatever the plan."""
+    total = func.sum(subscription_counts.c.subscription_count)
+    rows = conn.execute(
+        select(subscription_counts.c.status, total)
+        .group_by(subscription_counts.c.status)
+        .having(total > 0)
+    ).all()
+    return {status: int(count) for status, count in sorted(rows, key=lambda r: -r[1])}
+
+
+def subscription_summary(
+    *, conn: Connection, active_statuses: Sequence[str], now: datetime
+) -> SubscriptionSummary:
+    """Active subscriptions and their plan distribution (SPEC 5 and 6)."""
+    distribution = plan_counts(conn=conn, statuses=active_statuses)
+    return SubscriptionSummary(
+        active_subscriptions=sum(plan.count for plan in distribution),
+        plan_distribution=distribution,
+        livemode=is_livemode(conn=conn),
+        as_of=now,
+    )
+
+
+def failed_payments_count(*, conn: Connection) -> int:
+    """Distinct invoices whose latest payment attempt failed and that are still open."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(invoices).where(invoices.c.payment_failing)
+        ).scalar_one()
+    )
+
+
+def unresolved_failed_events(*, conn: Connection) -> int:
+    """Verified events whose latest attempt failed, neither processed since nor dismissed."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(webhook_events)
+            .where(webhook_events.c.status == "failed")
+        ).scalar_one()
+    )
+
+
+def rejected_deliveries_total(*, conn: Connection) -> int:
+    """All rejected deliveries ever counted, across reasons."""
+    total = conn.execute(select(func.sum(rejection_totals.c.rejection_count))).scalar_one()
+    return int(total or 0)
+
+
+def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:
+    """Webhook feed health, the latest event and failing payments (SPEC 5 and 6)."""
+    last = latest_event(conn=conn)
+    failed_events = unresolved_failed_events(conn=conn)
+    quiet_limit = timedelta(seconds=delayed_after)
+    if failed_events:
+        health = WebhookHealth.ERROR
+        reason = (
+            f"{failed_events} event{'s' if failed_events != 1 else ''} failed to apply "
+            "and await a redelivery, a replay or an admin's dismissal"
+        )
+    elif last is None:
+        health, reason = WebhookHealth.DELAYED, "no webhook has been received yet"
+    elif now - last.received_at > quiet_limit:
+        health = WebhookHealth.DELAYED
+        reason = f"no webhook for more than {_duration(quiet_limit)}"
+    else:
+        health = WebhookHealth.HEALTHY
+        reason = f"webhooks arriving; the last within {_duration(quiet_limit)}"
+    return SyncStatus(
+        webhook_health=health,
+        health_reason=reason,
+        last_event=last,
+        failed_payments_count=failed_payments_count(conn=conn),
+        unresolved_failed_events=failed_events,
+        rejected_deliveries=rejected_deliveries_total(conn=conn),
+        as_of=now,
+    )
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} seconds"

@@ -1,0 +1,136 @@
+"""Process settings, read once from the environment (and `.env`) and validated at start."""
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "secret", "xxx"})
+MIN_COOKIE_KEY_LENGTH = 32
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.strip().lower() in PLACEHOLDER_SECRETS
+
+
+class Settings(BaseSettings):
+    """Everything configurable, named as the environment variables of SPEC section 3."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite:///data/finance.db"
+    stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    stripe_webhook_tolerance: int = Field(default=300, ge=0)
+    stripe_api_key: SecretStr | None = None
+    webhook_delayed_after: int = Field(default=600, gt=0)
+    active_subscription_statuses: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["active", "trialing", "past_due"]
+    )
+    finance_api_rate_limit: str = "100/minute"
+    rate_limit_storage_uri: str = "memory://"
+    webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    dashboard_cookie_key: SecretStr | None = None
+    dashboard_cookie_expiry_days: float = Field(default=1, gt=0)
+
+    @field_validator("stripe_webhook_secret", mode="before")
+    @classmethod
+    def _secrets_from_commas(cls, value: object) -> object:
+        if value is None:
+            return []
+        parts = _split_commas(value)
+        if isinstance(parts, list):
+            for part in parts:
+                text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+                if _is_placeholder(text):
+                    raise ValueError("is a placeholder; use the whsec_... secret from Stripe")
+                if not text.startswith("whsec_"):
+                    raise ValueError("each secret must start with whsec_")
+        return parts
+
+    @field_validator("active_subscription_statuses", mode="before")
+    @classmethod
+    def _statuses_from_commas(cls, value: object) -> object:
+        parts = _split_commas(value)
+        if isinstance(parts, list) and not parts:
+            raise ValueError("must name at least one status")
+        return parts
+
+    @field_validator("stripe_api_key", mode="before")
+    @classmethod
+    def _api_key_not_placeholder(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+        if isinstance(value, str) and _is_placeholder(value):
+            raise ValueError("is a placeholder; use a restricted or secret key from Stripe")
+        return value
+
+    @field_validator("dashboard_cookie_key", mode="before")
+    @classmethod
+    def _cookie_key_strong(cls, value: object) -> object:
+        if value is None:
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if _is_placeholder(text) or len(text) < MIN_COOKIE_KEY_LENGTH:
+            raise ValueError(
+                f"must be a random string of at least {MIN_COOKIE_KEY_LENGTH} characters"
+            )
+        return value
+
+    @field_validator("finance_api_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"is not a rate limit such as 100/minute ({exc})") from None
+        return value
+
+    def webhook_secrets(self) -> list[str]:
+        """The signing secrets, or a clear error when none is configured."""
+        if not self.stripe_webhook_secret:
+            raise SettingsError(
+                "STRIPE_WEBHOOK_SECRET is not set: the listener needs the whsec_... signing "
+                "secret of your Stripe webhook endpoint (several may be given, comma-separated)"
+            )
+        return [secret.get_secret_value() for secret in self.stripe_webhook_secret]
+
+    def cookie_key(self) -> str:
+        """The dashboard cookie signing key, or a clear error when none is configured."""
+        if self.dashboard_cookie_key is None:
+            raise SettingsError(
+                "DASHBOARD_COOKIE_KEY is not set: the dashboard needs a long random key "
+                f"(at least {MIN_COOKIE_KEY_LENGTH} characters) to sign its login cookie"
+            )
+        return self.dashboard_cookie_key.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, turning pydantic's report into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = "_".join(str(part) for part in error["loc"][:1]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{variable} {message}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use (never at import)."""
+    return load_settings()

@@ -1,0 +1,114 @@
+"""Read the few fields we keep from Stripe objects, whatever the API version that wrote them."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+class MalformedObject(ValueError):
+    """A verified event's object lacks what its type needs: our code or Stripe changed."""
+
+
+def object_id(value: Any) -> str | None:
+    """An id given either as a string or as an expanded object with an `id`."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        inner = value.get("id")
+        if isinstance(inner, str) and inner:
+            return inner
+    return None
+
+
+def required_str(obj: dict[str, Any], key: str, what: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedObject(f"{what} has no {key!r} string (got {type(value).__name__})")
+    return value
+
+
+def optional_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) else None
+
+
+def optional_int(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def optional_bool(obj: dict[str, Any], key: str) -> bool | None:
+    value = obj.get(key)
+    return value if isinstance(value, bool) else None
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A Stripe epoch-seconds timestamp as an aware UTC datetime."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def subscription_items(subscription: dict[str, Any]) -> list[dict[str, Any]]:
+    """The subscription's items; a missing or non-list `items` is a malformed object."""
+    items = subscription.get("items")
+    data = items.get("data") if isinstance(items, dict) else items
+    if not isinstance(data, list):
+        raise MalformedObject("subscription has no 'items' list")
+    return [item for item in data if isinstance(item, dict)]
+
+
+def item_product_and_price(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Product and price of an item: `price` (2018+) or the older `plan`."""
+    for key in ("price", "plan"):
+        source = item.get(key)
+        if isinstance(source, dict):
+            product = object_id(source.get("product"))
+            if product:
+                return product, object_id(source)
+    return None, object_id(item.get("price")) or object_id(item.get("plan"))
+
+
+def subscription_period(
+    subscription: dict[str, Any], first_item: dict[str, Any] | None
+) -> tuple[datetime | None, datetime | None]:
+    """`current_period_*` lives on the subscription before 2025-03-31.basil, on items after."""
+    for source in (subscription, first_item or {}):
+        start = timestamp(source.get("current_period_start"))
+        end = timestamp(source.get("current_period_end"))
+        if start or end:
+            return start, end
+    return None, None
+
+
+def invoice_subscription(invoice: dict[str, Any]) -> str | None:
+    """`subscription` before 2025-03-31.basil, `parent.subscription_details.subscription` after."""
+    direct = object_id(invoice.get("subscription"))
+    if direct:
+        return direct
+    parent = invoice.get("parent")
+    if isinstance(parent, dict):
+        details = parent.get("subscription_details")
+        if isinstance(details, dict):
+            return object_id(details.get("subscription"))
+    return None
+
+
+def price_fields(price: dict[str, Any]) -> dict[str, Any]:
+    """Amount, currency and interval of a price, or of a legacy plan object."""
+    recurring = price.get("recurring")
+    interval = recurring.get("interval") if isinstance(recurring, dict) else price.get("interval")
+    amount = optional_int(price, "unit_amount")
+    if amount is None:
+        amount = optional_int(price, "amount")
+    return {
+        "product_id": object_id(price.get("product")),
+        "active": optional_bool(price, "active"),
+        "unit_amount": amount,
+        "currency": optional_str(price, "currency"),
+        "recurring_interval": interval if isinstance(interval, str) else None,
+    }

@@ -1,0 +1,102 @@
+"""Finance API bearer tokens: shown once, stored as hashes, compared in constant time."""
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, select, update
+
+from finance_core.db import write_transaction
+from finance_core.models import api_tokens
+from finance_core.roles import format_roles, parse_roles
+
+TOKEN_PREFIX = "pmf"
+# last_used_at is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+class TokenError(ValueError):
+    """A token operation was refused; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: str
+    name: str
+    roles: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _info(row: object) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,  # type: ignore[attr-defined]
+        name=row.name,  # type: ignore[attr-defined]
+        roles=parse_roles(row.roles),  # type: ignore[attr-defined]
+        created_at=row.created_at,  # type: ignore[attr-defined]
+        last_used_at=row.last_used_at,  # type: ignore[attr-defined]
+        revoked_at=row.revoked_at,  # type: ignore[attr-defined]
+    )
+
+
+def create_token(*, engine: Engine, name: str, roles: list[str], now: datetime) -> str:
+    """Create a token and return its only plaintext copy: pmf_<id>_<secret>."""
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise TokenError("a token needs a name of 1 to 255 characters")
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    with write_transaction(engine) as conn:
+        taken = conn.execute(select(api_tokens.c.id).where(api_tokens.c.name == name)).first()
+        if taken:
+            raise TokenError(f"a token named {name!r} already exists; revoke it or pick another name")
+        conn.execute(
+            api_tokens.insert().values(
+                id=token_id,
+                name=name,
+                secret_hash=_hash(secret),
+                roles=format_roles(roles),
+                created_at=now,
+            )
+        )
+    return f"{TOKEN_PREFIX}_{token_id}_{secret}"
+
+
+def list_tokens(*, conn: Connection) -> list[TokenInfo]:
+    rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.name))
+    return [_info(row) for row in rows]
+
+
+def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
+    """Revoke the token with this name; revoking twice is an error that says so."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(select(api_tokens).where(api_tokens.c.name == name)).first()
+        if row is None:
+            raise TokenError(f"no token named {name!r}")
+        if row.revoked_at is not None:
+            raise TokenError(f"token {name!r} was already revoked")
+        conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(revoked_at=now))
+
+
+def authenticate_token(*, engine: Engine, token: str, now: datetime) -> TokenInfo | None:
+    """The live token this plaintext belongs to, or None (unknown, malformed or revoked)."""
+    prefix, _, rest = token.partition("_")
+    token_id, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIX or not token_id or not secret or len(token) > 200:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    # Compare hashes even for an unknown id, so timing says nothing about which ids exist.
+    stored = row.secret_hash if row is not None else _hash("")
+    if not hmac.compare_digest(_hash(secret), stored) or row is None or row.revoked_at:
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        with write_transaction(engine) as conn:
+            conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now))
+    return _info(row)

@@ -1,0 +1,36 @@
+"""`python -m webhook_listener [--host H] [--port P]`: the listener alone."""
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from finance_core.settings import SettingsError, get_settings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m webhook_listener", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        get_settings().webhook_secrets()  # a clear error before uvicorn starts
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "webhook_listener.app:app",
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
