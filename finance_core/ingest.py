@@ -112,18 +112,71 @@ def ingest_event(
     *, engine: Engine, event: StripeEvent, received_at: datetime, raw_payload: str | None = None
 ) -> DeliveryResult:
     """Record one verified delivery and apply its event once, in one transaction."""
+    return _process(engine, event, received_at, raw_payload, delivery=True)
+
+
+def replay_event(
+    *, engine: Engine, event_id: str, now: datetime, payload: str | None = None
+) -> DeliveryResult:
+    """Reprocess a failed (or dismissed) event from its kept payload, or from `payload`.
+
+    A replay is not a delivery: it leaves "last webhook received" alone.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(webhook_events.c.status, webhook_events.c.payload).where(
+                webhook_events.c.id == event_id
+            )
+        ).first()
+    if row is None:
+        raise ReplayError(f"no event {event_id!r} in the store")
+    if row.status not in ("failed", "dismissed"):
+        raise ReplayError(f"event {event_id!r} is {row.status}, not failed: nothing to replay")
+    text = payload if payload is not None else row.payload
+    if not text:
+        raise ReplayError(f"event {event_id!r} has no kept payload; re-fetch it from Stripe")
+    try:
+        event = StripeEvent.from_payload(json.loads(text))
+    except (ValueError, NotAStripeEvent) as exc:
+        raise ReplayError(f"event {event_id!r} has an unreadable payload: {exc}") from None
+    if event.id != event_id:
+        raise ReplayError(f"the payload given is event {event.id!r}, not {event_id!r}")
+    return _process(engine, event, now, text, delivery=False)
+
+
+def dismiss_event(*, engine: Engine, event_id: str, by: str) -> None:
+    """An admin's decision that a failed event needs no more work; health stops saying error."""
+    with write_transaction(engine) as conn:
+        dismissed = conn.execute(
+            update(webhook_events)
+            .where(webhook_events.c.id == event_id, webhook_events.c.status == "failed")
+            .values(status="dismissed", dismissed_by=by[:255])
+        ).rowcount
+    if not dismissed:
+        raise ReplayError(f"no failed event {event_id!r} to dismiss")
+
+
+class ReplayError(ValueError):
+    """A replay or dismissal was refused; the message says why."""
+
+
+def _process(
+    engine: Engine, event: StripeEvent, now: datetime, raw_payload: str | None, *, delivery: bool
+) -> DeliveryResult:
     try:
         with write_transaction(engine) as conn:
-            return _ingest(conn, event, received_at)
+            return _ingest(conn, event, now, delivery=delivery)
     except _ApplyFailed as failure:
         log.warning("event %s (%s) failed: %s", event.id, event.type, failure.message)
         payload = raw_payload if raw_payload is not None else _event_json(event)
         with write_transaction(engine) as conn:
-            _record_failure(conn, event, received_at, failure.message, payload)
+            _record_failure(conn, event, now, failure.message, payload, delivery=delivery)
         return DeliveryResult(Outcome.FAILED, event.id, failure.message)
 
 
-def _ingest(conn: Connection, event: StripeEvent, received_at: datetime) -> DeliveryResult:
+def _ingest(
+    conn: Connection, event: StripeEvent, received_at: datetime, *, delivery: bool
+) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
     claimed = conn.execute(
@@ -149,12 +202,14 @@ def _ingest(conn: Connection, event: StripeEvent, received_at: datetime) -> Deli
             .where(webhook_events.c.id == event.id)
             .with_for_update()
         ).scalar_one()
-        conn.execute(
-            update(webhook_events)
-            .where(webhook_events.c.id == event.id)
-            .values(deliveries=webhook_events.c.deliveries + 1, last_received_at=received_at)
-        )
-        if previous != "failed":
+        if delivery:
+            conn.execute(
+                update(webhook_events)
+                .where(webhook_events.c.id == event.id)
+                .values(deliveries=webhook_events.c.deliveries + 1, last_received_at=received_at)
+            )
+        # A dismissed event is settled for deliveries; only an explicit replay retries it.
+        if previous == "processed" or previous == "ignored" or (delivery and previous == "dismissed"):
             return DeliveryResult(Outcome.DUPLICATE, event.id)
 
     handler = HANDLERS.get(event.type)
@@ -171,7 +226,7 @@ def _ingest(conn: Connection, event: StripeEvent, received_at: datetime) -> Deli
     except Exception as exc:  # any failure rolls the effects back; the event is kept as failed
         raise _ApplyFailed(_describe(exc)) from exc
 
-    if not claimed:  # a failed event, now processed from this delivery's payload
+    if not claimed:  # a failed event, now processed from this delivery's (or replay's) payload
         conn.execute(
             update(webhook_events)
             .where(webhook_events.c.id == event.id)
@@ -188,7 +243,13 @@ def _ingest(conn: Connection, event: StripeEvent, received_at: datetime) -> Deli
 
 
 def _record_failure(
-    conn: Connection, event: StripeEvent, received_at: datetime, error: str, payload: str
+    conn: Connection,
+    event: StripeEvent,
+    received_at: datetime,
+    error: str,
+    payload: str,
+    *,
+    delivery: bool,
 ) -> None:
     statement = insert_for(conn, webhook_events).values(
         id=event.id,
@@ -204,18 +265,20 @@ def _record_failure(
         last_received_at=received_at,
         payload=payload,
     )
+    changes: dict[str, Any] = {
+        "status": "failed",
+        "error": error,
+        "payload": payload,
+        "attempts": webhook_events.c.attempts + 1,
+        "dismissed_by": None,
+    }
+    if delivery:
+        changes["deliveries"] = webhook_events.c.deliveries + 1
+        changes["last_received_at"] = received_at
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=["id"],
-            set_={
-                "status": "failed",
-                "error": error,
-                "payload": payload,
-                "attempts": webhook_events.c.attempts + 1,
-                "deliveries": webhook_events.c.deliveries + 1,
-                "last_received_at": received_at,
-                "dismissed_by": None,
-            },
+            set_=changes,
             # A concurrent delivery may have processed it meanwhile: never undo that.
             where=webhook_events.c.status.in_(("failed", "dismissed")),
         )

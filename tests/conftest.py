@@ -1,0 +1,94 @@
+"""Shared fixtures: a store on SQLite and on a real PostgreSQL server, and a running listener."""
+
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from finance_core import migrate
+from finance_core.db import make_engine
+from finance_core.settings import Settings, load_settings
+from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.servers import ThreadedServer
+from tests.support.stripe_factory import SECRET, signed
+
+IN_CI = os.environ.get("CI") == "true"
+_database_names = itertools.count(1)
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with the reason printed; under CI=true nothing may be skipped."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: this suite must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+    assert bin_dir is not None
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/finance.db"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "stripe_webhook_secret": SECRET,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def listener(settings: Settings, engine: Engine) -> Iterator[ThreadedServer]:
+    """The listener app served over real HTTP on a loopback port."""
+    from webhook_listener.app import create_app
+
+    server = ThreadedServer(create_app(settings, engine)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(listener: ThreadedServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=listener.url, timeout=30) as client:
+        yield client
+
+
+def deliver(http: httpx.Client, event: dict[str, Any], secret: str = SECRET,
+            timestamp: int | None = None) -> httpx.Response:
+    """POST one signed event to the listener, as Stripe does."""
+    body, headers = signed(event, secret, timestamp)
+    return http.post("/webhooks/stripe", content=body, headers=headers)
