@@ -73,7 +73,8 @@ def cmd_user_add(args: argparse.Namespace, engine: Engine) -> int:
         email=args.email,
         now=_now(),
     )
-    print(f"added user {args.username.strip().lower()!r} with roles {', '.join(sorted(set(args.role)))}")
+    roles = ", ".join(sorted(set(args.role)))
+    print(f"added user {args.username.strip().lower()!r} with roles {roles}")
     return 0
 
 
@@ -82,7 +83,9 @@ def cmd_user_list(args: argparse.Namespace, engine: Engine) -> int:
         rows = users.list_users(conn=conn)
     print(f"{'USERNAME':20} {'NAME':24} {'ROLES':20} CREATED")
     for user in rows:
-        print(f"{user.username:20} {user.name:24} {','.join(user.roles):20} {_when(user.created_at)}")
+        print(
+            f"{user.username:20} {user.name:24} {','.join(user.roles):20} {_when(user.created_at)}"
+        )
     return 0
 
 
@@ -96,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finance_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("init-db", help="create or migrate the schema").set_defaults(run=cmd_init_db)
+    commands.add_parser("init-db", help="create or migrate the schema").set_defaults(
+        run=cmd_init_db
+    )
 
     token = commands.add_parser("token", help="Finance API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -198,9 +198,7 @@ def _ingest(
     ).rowcount
     if not claimed:
         previous = conn.execute(
-            select(webhook_events.c.status)
-            .where(webhook_events.c.id == event.id)
-            .with_for_update()
+            select(webhook_events.c.status).where(webhook_events.c.id == event.id).with_for_update()
         ).scalar_one()
         if delivery:
             conn.execute(
@@ -209,7 +207,11 @@ def _ingest(
                 .values(deliveries=webhook_events.c.deliveries + 1, last_received_at=received_at)
             )
         # A dismissed event is settled for deliveries; only an explicit replay retries it.
-        if previous == "processed" or previous == "ignored" or (delivery and previous == "dismissed"):
+        if (
+            previous == "processed"
+            or previous == "ignored"
+            or (delivery and previous == "dismissed")
+        ):
             return DeliveryResult(Outcome.DUPLICATE, event.id)
 
     handler = HANDLERS.get(event.type)
@@ -398,7 +400,9 @@ def apply_subscription(conn: Connection, event: StripeEvent, received_at: dateti
         **_state(event, received_at),
     }
     applied, previous = _apply_state(
-        conn, subscriptions, row,
+        conn,
+        subscriptions,
+        row,
         is_terminal=lambda r: r["status"] in TERMINAL_SUBSCRIPTION_STATUSES,
     )
     if applied:
@@ -432,7 +436,10 @@ def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> 
         **_state(event, received_at),
     }
     _apply_state(
-        conn, prices, row, is_terminal=_is_deleted,
+        conn,
+        prices,
+        row,
+        is_terminal=_is_deleted,
         keep_when_missing=("product_id", "unit_amount", "currency", "recurring_interval"),
     )
 
@@ -478,7 +485,9 @@ def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -
         **_state(event, received_at),
     }
     _apply_state(
-        conn, invoices, row,
+        conn,
+        invoices,
+        row,
         is_terminal=lambda r: r["status"] in TERMINAL_INVOICE_STATUSES,
         keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
         default_when_new={"payment_failing": False},
@@ -492,8 +501,14 @@ def _is_deleted(row: Mapping[str, Any]) -> bool:
 Handler = Callable[[Connection, StripeEvent, datetime], None]
 
 SUBSCRIPTION_EVENTS = (
-    "created", "updated", "deleted", "paused", "resumed",
-    "trial_will_end", "pending_update_applied", "pending_update_expired",
+    "created",
+    "updated",
+    "deleted",
+    "paused",
+    "resumed",
+    "trial_will_end",
+    "pending_update_applied",
+    "pending_update_expired",
 )
 HANDLERS: dict[str, Handler] = {
     **{f"customer.subscription.{name}": apply_subscription for name in SUBSCRIPTION_EVENTS},

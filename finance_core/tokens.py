@@ -55,7 +55,9 @@ def create_token(*, engine: Engine, name: str, roles: list[str], now: datetime) 
     with write_transaction(engine) as conn:
         taken = conn.execute(select(api_tokens.c.id).where(api_tokens.c.name == name)).first()
         if taken:
-            raise TokenError(f"a token named {name!r} already exists; revoke it or pick another name")
+            raise TokenError(
+                f"a token named {name!r} already exists; revoke it or pick another name"
+            )
         conn.execute(
             api_tokens.insert().values(
                 id=token_id,
@@ -98,5 +100,7 @@ def authenticate_token(*, engine: Engine, token: str, now: datetime) -> TokenInf
         return None
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         with write_transaction(engine) as conn:
-            conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now))
+            conn.execute(
+                update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now)
+            )
     return _info(row)

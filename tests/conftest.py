@@ -87,8 +87,9 @@ def http(listener: ThreadedServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def deliver(http: httpx.Client, event: dict[str, Any], secret: str = SECRET,
-            timestamp: int | None = None) -> httpx.Response:
+def deliver(
+    http: httpx.Client, event: dict[str, Any], secret: str = SECRET, timestamp: int | None = None
+) -> httpx.Response:
     """POST one signed event to the listener, as Stripe does."""
     body, headers = signed(event, secret, timestamp)
     return http.post("/webhooks/stripe", content=body, headers=headers)

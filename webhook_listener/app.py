@@ -62,9 +62,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 tolerance=current.stripe_webhook_tolerance,
             )
         except Rejected as rejection:
-            await run_in_threadpool(
-                _count_rejection, db, rejection.reason, client, received_at
-            )
+            await run_in_threadpool(_count_rejection, db, rejection.reason, client, received_at)
             return JSONResponse(
                 {"received": False, "error": rejection.reason, "message": rejection.message},
                 status_code=rejection.status_code,
@@ -93,8 +91,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def healthz(request: Request) -> JSONResponse:
         reachable = await run_in_threadpool(_database_reachable, request.app.state.engine)
         return JSONResponse(
-            {"status": "ok" if reachable else "degraded",
-             "database": "reachable" if reachable else "unreachable"},
+            {
+                "status": "ok" if reachable else "degraded",
+                "database": "reachable" if reachable else "unreachable",
+            },
             status_code=200 if reachable else 503,
         )
 

@@ -46,9 +46,18 @@ class PostgresServer:
 
     def start(self) -> None:
         subprocess.run(
-            self._cmd(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", self.user,
-                      "--auth=trust", "--encoding=UTF8", "--no-sync"),
-            check=True, capture_output=True,
+            self._cmd(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
         )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
@@ -56,9 +65,21 @@ class PostgresServer:
             "-c max_connections=200"
         )
         subprocess.run(
-            self._cmd(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l",
-                      str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start"),
-            check=True, capture_output=True,
+            self._cmd(
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -83,8 +104,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            self._cmd(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                      "stop"),
+            self._cmd(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+            ),
             capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)

@@ -23,8 +23,12 @@ def next_id(prefix: str) -> str:
     return f"{prefix}_{next(_ids):024d}"
 
 
-def signature_header(body: bytes | str, secret: str = SECRET, timestamp: int | None = None,
-                     extra_signatures: tuple[str, ...] = ()) -> str:
+def signature_header(
+    body: bytes | str,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    extra_signatures: tuple[str, ...] = (),
+) -> str:
     """A Stripe-Signature header: HMAC-SHA256 over "{t}.{body}" with the endpoint secret."""
     t = int(time.time()) if timestamp is None else timestamp
     text = body.decode() if isinstance(body, bytes) else body
@@ -32,16 +36,25 @@ def signature_header(body: bytes | str, secret: str = SECRET, timestamp: int | N
     return ",".join([f"t={t}", *(f"v1={s}" for s in extra_signatures), f"v1={v1}"])
 
 
-def signed(event: dict[str, Any], secret: str = SECRET, timestamp: int | None = None
-           ) -> tuple[bytes, dict[str, str]]:
+def signed(
+    event: dict[str, Any], secret: str = SECRET, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(event).encode()
-    return body, {"Stripe-Signature": signature_header(body, secret, timestamp),
-                  "Content-Type": "application/json"}
+    return body, {
+        "Stripe-Signature": signature_header(body, secret, timestamp),
+        "Content-Type": "application/json",
+    }
 
 
-def event(event_type: str, obj: dict[str, Any], *, event_id: str | None = None,
-          created: int | None = None, livemode: bool = False,
-          api_version: str | None = NEW_API) -> dict[str, Any]:
+def event(
+    event_type: str,
+    obj: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    created: int | None = None,
+    livemode: bool = False,
+    api_version: str | None = NEW_API,
+) -> dict[str, Any]:
     return {
         "id": event_id or next_id("evt"),
         "object": "event",
@@ -56,29 +69,62 @@ def event(event_type: str, obj: dict[str, Any], *, event_id: str | None = None,
 
 
 def product(product_id: str, name: str, *, active: bool = True) -> dict[str, Any]:
-    return {"id": product_id, "object": "product", "active": active, "name": name,
-            "description": f"{name} plan", "livemode": False, "metadata": {}, "created": 1700000000}
+    return {
+        "id": product_id,
+        "object": "product",
+        "active": active,
+        "name": name,
+        "description": f"{name} plan",
+        "livemode": False,
+        "metadata": {},
+        "created": 1700000000,
+    }
 
 
-def price(price_id: str, product_id: str, *, unit_amount: int = 2900, interval: str = "month"
-          ) -> dict[str, Any]:
-    return {"id": price_id, "object": "price", "active": True, "currency": "usd",
-            "product": product_id, "unit_amount": unit_amount, "type": "recurring",
-            "recurring": {"interval": interval, "interval_count": 1, "usage_type": "licensed"},
-            "livemode": False, "created": 1700000000}
+def price(
+    price_id: str, product_id: str, *, unit_amount: int = 2900, interval: str = "month"
+) -> dict[str, Any]:
+    return {
+        "id": price_id,
+        "object": "price",
+        "active": True,
+        "currency": "usd",
+        "product": product_id,
+        "unit_amount": unit_amount,
+        "type": "recurring",
+        "recurring": {"interval": interval, "interval_count": 1, "usage_type": "licensed"},
+        "livemode": False,
+        "created": 1700000000,
+    }
 
 
-def subscription(subscription_id: str, status: str, product_id: str | None, *,
-                 shape: Shape = "new", price_id: str | None = None,
-                 customer: str = "cus_suite0001") -> dict[str, Any]:
+def subscription(
+    subscription_id: str,
+    status: str,
+    product_id: str | None,
+    *,
+    shape: Shape = "new",
+    price_id: str | None = None,
+    customer: str = "cus_suite0001",
+) -> dict[str, Any]:
     period = {"current_period_start": 1764547200, "current_period_end": 1767225600}
     items: list[dict[str, Any]] = []
     if product_id is not None:
         price_id = price_id or f"price_for_{product_id}"
-        item: dict[str, Any] = {"id": next_id("si"), "object": "subscription_item", "quantity": 1,
-                                "subscription": subscription_id}
-        plan = {"id": price_id, "object": "plan", "product": product_id, "amount": 2900,
-                "currency": "usd", "interval": "month"}
+        item: dict[str, Any] = {
+            "id": next_id("si"),
+            "object": "subscription_item",
+            "quantity": 1,
+            "subscription": subscription_id,
+        }
+        plan = {
+            "id": price_id,
+            "object": "plan",
+            "product": product_id,
+            "amount": 2900,
+            "currency": "usd",
+            "interval": "month",
+        }
         if shape == "legacy":
             item["plan"] = plan
         else:
@@ -89,34 +135,66 @@ def subscription(subscription_id: str, status: str, product_id: str | None, *,
                 item.update(period)
         items.append(item)
     obj: dict[str, Any] = {
-        "id": subscription_id, "object": "subscription", "status": status,
-        "customer": customer, "cancel_at_period_end": False, "created": 1764547200,
+        "id": subscription_id,
+        "object": "subscription",
+        "status": status,
+        "customer": customer,
+        "cancel_at_period_end": False,
+        "created": 1764547200,
         "items": {"object": "list", "data": items, "has_more": False},
-        "livemode": False, "metadata": {},
+        "livemode": False,
+        "metadata": {},
     }
     if shape != "new":
         obj.update(period)
     return obj
 
 
-def invoice(invoice_id: str, status: str, *, subscription_id: str | None = None,
-            shape: Shape = "new", attempted: bool = True, amount_due: int = 2900,
-            attempt_count: int = 1) -> dict[str, Any]:
+def invoice(
+    invoice_id: str,
+    status: str,
+    *,
+    subscription_id: str | None = None,
+    shape: Shape = "new",
+    attempted: bool = True,
+    amount_due: int = 2900,
+    attempt_count: int = 1,
+) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "id": invoice_id, "object": "invoice", "status": status, "amount_due": amount_due,
-        "amount_paid": amount_due if status == "paid" else 0, "currency": "usd",
-        "attempted": attempted, "attempt_count": attempt_count, "customer": "cus_suite0001",
+        "id": invoice_id,
+        "object": "invoice",
+        "status": status,
+        "amount_due": amount_due,
+        "amount_paid": amount_due if status == "paid" else 0,
+        "currency": "usd",
+        "attempted": attempted,
+        "attempt_count": attempt_count,
+        "customer": "cus_suite0001",
         # Personal data Stripe sends along; the store must never keep it.
-        "customer_email": "jane.doe@example.com", "customer_name": "Jane Doe",
+        "customer_email": "jane.doe@example.com",
+        "customer_name": "Jane Doe",
         "customer_phone": "+15555550123",
-        "customer_address": {"line1": "1 Penguin Way", "city": "Iceberg", "country": "AQ",
-                             "postal_code": "90210", "line2": None, "state": None},
-        "livemode": False, "created": 1764547200,
+        "customer_address": {
+            "line1": "1 Penguin Way",
+            "city": "Iceberg",
+            "country": "AQ",
+            "postal_code": "90210",
+            "line2": None,
+            "state": None,
+        },
+        "livemode": False,
+        "created": 1764547200,
     }
     if shape == "new":
-        obj["parent"] = {"type": "subscription_details", "quote_details": None,
-                         "subscription_details": {"subscription": subscription_id,
-                                                  "metadata": {}}} if subscription_id else None
+        obj["parent"] = (
+            {
+                "type": "subscription_details",
+                "quote_details": None,
+                "subscription_details": {"subscription": subscription_id, "metadata": {}},
+            }
+            if subscription_id
+            else None
+        )
     else:
         obj["subscription"] = subscription_id
     return obj
