@@ -179,23 +179,28 @@ def _ingest(
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
-    claimed = conn.execute(
-        insert_for(conn, webhook_events)
-        .values(
-            id=event.id,
-            type=event.type,
-            created=event.created,
-            api_version=event.api_version,
-            livemode=event.livemode,
-            status="processed",
-            attempts=1,
-            deliveries=1,
-            first_received_at=received_at,
-            last_received_at=received_at,
-            processed_at=received_at,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-    ).rowcount
+    claimed = (
+        conn.execute(
+            insert_for(conn, webhook_events)
+            .values(
+                id=event.id,
+                type=event.type,
+                created=event.created,
+                api_version=event.api_version,
+                livemode=event.livemode,
+                status="processed",
+                attempts=1,
+                deliveries=1,
+                first_received_at=received_at,
+                last_received_at=received_at,
+                processed_at=received_at,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+            .returning(webhook_events.c.id)
+        ).first()
+        is not None
+    )
     if not claimed:
         previous = conn.execute(
             select(webhook_events.c.status).where(webhook_events.c.id == event.id).with_for_update()
@@ -332,9 +337,12 @@ def _apply_state(
     keep = tuple(keep_when_missing)
     first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
     inserted = conn.execute(
-        insert_for(conn, table).values(**first).on_conflict_do_nothing(index_elements=["id"])
-    ).rowcount
-    if inserted:
+        insert_for(conn, table)
+        .values(**first)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(table.c.id)
+    ).first()
+    if inserted is not None:
         return True, None
     previous = conn.execute(select(table).where(table.c.id == row["id"]).with_for_update()).one()
     old = previous._mapping
@@ -366,13 +374,26 @@ def _move_subscription_count(
     # A fixed order of row locks, so that two transactions cannot deadlock on PostgreSQL.
     changes = sorted((key, delta) for key, delta in ((old, -1), (new, 1)) if key is not None)
     for (product_id, status), delta in changes:
+        if delta < 0:
+            # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
+            decremented = conn.execute(
+                update(subscription_counts)
+                .where(
+                    subscription_counts.c.product_id == product_id,
+                    subscription_counts.c.status == status,
+                )
+                .values(subscription_count=subscription_counts.c.subscription_count - 1)
+            ).rowcount
+            if decremented != 1:
+                raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
+            continue
         statement = insert_for(conn, subscription_counts).values(
-            product_id=product_id, status=status, subscription_count=delta
+            product_id=product_id, status=status, subscription_count=1
         )
         conn.execute(
             statement.on_conflict_do_update(
                 index_elements=["product_id", "status"],
-                set_={"subscription_count": subscription_counts.c.subscription_count + delta},
+                set_={"subscription_count": subscription_counts.c.subscription_count + 1},
             )
         )
 
