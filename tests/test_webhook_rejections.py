@@ -164,8 +164,9 @@ def test_oversized_body_gets_413(database_url, engine):
 
             # Without a Content-Length (chunked), the limit holds while reading.
             body, headers = sf.signed(event)
-            chunked = http.post("/webhooks/stripe", content=iter([body[:1000], body[1000:]]),
-                                headers=headers)
+            chunked = http.post(
+                "/webhooks/stripe", content=iter([body[:1000], body[1000:]]), headers=headers
+            )
             assert chunked.status_code == 413
             assert deliver(http, a_subscription_event()).status_code == 200
     finally:
@@ -189,8 +190,9 @@ def test_a_flood_of_rejections_stays_bounded(engine):
 
     now = datetime.now(UTC)
     for _ in range(120):
-        record_rejection(engine=engine, reason="bad_signature", client_address="10.0.0.1",
-                         now=now, keep=50)
+        record_rejection(
+            engine=engine, reason="bad_signature", client_address="10.0.0.1", now=now, keep=50
+        )
     with read_transaction(engine) as conn:
         assert kept_rejections(conn=conn) == 50
         totals = {r.reason: r.count for r in rejections_by_reason(conn=conn)}

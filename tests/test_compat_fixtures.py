@@ -1,0 +1,205 @@
+"""Compatibility: real payloads written by other projects (../shared/fixtures/stripe/).
+
+Every event is delivered signed over HTTP, in `created` order, and must be accepted with 200
+and land as SPEC section 4 says. Fixture event ids are reused across files (stripe-ruby-mock
+gives them all one id), so each delivery gets its file name appended to stay distinct.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, MetaData, select
+
+from finance_core.db import read_transaction
+from finance_core.ingest import HANDLERS, TERMINAL_INVOICE_STATUSES, TERMINAL_SUBSCRIPTION_STATUSES
+from finance_core.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.stripe_shapes import invoice_subscription, item_product_and_price
+from tests.conftest import deliver, skip_or_fail
+from tests.support import stripe_factory as sf
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+# Where a payload without an envelope comes from a file name, the event type it stands for.
+BARE_TYPES = {
+    "subscription.created": "customer.subscription.created",
+    "subscription.updated": "customer.subscription.updated",
+    "subscription.deleted": "customer.subscription.deleted",
+    "subscription.trial_ended": "customer.subscription.updated",
+    "subscription.trial_will_end": "customer.subscription.trial_will_end",
+    "invoice": "invoice.updated",
+    "invoice.updated": "invoice.updated",
+    "invoice.payment_failed": "invoice.payment_failed",
+    "invoice.payment_action_required": "invoice.payment_action_required",
+}
+OPENAPI_TYPES = {
+    "subscription": "customer.subscription.updated",
+    "invoice": "invoice.updated",
+    "product": "product.updated",
+    "price": "price.updated",
+    "plan": "plan.updated",
+    "deleted_product": "product.deleted",
+    "deleted_invoice": "invoice.deleted",
+    "customer": "customer.updated",
+}
+
+
+def fixture_events() -> list[dict[str, Any]]:
+    """Every fixture as a full event, with a distinct id, sorted by `created`."""
+    events = []
+    for path in sorted(FIXTURES.glob("*/*.json")):
+        data = json.loads(path.read_text())
+        tag = f"{path.parent.name}_{path.stem}".replace(".", "_")
+        if path.parent.name == "stripe-openapi":
+            for resource, event_type in OPENAPI_TYPES.items():
+                obj = data["resources"][resource]
+                events.append(
+                    sf.event(
+                        event_type,
+                        obj,
+                        event_id=f"evt_openapi_{resource}",
+                        created=1785000000,
+                        api_version="2026-07-29.dahlia",
+                    )
+                )
+            continue
+        if "data" in data:  # a full event
+            event = dict(data)
+            event["id"] = f"{data['id']}__{tag}"
+        else:  # pay-rails: the event's data only, or the bare object
+            obj = data["object"] if isinstance(data.get("object"), dict) else data
+            event = sf.event(
+                BARE_TYPES[path.stem],
+                obj,
+                event_id=f"evt_{tag}",
+                created=obj.get("created") or 1743465600,
+                api_version="2025-03-31.basil",
+            )
+        events.append(event)
+    return sorted(events, key=lambda e: e["created"])
+
+
+def personal_data_in_fixtures() -> set[str]:
+    """Customer emails, names, phones and address lines the fixtures carry."""
+    found: set[str] = set()
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            is_person = value.get("object") == "customer" or "email" in value
+            for k, v in value.items():
+                if (
+                    isinstance(v, str)
+                    and len(v) > 3
+                    and (
+                        k
+                        in {
+                            "email",
+                            "customer_email",
+                            "customer_name",
+                            "phone",
+                            "customer_phone",
+                            "line1",
+                            "line2",
+                            "receipt_email",
+                        }
+                        or (is_person and k == "name")
+                    )
+                ):
+                    found.add(v)
+                walk(v, k)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+
+    for event in fixture_events():
+        walk(event)
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixtures_present() -> None:
+    if not FIXTURES.is_dir():
+        skip_or_fail(f"no fixtures at {FIXTURES}")
+
+
+def expected_product(subscription: dict[str, Any]) -> str:
+    items = subscription["items"]["data"]
+    return (item_product_and_price(items[0])[0] or "") if items else ""
+
+
+def stored(engine: Engine, table, object_id: str):
+    with read_transaction(engine) as conn:
+        return conn.execute(select(table).where(table.c.id == object_id)).first()
+
+
+def test_every_fixture_is_accepted_and_lands_as_the_rules_say(http, engine):
+    events = fixture_events()
+    assert len(events) > 50
+    for event in events:
+        response = deliver(http, event)
+        assert response.status_code == 200, (event["id"], response.text)
+        outcome = response.json()["outcome"]
+        obj, event_type = event["data"]["object"], event["type"]
+        handler = HANDLERS.get(event_type)
+        assert outcome == ("processed" if handler else "ignored"), event["id"]
+        if handler is None:
+            assert stored(engine, webhook_events, event["id"]).status == "ignored"
+            continue
+        kind = event_type.rsplit(".", 1)[0]
+        if kind == "customer.subscription":
+            row = stored(engine, subscriptions, obj["id"])
+            if row.state_event_id != event["id"]:  # an equal-`created` terminal state stays
+                assert row.status in TERMINAL_SUBSCRIPTION_STATUSES
+                assert row.state_created == event["created"]
+                continue
+            assert row.status == obj["status"]
+            assert row.product_id == expected_product(obj)
+        elif kind == "invoice":
+            row = stored(engine, invoices, obj["id"])
+            if row.state_event_id != event["id"]:
+                assert row.status in TERMINAL_INVOICE_STATUSES
+                assert row.state_created == event["created"]
+                continue
+            if invoice_subscription(obj) is not None:  # a deleted invoice keeps its link
+                assert row.subscription_id == invoice_subscription(obj)
+            if event_type == "invoice.payment_failed":
+                assert row.payment_failing is True
+            if row.status in TERMINAL_INVOICE_STATUSES:
+                assert row.payment_failing is False
+        elif kind == "product":
+            row = stored(engine, products, obj["id"])
+            assert row.state_event_id == event["id"]
+            assert row.deleted is event_type.endswith("deleted")
+            if obj.get("name"):
+                assert row.name == obj["name"]
+        elif kind in ("price", "plan"):
+            row = stored(engine, prices, obj["id"])
+            assert row.state_event_id == event["id"]
+            assert row.product_id == (
+                obj["product"] if isinstance(obj["product"], str) else obj["product"]["id"]
+            )
+
+
+def test_basil_invoice_links_its_subscription_through_parent(http, engine):
+    (event,) = [e for e in fixture_events() if e["id"] == "evt_pay-rails_invoice_payment_failed"]
+    assert deliver(http, event).status_code == 200
+    row = stored(engine, invoices, event["data"]["object"]["id"])
+    assert (row.subscription_id, row.payment_failing) == ("sub_1234", True)
+
+
+def test_store_keeps_no_customer_personal_data(http, engine):
+    personal = personal_data_in_fixtures()
+    assert {"billing@supabase.io", "Example Customer", "+6587498462"} <= personal
+    for event in fixture_events():
+        assert deliver(http, event).status_code == 200
+
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with read_transaction(engine) as conn:
+        dump = "\n".join(
+            repr(tuple(row))
+            for table in metadata.sorted_tables
+            for row in conn.execute(select(table))
+        )
+    leaked = sorted(value for value in personal if value in dump)
+    assert leaked == []
