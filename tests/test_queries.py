@@ -1,0 +1,213 @@
+"""The numbers of SPEC section 5 for a non-trivial store, and health over time."""
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from finance_core.db import read_transaction
+from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
+from finance_core.queries import (
+    plan_id_for,
+    status_breakdown,
+    stripe_sync_status,
+    subscription_summary,
+)
+from tests.support import stripe_factory as sf
+
+ACTIVE = ["active", "trialing", "past_due"]
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+_created = itertools.count(1_790_000_000)
+
+
+def feed(engine, event_type, obj, *, at=T0, livemode=False, created=None):
+    event = sf.event(
+        event_type,
+        obj,
+        livemode=livemode,
+        created=created if created is not None else next(_created),
+    )
+    return ingest_event(engine=engine, event=StripeEvent.from_payload(event), received_at=at)
+
+
+def summary(engine, now=T0):
+    with read_transaction(engine) as conn:
+        return subscription_summary(conn=conn, active_statuses=ACTIVE, now=now)
+
+
+def sync_status(engine, now):
+    with read_transaction(engine) as conn:
+        return stripe_sync_status(conn=conn, delayed_after=600, now=now)
+
+
+def build_scenario(engine):
+    """3 named plans, one unnamed; 11 subscriptions in 6 statuses; 3 failing invoices."""
+    for product_id, name in [
+        ("prod_starter", "Starter"),
+        ("prod_pro", "Pro"),
+        ("prod_biz", "Business"),
+    ]:
+        feed(engine, "product.created", sf.product(product_id, name))
+    plan_of = {
+        "active": ["prod_pro"] * 3 + ["prod_starter"] * 2,
+        "trialing": ["prod_starter", "prod_biz"],
+        "past_due": ["prod_pro", "prod_mystery"],
+        "canceled": ["prod_pro"],
+        "incomplete_expired": ["prod_biz"],
+        "unpaid": ["prod_biz"],
+    }
+    n = 0
+    for status, plans in plan_of.items():
+        for product_id in plans:
+            n += 1
+            feed(
+                engine,
+                "customer.subscription.created",
+                sf.subscription(f"sub_s{n}", "incomplete", product_id),
+            )
+            feed(
+                engine,
+                "customer.subscription.updated",
+                sf.subscription(f"sub_s{n}", status, product_id),
+            )
+    # One subscription moved from Starter to Pro: it counts once, under Pro.
+    feed(engine, "customer.subscription.updated", sf.subscription("sub_s4", "active", "prod_pro"))
+    for number in range(1, 6):
+        feed(
+            engine,
+            "invoice.payment_failed",
+            sf.invoice(f"in_{number}", "open", subscription_id=f"sub_s{number}"),
+        )
+    feed(engine, "invoice.paid", sf.invoice("in_1", "paid"))
+    feed(engine, "invoice.voided", sf.invoice("in_2", "void"))
+    # A second failed attempt on the same invoice is still one failed payment.
+    feed(engine, "invoice.payment_failed", sf.invoice("in_3", "open", attempt_count=2))
+
+
+def test_summary_counts_each_active_subscription_once_by_plan(engine):
+    build_scenario(engine)
+    result = summary(engine)
+    assert result.active_subscriptions == 9
+    assert [(p.plan_name, p.count) for p in result.plan_distribution] == [
+        ("Pro", 5),
+        ("Starter", 2),
+        ("Business", 1),
+        ("prod_mystery", 1),
+    ]
+    assert sum(p.count for p in result.plan_distribution) == result.active_subscriptions
+    assert result.plan_distribution[0].plan_id == plan_id_for("prod_pro")
+    assert result.as_of == T0
+    assert result.stripe_dashboard_url == "https://dashboard.stripe.com/test/revenue"
+
+
+def test_status_breakdown_covers_every_subscription(engine):
+    build_scenario(engine)
+    with read_transaction(engine) as conn:
+        breakdown = status_breakdown(conn=conn)
+    assert breakdown == {
+        "active": 5,
+        "trialing": 2,
+        "past_due": 2,
+        "canceled": 1,
+        "incomplete_expired": 1,
+        "unpaid": 1,
+    }
+
+
+def test_active_statuses_are_configurable(engine):
+    build_scenario(engine)
+    with read_transaction(engine) as conn:
+        only_active = subscription_summary(conn=conn, active_statuses=["active"], now=T0)
+    assert only_active.active_subscriptions == 5
+
+
+def test_plan_ids_never_change_between_releases():
+    # Other services store plan_id: this value must survive every rebuild and release.
+    assert str(plan_id_for("prod_pro")) == "16210c68-9500-569e-81d1-ad50804a0687"
+    assert plan_id_for("prod_pro") != plan_id_for("prod_starter")
+
+
+def test_failed_payments_count_distinct_open_failing_invoices(engine):
+    build_scenario(engine)
+    assert sync_status(engine, T0).failed_payments_count == 3
+
+
+def test_health_moves_from_delayed_to_healthy_to_delayed_to_error(engine):
+    first = sync_status(engine, T0)
+    assert (first.webhook_health, first.last_event, first.last_webhook_received) == (
+        "delayed",
+        None,
+        None,
+    )
+    assert first.health_reason == "no webhook has been received yet"
+
+    feed(engine, "product.created", sf.product("prod_h", "Health"), at=T0, created=1_790_000_500)
+    healthy = sync_status(engine, T0 + timedelta(seconds=599))
+    assert healthy.webhook_health == "healthy"
+    assert healthy.last_webhook_received == T0
+    assert healthy.last_event.type == "product.created"
+    assert healthy.last_event.created == datetime.fromtimestamp(1_790_000_500, UTC)
+
+    quiet = sync_status(engine, T0 + timedelta(seconds=601))
+    assert quiet.webhook_health == "delayed"
+    assert quiet.health_reason == "no webhook for more than 10 minutes"
+
+    later = T0 + timedelta(seconds=700)
+    result = feed(
+        engine,
+        "customer.subscription.updated",
+        {"id": "sub_bad", "object": "subscription"},
+        at=later,
+    )
+    assert result.outcome == "failed"
+    broken = sync_status(engine, later)
+    assert broken.webhook_health == "error"
+    assert "1 event failed" in broken.health_reason
+
+    dismiss_event(engine=engine, event_id=result.event_id, by="alice")
+    assert sync_status(engine, later).webhook_health == "healthy"
+
+
+def test_a_duplicate_delivery_is_the_latest_webhook(engine):
+    event = sf.event("product.created", sf.product("prod_dup", "Dup"), created=1_790_000_000)
+    parsed = StripeEvent.from_payload(event)
+    ingest_event(engine=engine, event=parsed, received_at=T0)
+    feed(engine, "product.created", sf.product("prod_other", "Other"), at=T0 + timedelta(seconds=5))
+    ingest_event(engine=engine, event=parsed, received_at=T0 + timedelta(seconds=10))
+    status = sync_status(engine, T0 + timedelta(seconds=11))
+    assert status.last_event.id == event["id"]
+    assert status.last_webhook_received == T0 + timedelta(seconds=10)
+
+
+def test_test_mode_follows_the_latest_event(engine):
+    assert summary(engine).stripe_dashboard_url == "https://dashboard.stripe.com/revenue"
+    feed(engine, "product.created", sf.product("prod_t", "T"), at=T0, livemode=False)
+    assert (
+        sync_status(engine, T0).stripe_dashboard_url == "https://dashboard.stripe.com/test/payments"
+    )
+    feed(
+        engine,
+        "product.created",
+        sf.product("prod_l", "L"),
+        at=T0 + timedelta(seconds=1),
+        livemode=True,
+    )
+    assert sync_status(engine, T0).stripe_dashboard_url == "https://dashboard.stripe.com/payments"
+    assert summary(engine).stripe_dashboard_url == "https://dashboard.stripe.com/revenue"
+
+
+def test_replay_heals_a_failed_event_without_counting_as_a_delivery(engine):
+    broken = sf.subscription("sub_rp", "active", "prod_rp")
+    broken["items"] = "not a list"
+    event = sf.event("customer.subscription.created", broken)
+    parsed = StripeEvent.from_payload(event)
+    assert ingest_event(engine=engine, event=parsed, received_at=T0).outcome == "failed"
+
+    import json
+
+    event["data"]["object"] = sf.subscription("sub_rp", "active", "prod_rp")
+    later = T0 + timedelta(hours=1)
+    result = replay_event(engine=engine, event_id=event["id"], now=later, payload=json.dumps(event))
+    assert result.outcome == "processed"
+    status = sync_status(engine, later)
+    assert status.webhook_health == "delayed"  # the replay is no delivery: last one was at T0
+    assert status.last_webhook_received == T0
+    assert summary(engine).active_subscriptions == 1

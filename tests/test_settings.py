@@ -1,0 +1,89 @@
+"""Settings: clear errors naming the variable, never a silent default for a secret."""
+
+import pytest
+
+from finance_core.settings import SettingsError, load_settings
+
+
+def load(**values):
+    return load_settings(_env_file=None, **values)
+
+
+def test_defaults_match_the_spec(monkeypatch):
+    for name in ("DATABASE_URL", "STRIPE_WEBHOOK_SECRET", "ACTIVE_SUBSCRIPTION_STATUSES"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load()
+    assert settings.database_url == "sqlite:///data/finance.db"
+    assert settings.stripe_webhook_tolerance == 300
+    assert settings.webhook_delayed_after == 600
+    assert settings.active_subscription_statuses == ["active", "trialing", "past_due"]
+    assert settings.finance_api_rate_limit == "100/minute"
+    assert settings.rate_limit_storage_uri == "memory://"
+    assert settings.webhook_max_body_bytes == 1_048_576
+    assert settings.dashboard_cookie_expiry_days == 1
+
+
+def test_comma_separated_values_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_old_one, whsec_new_one")
+    monkeypatch.setenv("ACTIVE_SUBSCRIPTION_STATUSES", "active,trialing")
+    settings = load()
+    assert settings.webhook_secrets() == ["whsec_old_one", "whsec_new_one"]
+    assert settings.active_subscription_statuses == ["active", "trialing"]
+
+
+def test_secrets_are_not_shown_in_repr(monkeypatch):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_very_private_value")
+    assert "whsec_very_private_value" not in repr(load())
+
+
+def test_missing_webhook_secret_names_the_variable(monkeypatch):
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET is not set"):
+        load().webhook_secrets()
+
+
+@pytest.mark.parametrize("value", ["changeme", "secret", "xxx", "CHANGETHIS"])
+def test_placeholder_webhook_secret_is_refused(monkeypatch, value):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", value)
+    with pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET is a placeholder"):
+        load()
+
+
+def test_webhook_secret_must_look_like_one(monkeypatch):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "sk_test_wrong_kind_of_key")
+    with pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET each secret must start"):
+        load()
+
+
+@pytest.mark.parametrize("value", ["changeme", "short-but-not-placeholder"])
+def test_weak_cookie_key_is_refused(monkeypatch, value):
+    monkeypatch.setenv("DASHBOARD_COOKIE_KEY", value)
+    with pytest.raises(SettingsError, match="DASHBOARD_COOKIE_KEY must be a random string"):
+        load()
+
+
+def test_missing_cookie_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("DASHBOARD_COOKIE_KEY", raising=False)
+    with pytest.raises(SettingsError, match="DASHBOARD_COOKIE_KEY is not set"):
+        load().cookie_key()
+
+
+def test_placeholder_api_key_is_refused(monkeypatch):
+    monkeypatch.setenv("STRIPE_API_KEY", "xxx")
+    with pytest.raises(SettingsError, match="STRIPE_API_KEY is a placeholder"):
+        load()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FINANCE_API_RATE_LIMIT", "lots", "FINANCE_API_RATE_LIMIT is not a rate limit"),
+        ("WEBHOOK_DELAYED_AFTER", "0", "WEBHOOK_DELAYED_AFTER"),
+        ("WEBHOOK_MAX_BODY_BYTES", "ten", "WEBHOOK_MAX_BODY_BYTES"),
+        ("ACTIVE_SUBSCRIPTION_STATUSES", " , ", "ACTIVE_SUBSCRIPTION_STATUSES must name"),
+    ],
+)
+def test_invalid_values_name_the_variable(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load()
