@@ -1,0 +1,146 @@
+"""The listener as operators run it: a real process, real HTTP, and a database that goes away."""
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import deliver, make_settings
+from tests.support import stripe_factory as sf
+from tests.support.postgres import PostgresServer, find_pg_bin, free_port
+from tests.support.servers import ThreadedServer
+
+
+def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"listener exited: {process.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("listener did not become healthy")
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (None, "STRIPE_WEBHOOK_SECRET is not set"),
+        ("changeme", "STRIPE_WEBHOOK_SECRET is a placeholder"),
+    ],
+)
+def test_listener_refuses_to_start_without_a_real_secret(tmp_path, secret, message):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env.pop("STRIPE_WEBHOOK_SECRET", None)
+    if secret:
+        env["STRIPE_WEBHOOK_SECRET"] = secret
+    process = start_listener(env, free_port())
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert message in stderr
+
+
+def test_uvicorn_entry_point_refuses_to_start_without_a_secret(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env.pop("STRIPE_WEBHOOK_SECRET", None)
+    process = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "webhook_listener.app:app", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode != 0
+    assert "STRIPE_WEBHOOK_SECRET is not set" in process.stderr
+
+
+def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/live.db",
+        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
+    }
+    process = start_listener(env, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        with httpx.Client(base_url=url) as http:
+            health = http.get("/healthz").json()
+            assert health == {"status": "ok", "database": "reachable"}
+            event = sf.event(
+                "customer.subscription.created", sf.subscription("sub_live", "active", "prod_live")
+            )
+            assert deliver(http, event).json() == {"received": True, "outcome": "processed"}
+            assert deliver(http, event).json() == {"received": True, "outcome": "duplicate"}
+    finally:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=30)
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises it as its exit status.
+    assert process.returncode in (0, -15)
+    assert "Traceback" not in stderr
+    assert sf.SECRET not in stdout + stderr
+
+
+def test_database_outage_answers_503_loses_nothing_and_recovers():
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+    from finance_core import migrate
+    from finance_core.db import make_engine, read_transaction
+    from finance_core.queries import plan_counts
+    from webhook_listener.app import create_app
+
+    server = PostgresServer(bin_dir)
+    server.start()
+    try:
+        url = server.create_database("outage")
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        listener = ThreadedServer(create_app(make_settings(url), engine)).start()
+        try:
+            with httpx.Client(base_url=listener.url, timeout=30) as http:
+                first = sf.event(
+                    "customer.subscription.created", sf.subscription("sub_o1", "active", "prod_o")
+                )
+                assert deliver(http, first).status_code == 200
+
+                server.pause()
+                assert http.get("/healthz").status_code == 503
+                assert http.get("/healthz").json()["database"] == "unreachable"
+                during = sf.event(
+                    "customer.subscription.created", sf.subscription("sub_o2", "active", "prod_o")
+                )
+                response = deliver(http, during)
+                assert response.status_code == 503  # not acknowledged: Stripe will retry
+                assert response.json()["error"] == "database_unavailable"
+
+                server.resume()
+                assert http.get("/healthz").status_code == 200
+                assert deliver(http, during).json()["outcome"] == "processed"  # the retry
+        finally:
+            listener.stop()
+        with read_transaction(engine) as conn:
+            (plan,) = plan_counts(conn=conn, statuses=["active"])
+        assert plan.count == 2
+        engine.dispose()
+    finally:
+        server.stop()
