@@ -75,8 +75,13 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
 
 def insert_for(conn: Connection, table: Any) -> Any:
     """An INSERT that supports ON CONFLICT on this connection's dialect."""
-    if conn.dialect.name == "postgresql":
+    return insert_for_dialect(conn.dialect.name, table)
+
+
+def insert_for_dialect(dialect: str, table: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on the named dialect."""
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database dialect: {conn.dialect.name}")
+    raise NotImplementedError(f"unsupported database dialect: {dialect}")

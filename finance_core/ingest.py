@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
-from finance_core.db import insert_for, write_transaction
+from finance_core.db import insert_for, insert_for_dialect, write_transaction
 from finance_core.models import (
     invoices,
     prices,
@@ -174,58 +175,116 @@ def _process(
         return DeliveryResult(Outcome.FAILED, event.id, failure.message)
 
 
+# --- statements of the hot path, built once per dialect ----------------------------------
+# Building a Core statement (coercing values, computing its cache key) costs more than running
+# it on SQLite; these are built once and executed with plain parameter dicts.
+
+
+@cache
+def _claim(dialect: str, table: Table) -> Any:
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    return (
+        insert_for_dialect(dialect, table)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(table.c.id)
+    )
+
+
+@cache
+def _lock(table: Table) -> Any:
+    return select(table).where(table.c.id == bindparam("object_id")).with_for_update()
+
+
+@cache
+def _overwrite(table: Table) -> Any:
+    return update(table).where(table.c.id == bindparam("object_id"))
+
+
+@cache
+def _event_update(change: str) -> Any:
+    statement = update(webhook_events).where(webhook_events.c.id == bindparam("object_id"))
+    if change == "delivered":
+        return statement.values(
+            deliveries=webhook_events.c.deliveries + 1, last_received_at=bindparam("at")
+        )
+    if change == "ignored":
+        return statement.values(
+            status="ignored", processed_at=bindparam("at"), error=None, payload=None
+        )
+    return statement.values(  # "processed": a failed event, finished at last
+        status="processed",
+        attempts=webhook_events.c.attempts + 1,
+        processed_at=bindparam("at"),
+        error=None,
+        payload=None,
+        dismissed_by=None,
+    )
+
+
+@cache
+def _count_down() -> Any:
+    counts = subscription_counts.c
+    return (
+        update(subscription_counts)
+        .where(
+            counts.product_id == bindparam("key_product"), counts.status == bindparam("key_status")
+        )
+        .values(subscription_count=counts.subscription_count - 1)
+    )
+
+
+@cache
+def _count_up(dialect: str) -> Any:
+    return (
+        insert_for_dialect(dialect, subscription_counts)
+        .values(
+            product_id=bindparam("key_product"),
+            status=bindparam("key_status"),
+            subscription_count=1,
+        )
+        .on_conflict_do_update(
+            index_elements=["product_id", "status"],
+            set_={"subscription_count": subscription_counts.c.subscription_count + 1},
+        )
+    )
+
+
 def _ingest(
     conn: Connection, event: StripeEvent, received_at: datetime, *, delivery: bool
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
+    dialect = conn.dialect.name
     claimed = (
         conn.execute(
-            insert_for(conn, webhook_events)
-            .values(
-                id=event.id,
-                type=event.type,
-                created=event.created,
-                api_version=event.api_version,
-                livemode=event.livemode,
-                status="processed",
-                attempts=1,
-                deliveries=1,
-                first_received_at=received_at,
-                last_received_at=received_at,
-                processed_at=received_at,
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-            .returning(webhook_events.c.id)
+            _claim(dialect, webhook_events),
+            {
+                "id": event.id,
+                "type": event.type,
+                "created": event.created,
+                "api_version": event.api_version,
+                "livemode": event.livemode,
+                "status": "processed",
+                "attempts": 1,
+                "deliveries": 1,
+                "first_received_at": received_at,
+                "last_received_at": received_at,
+                "processed_at": received_at,
+            },
         ).first()
         is not None
     )
     if not claimed:
-        previous = conn.execute(
-            select(webhook_events.c.status).where(webhook_events.c.id == event.id).with_for_update()
-        ).scalar_one()
+        previous = conn.execute(_lock(webhook_events), {"object_id": event.id}).one().status
         if delivery:
-            conn.execute(
-                update(webhook_events)
-                .where(webhook_events.c.id == event.id)
-                .values(deliveries=webhook_events.c.deliveries + 1, last_received_at=received_at)
-            )
+            conn.execute(_event_update("delivered"), {"object_id": event.id, "at": received_at})
         # A dismissed event is settled for deliveries; only an explicit replay retries it.
-        if (
-            previous == "processed"
-            or previous == "ignored"
-            or (delivery and previous == "dismissed")
-        ):
+        if previous in ("processed", "ignored") or (delivery and previous == "dismissed"):
             return DeliveryResult(Outcome.DUPLICATE, event.id)
 
     handler = HANDLERS.get(event.type)
     if handler is None:
-        conn.execute(
-            update(webhook_events)
-            .where(webhook_events.c.id == event.id)
-            .values(status="ignored", processed_at=received_at, error=None, payload=None)
-        )
+        conn.execute(_event_update("ignored"), {"object_id": event.id, "at": received_at})
         return DeliveryResult(Outcome.IGNORED, event.id)
 
     try:
@@ -234,18 +293,7 @@ def _ingest(
         raise _ApplyFailed(_describe(exc)) from exc
 
     if not claimed:  # a failed event, now processed from this delivery's (or replay's) payload
-        conn.execute(
-            update(webhook_events)
-            .where(webhook_events.c.id == event.id)
-            .values(
-                status="processed",
-                attempts=webhook_events.c.attempts + 1,
-                processed_at=received_at,
-                error=None,
-                payload=None,
-                dismissed_by=None,
-            )
-        )
+        conn.execute(_event_update("processed"), {"object_id": event.id, "at": received_at})
     return DeliveryResult(Outcome.PROCESSED, event.id)
 
 
@@ -336,15 +384,10 @@ def _apply_state(
     """
     keep = tuple(keep_when_missing)
     first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
-    inserted = conn.execute(
-        insert_for(conn, table)
-        .values(**first)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(table.c.id)
-    ).first()
+    inserted = conn.execute(_claim(conn.dialect.name, table), first).first()
     if inserted is not None:
         return True, None
-    previous = conn.execute(select(table).where(table.c.id == row["id"]).with_for_update()).one()
+    previous = conn.execute(_lock(table), {"object_id": row["id"]}).one()
     old = previous._mapping
     if not _newer(row["state_created"], is_terminal(row), old["state_created"], is_terminal(old)):
         return False, previous
@@ -352,7 +395,8 @@ def _apply_state(
     for column in keep:
         if values.get(column) is None:
             values[column] = old[column]
-    conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
+    values["object_id"] = row["id"]
+    conn.execute(_overwrite(table), values)
     return True, previous
 
 
@@ -374,28 +418,12 @@ def _move_subscription_count(
     # A fixed order of row locks, so that two transactions cannot deadlock on PostgreSQL.
     changes = sorted((key, delta) for key, delta in ((old, -1), (new, 1)) if key is not None)
     for (product_id, status), delta in changes:
-        if delta < 0:
-            # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
-            decremented = conn.execute(
-                update(subscription_counts)
-                .where(
-                    subscription_counts.c.product_id == product_id,
-                    subscription_counts.c.status == status,
-                )
-                .values(subscription_count=subscription_counts.c.subscription_count - 1)
-            ).rowcount
-            if decremented != 1:
-                raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
-            continue
-        statement = insert_for(conn, subscription_counts).values(
-            product_id=product_id, status=status, subscription_count=1
-        )
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["product_id", "status"],
-                set_={"subscription_count": subscription_counts.c.subscription_count + 1},
-            )
-        )
+        key = {"key_product": product_id, "key_status": status}
+        if delta > 0:
+            conn.execute(_count_up(conn.dialect.name), key)
+        # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
+        elif conn.execute(_count_down(), key).rowcount != 1:
+            raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
 
 
 # --- handlers, one per kind of object -------------------------------------------------
