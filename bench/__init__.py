@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency figures, printed as a table and saved under bench/results/."""
