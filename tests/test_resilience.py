@@ -1,0 +1,370 @@
+"""Resilience: a crash mid-burst, a flood of garbage, reads during writes, and a big burst.
+
+Sizes are chosen to run in a few minutes on two cores; `make bench` measures speed.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select
+
+from finance_core import migrate
+from finance_core.db import make_engine, read_transaction
+from finance_core.ingest import StripeEvent, ingest_event
+from finance_core.models import (
+    invoices,
+    rejected_deliveries,
+    subscription_counts,
+    subscriptions,
+    webhook_events,
+)
+from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.rejections import KEEP_LATEST_REJECTIONS
+from tests.support import stripe_factory as sf
+from tests.support.postgres import free_port
+
+STATUSES = ["active", "trialing", "past_due", "canceled", "unpaid"]
+
+
+def burst(count: int, *, seed: int, subscriptions_n: int = 300) -> list[dict[str, Any]]:
+    """Subscription and invoice events; `created` rises, so the newest per object is the last."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(count):
+        sub_id = f"sub_burst_{rng.randrange(subscriptions_n):04d}"
+        if rng.random() < 0.7:
+            obj = sf.subscription(sub_id, rng.choice(STATUSES), f"prod_{rng.randrange(8)}")
+            event_type = "customer.subscription.updated"
+        else:
+            event_type = rng.choice(["invoice.payment_failed", "invoice.paid"])
+            status = "open" if event_type == "invoice.payment_failed" else "paid"
+            obj = sf.invoice(
+                f"in_burst_{rng.randrange(subscriptions_n):04d}", status, subscription_id=sub_id
+            )
+        events.append(
+            sf.event(
+                event_type, obj, event_id=f"evt_burst_{seed}_{n:06d}", created=1_780_000_000 + n
+            )
+        )
+    return events
+
+
+def fingerprint(engine: Engine) -> dict[str, Any]:
+    """Everything the numbers depend on, in a comparable form."""
+    with read_transaction(engine) as conn:
+        return {
+            "subscriptions": sorted(
+                conn.execute(
+                    select(
+                        subscriptions.c.id,
+                        subscriptions.c.status,
+                        subscriptions.c.product_id,
+                        subscriptions.c.state_event_id,
+                    )
+                ).all()
+            ),
+            "invoices": sorted(
+                conn.execute(
+                    select(invoices.c.id, invoices.c.status, invoices.c.payment_failing)
+                ).all()
+            ),
+            "counts": sorted(r for r in conn.execute(select(subscription_counts)).all() if r[2]),
+            "events": sorted(
+                conn.execute(select(webhook_events.c.id, webhook_events.c.status)).all()
+            ),
+        }
+
+
+def clean_store(tmp_path: Path, events: list[dict[str, Any]]) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path}/clean.db")
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    for event in events:
+        ingest_event(engine=engine, event=StripeEvent.from_payload(event), received_at=now)
+    return engine
+
+
+class ListenerProcess:
+    """`python -m webhook_listener` on a free port, as operators run it."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ListenerProcess":
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook_listener",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("the listener did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def send_all(
+    url: str,
+    events: list[dict[str, Any]],
+    *,
+    workers: int = 8,
+    stop_after_acks: int | None = None,
+    on_stop: Any = None,
+) -> dict[str, Any]:
+    """POST every event signed over keep-alive connections, as Stripe's senders do.
+
+    Returns each event's (status code or None for no answer, seconds to the answer).
+    """
+    results: dict[str, Any] = {}
+    acks = 0
+    lock = threading.Lock()
+    stopped = threading.Event()
+
+    def post_slice(chunk: list[dict[str, Any]]) -> None:
+        nonlocal acks
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for event in chunk:
+                if stopped.is_set():
+                    results[event["id"]] = (None, 0.0)
+                    continue
+                body, headers = sf.signed(event)
+                started = time.perf_counter()
+                try:
+                    code = client.post(
+                        "/webhooks/stripe", content=body, headers=headers
+                    ).status_code
+                except httpx.TransportError:
+                    code = None
+                results[event["id"]] = (code, time.perf_counter() - started)
+                if code == 200 and stop_after_acks is not None:
+                    with lock:
+                        acks += 1
+                        if acks == stop_after_acks:
+                            stopped.set()
+                            on_stop()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(post_slice, [events[i::workers] for i in range(workers)]))
+    return results
+
+
+def codes(results: dict[str, Any]) -> dict[str, int | None]:
+    return {event_id: code for event_id, (code, _) in results.items()}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_burst_then_redelivery_equals_a_clean_run(tmp_path):
+    events = burst(3000, seed=1)
+    listener = ListenerProcess(f"sqlite:///{tmp_path}/crash.db").start()
+    try:
+        first = codes(send_all(listener.url, events, stop_after_acks=1000, on_stop=listener.kill))
+        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        assert 1000 <= len(acknowledged) < len(events)
+
+        listener.start()  # a restart on the same store
+        # Stripe redelivers everything that did not get a 2xx, in its own order.
+        retry = [e for e in events if first.get(e["id"]) != 200]
+        random.Random(2).shuffle(retry)
+        second = codes(send_all(listener.url, retry))
+        assert set(second.values()) == {200}
+    finally:
+        listener.stop()
+
+    crashed = make_engine(f"sqlite:///{tmp_path}/crash.db")
+    clean = clean_store(tmp_path, events)
+    with read_transaction(crashed) as conn:
+        stored = set(conn.execute(select(webhook_events.c.id)).scalars())
+    assert acknowledged <= stored  # no acknowledged event is missing
+    assert fingerprint(crashed) == fingerprint(clean)
+    crashed.dispose()
+    clean.dispose()
+
+
+# --- fuzz ------------------------------------------------------------------------------
+
+VALID = sf.event("customer.subscription.created", sf.subscription("sub_fz", "active", "prod_fz"))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def malformed_deliveries(draw) -> tuple[bytes, dict[str, str], bool]:
+    """(body, headers, signed-over-this-body) for deliveries that are not verified events."""
+    kind = draw(st.sampled_from(["bytes", "truncated", "mutated", "nonsense", "header"]))
+    body = json.dumps(VALID).encode()
+    if kind == "bytes":
+        body = draw(st.binary(max_size=2000))
+    elif kind == "truncated":
+        body = body[: draw(st.integers(0, len(body) - 1))]
+    elif kind == "mutated":
+        position = draw(st.integers(0, len(body) - 1))
+        body = body[:position] + draw(st.binary(min_size=1, max_size=8)) + body[position + 1 :]
+    elif kind == "nonsense":
+        envelope = dict(VALID)
+        field = draw(st.sampled_from(["id", "type", "created", "data", "object"]))
+        envelope[field] = draw(json_values.filter(lambda v: not isinstance(v, str)))
+        body = json.dumps(envelope).encode()
+    signed = draw(st.booleans()) and kind != "header"
+    if signed:
+        try:
+            headers = {"Stripe-Signature": sf.signature_header(body.decode())}
+        except UnicodeDecodeError:
+            headers = {"Stripe-Signature": "t=1,v1=00"}
+    else:
+        # Printable ASCII without surrounding spaces: anything else the HTTP client itself refuses.
+        odd = draw(
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300).map(
+                str.strip
+            )
+        )
+        headers = {"Stripe-Signature": odd}
+        if draw(st.booleans()):
+            headers["X-Odd-" + "h" * draw(st.integers(1, 50))] = "v" * draw(st.integers(0, 4000))
+    return body, headers, signed
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(delivery=malformed_deliveries())
+def test_fuzzed_deliveries_never_5xx_and_never_change_the_store(fuzz_target, delivery):
+    http, engine = fuzz_target
+    body, headers, signed = delivery
+    before = fingerprint(engine)
+    response = http.post("/webhooks/stripe", content=body, headers=headers)
+    if signed and response.status_code in (200, 500):
+        # A valid signature over something event-shaped is a verified event: only those
+        # may be applied (200) or fail loudly (500).
+        StripeEvent.from_payload(json.loads(body))
+        return
+    assert response.status_code in (400, 413), response.text
+    assert response.json()["received"] is False
+    assert fingerprint(engine) == before
+    with read_transaction(engine) as conn:
+        kept = conn.execute(select(func.count()).select_from(rejected_deliveries)).scalar_one()
+    assert kept <= KEEP_LATEST_REJECTIONS
+
+
+@pytest.fixture
+def fuzz_target(tmp_path):
+    """The listener on SQLite only: the fuzz targets the HTTP layer, not the database."""
+    from tests.conftest import make_settings
+    from tests.support.servers import ThreadedServer
+    from webhook_listener.app import create_app
+
+    url = f"sqlite:///{tmp_path}/fuzz.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    server = ThreadedServer(create_app(make_settings(url), engine)).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http, engine
+    server.stop()
+    engine.dispose()
+
+
+# --- concurrency and load --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dashboard_reads_never_block_or_fail_a_burst_of_writes(http, engine):
+    events = burst(1500, seed=3)
+    stop = threading.Event()
+    read_errors: list[BaseException] = []
+    reads = 0
+
+    def read_loop() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                with read_transaction(engine) as conn:
+                    now = datetime.now(UTC)
+                    subscription_summary(conn=conn, active_statuses=["active"], now=now)
+                    stripe_sync_status(conn=conn, delayed_after=600, now=now)
+                reads += 1
+            except BaseException as exc:  # collected and asserted below
+                read_errors.append(exc)
+
+    readers = [threading.Thread(target=read_loop) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        results = codes(send_all(str(http.base_url).rstrip("/"), events, workers=8))
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert read_errors == []
+    assert reads > 10
+    assert set(results.values()) == {200}
+
+
+@pytest.mark.slow
+def test_a_burst_of_20000_events_loses_none_and_acks_each_within_a_second(tmp_path):
+    events = burst(20_000, seed=4, subscriptions_n=5000)
+    listener = ListenerProcess(f"sqlite:///{tmp_path}/load.db").start()
+    try:
+        results = send_all(listener.url, events, workers=16)
+    finally:
+        listener.stop()
+    answers = [code for code, _ in results.values()]
+    assert answers.count(200) == len(events), {c: answers.count(c) for c in set(answers)}
+    assert max(seconds for _, seconds in results.values()) < 1.0
+    engine = make_engine(f"sqlite:///{tmp_path}/load.db")
+    with read_transaction(engine) as conn:
+        processed = conn.execute(
+            select(func.count())
+            .select_from(webhook_events)
+            .where(webhook_events.c.status == "processed")
+        ).scalar_one()
+    engine.dispose()
+    assert processed == len(events)
