@@ -1,1 +1,1 @@
-"""`make bench`: throughput and latency figures, printed as a table and saved under bench/results/."""
+"""`make bench`: throughput and latency figures, as a table and as JSON in bench/results/."""

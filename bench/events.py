@@ -31,8 +31,9 @@ def _template(event_type: str) -> dict[str, Any]:
     return event
 
 
-def generate(count: int, *, seed: int = 7, subscriptions: int = 5000, plans: int = 20
-             ) -> list[dict[str, Any]]:
+def generate(
+    count: int, *, seed: int = 7, subscriptions: int = 5000, plans: int = 20
+) -> list[dict[str, Any]]:
     """`count` distinct events: 60% subscription updates, 40% invoice failures and payments."""
     rng = random.Random(seed)
     templates = {name: _template(name) for name in TEMPLATES}
@@ -40,8 +41,13 @@ def generate(count: int, *, seed: int = 7, subscriptions: int = 5000, plans: int
     events = []
     for n in range(count):
         roll = rng.random()
-        event_type = ("customer.subscription.updated" if roll < 0.6
-                      else "invoice.payment_failed" if roll < 0.85 else "invoice.paid")
+        event_type = (
+            "customer.subscription.updated"
+            if roll < 0.6
+            else "invoice.payment_failed"
+            if roll < 0.85
+            else "invoice.paid"
+        )
         event = copy.deepcopy(templates[event_type])
         event["id"] = f"evt_bench_{run}_{n:08d}"
         event["created"] = 1_790_000_000 + n

@@ -12,8 +12,11 @@ from typing import Any
 import stripe
 
 SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
-OK = {"type": "http.response.start", "status": 200,
-      "headers": [(b"content-type", b"application/json")]}
+OK = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json")],
+}
 BODY = {"type": "http.response.body", "body": b'{"received":true}'}
 
 
@@ -43,7 +46,9 @@ def _connection() -> sqlite3.Connection:
         _db = sqlite3.connect(os.environ["MINIMAL_DB"])
         _db.execute("PRAGMA journal_mode=WAL")
         _db.execute("PRAGMA synchronous=NORMAL")
-        _db.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, type TEXT, created INT)")
+        _db.execute(
+            "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, type TEXT, created INT)"
+        )
     return _db
 
 
@@ -56,7 +61,9 @@ async def minimal_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     event = json.loads(body)
     db = _connection()
     with db:  # one transaction: commit, or roll back on error
-        db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?)",
-                   (event["id"], event["type"], event["created"]))
+        db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?)",
+            (event["id"], event["type"], event["created"]),
+        )
     await send(OK)
     await send(BODY)
