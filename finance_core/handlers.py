@@ -1,0 +1,242 @@
+"""Event handlers, one per kind of Stripe object, and the per-object ordering rule.
+
+Each Stripe object row remembers the `created` time and id of the event that set its state. An
+older event changes nothing; on an equal `created` the later arrival wins, except that a terminal
+state is never replaced by a non-terminal one (SPEC section 4).
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+from finance_core import statements
+from finance_core.events import StripeEvent
+from finance_core.models import invoices, prices, products, subscriptions
+from finance_core.stripe_shapes import (
+    MalformedObject,
+    invoice_subscription,
+    item_product_and_price,
+    object_id,
+    optional_bool,
+    optional_int,
+    optional_str,
+    price_fields,
+    required_str,
+    subscription_items,
+    subscription_period,
+)
+
+TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+TERMINAL_INVOICE_STATUSES = frozenset({"paid", "void", "uncollectible", "deleted"})
+
+
+def _newer(new_created: int, new_terminal: bool, old_created: int, old_terminal: bool) -> bool:
+    """Whether an event's state replaces the stored one (SPEC 4, ordering)."""
+    if new_created != old_created:
+        return new_created > old_created
+    return not (old_terminal and not new_terminal)
+
+
+def _apply_state(
+    conn: Connection,
+    table: Table,
+    row: dict[str, Any],
+    *,
+    is_terminal: Callable[[Mapping[str, Any]], bool],
+    keep_when_missing: Iterable[str] = (),
+    default_when_new: Mapping[str, Any] | None = None,
+) -> tuple[bool, Any]:
+    """Write an object's new state unless the stored one is newer.
+
+    Returns (applied, previous row or None). Columns in `keep_when_missing` whose new value is
+    None keep their stored value; a new row takes them from `default_when_new`.
+    """
+    keep = tuple(keep_when_missing)
+    first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
+    inserted = conn.execute(statements.claim(conn.dialect.name, table), first).first()
+    if inserted is not None:
+        return True, None
+    previous = conn.execute(statements.lock(table), {"object_id": row["id"]}).one()
+    old = previous._mapping
+    if not _newer(row["state_created"], is_terminal(row), old["state_created"], is_terminal(old)):
+        return False, previous
+    values = {k: v for k, v in row.items() if k != "id"}
+    for column in keep:
+        if values.get(column) is None:
+            values[column] = old[column]
+    values["object_id"] = row["id"]
+    conn.execute(statements.overwrite(table), values)
+    return True, previous
+
+
+def _state(event: StripeEvent, received_at: datetime) -> dict[str, Any]:
+    return {
+        "state_created": event.created,
+        "state_event_id": event.id,
+        "updated_at": received_at,
+        "livemode": event.livemode,
+    }
+
+
+def _move_subscription_count(
+    conn: Connection, old: tuple[str, str] | None, new: tuple[str, str] | None
+) -> None:
+    """Keep subscription_counts equal to the subscriptions table, grouped by plan and status."""
+    if old == new:
+        return
+    # A fixed order of row locks, so that two transactions cannot deadlock on PostgreSQL.
+    changes = sorted((key, delta) for key, delta in ((old, -1), (new, 1)) if key is not None)
+    for (product_id, status), delta in changes:
+        key = {"key_product": product_id, "key_status": status}
+        if delta > 0:
+            conn.execute(statements.count_up(conn.dialect.name), key)
+        # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
+        elif conn.execute(statements.count_down(), key).rowcount != 1:
+            raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
+
+
+# --- handlers, one per kind of object -------------------------------------------------
+
+
+def apply_subscription(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+    obj = event.object
+    subscription_id = required_str(obj, "id", "subscription")
+    status = required_str(obj, "status", "subscription")
+    items = subscription_items(obj)
+    first_item = items[0] if items else None
+    product_id, price_id = item_product_and_price(first_item) if first_item else (None, None)
+    period_start, period_end = subscription_period(obj, first_item)
+    row = {
+        "id": subscription_id,
+        "status": status,
+        "product_id": product_id or "",
+        "price_id": price_id,
+        "customer_id": object_id(obj.get("customer")),
+        "current_period_start": period_start,
+        "current_period_end": period_end,
+        "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
+        **_state(event, received_at),
+    }
+    applied, previous = _apply_state(
+        conn,
+        subscriptions,
+        row,
+        is_terminal=lambda r: r["status"] in TERMINAL_SUBSCRIPTION_STATUSES,
+    )
+    if applied:
+        old = (previous.product_id, previous.status) if previous is not None else None
+        _move_subscription_count(conn, old, (row["product_id"], status))
+
+
+def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+    obj = event.object
+    deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
+    name = optional_str(obj, "name")
+    row = {
+        "id": required_str(obj, "id", "product"),
+        "name": name[:500] if name else None,
+        "active": False if deleted else optional_bool(obj, "active"),
+        "deleted": deleted,
+        **_state(event, received_at),
+    }
+    _apply_state(conn, products, row, is_terminal=_is_deleted, keep_when_missing=("name",))
+
+
+def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+    obj = event.object
+    deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
+    fields = price_fields(obj)
+    row = {
+        "id": required_str(obj, "id", event.type.split(".")[0]),
+        **fields,
+        "active": False if deleted else fields["active"],
+        "deleted": deleted,
+        **_state(event, received_at),
+    }
+    _apply_state(
+        conn,
+        prices,
+        row,
+        is_terminal=_is_deleted,
+        keep_when_missing=("product_id", "unit_amount", "currency", "recurring_interval"),
+    )
+
+
+INVOICE_STATUS_BY_EVENT = {
+    "invoice.paid": "paid",
+    "invoice.payment_succeeded": "paid",
+    "invoice.voided": "void",
+    "invoice.marked_uncollectible": "uncollectible",
+    "invoice.deleted": "deleted",
+}
+
+
+def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+    obj = event.object
+    invoice_id = required_str(obj, "id", "invoice")
+    status = INVOICE_STATUS_BY_EVENT.get(event.type)
+    if status is None:
+        status = optional_str(obj, "status") or ""
+        if event.type == "invoice.payment_failed" and not status:
+            status = "open"
+        if not status:
+            raise MalformedObject(f"{event.type} invoice has no 'status'")
+    if status in TERMINAL_INVOICE_STATUSES:
+        failing: bool | None = False
+    elif event.type == "invoice.payment_failed":
+        failing = True
+    elif status == "open" and isinstance(obj.get("attempted"), bool):
+        # An open invoice that has been attempted is one whose attempts have failed so far.
+        failing = obj["attempted"]
+    elif status != "open":
+        failing = False  # draft: not yet attempted
+    else:
+        failing = None  # no word on the last attempt: keep what we knew
+    row = {
+        "id": invoice_id,
+        "subscription_id": invoice_subscription(obj),
+        "status": status,
+        "payment_failing": failing,
+        "amount_due": optional_int(obj, "amount_due"),
+        "currency": optional_str(obj, "currency"),
+        "attempt_count": optional_int(obj, "attempt_count"),
+        **_state(event, received_at),
+    }
+    _apply_state(
+        conn,
+        invoices,
+        row,
+        is_terminal=lambda r: r["status"] in TERMINAL_INVOICE_STATUSES,
+        keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
+        default_when_new={"payment_failing": False},
+    )
+
+
+def _is_deleted(row: Mapping[str, Any]) -> bool:
+    return bool(row["deleted"])
+
+
+Handler = Callable[[Connection, StripeEvent, datetime], None]
+
+SUBSCRIPTION_EVENTS = (
+    "created",
+    "updated",
+    "deleted",
+    "paused",
+    "resumed",
+    "trial_will_end",
+    "pending_update_applied",
+    "pending_update_expired",
+)
+HANDLERS: dict[str, Handler] = {
+    **{f"customer.subscription.{name}": apply_subscription for name in SUBSCRIPTION_EVENTS},
+    **{f"product.{name}": apply_product for name in ("created", "updated", "deleted")},
+    **{f"price.{name}": apply_price for name in ("created", "updated", "deleted")},
+    # Legacy plan objects are prices under another name.
+    **{f"plan.{name}": apply_price for name in ("created", "updated", "deleted")},
+    "invoice.payment_failed": apply_invoice,
+    "invoice.updated": apply_invoice,
+    **{event_type: apply_invoice for event_type in INVOICE_STATUS_BY_EVENT},
+}
