@@ -8,6 +8,8 @@ finish the work.
 
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,12 +29,14 @@ __all__ = [
     "HANDLERS",
     "TERMINAL_INVOICE_STATUSES",
     "TERMINAL_SUBSCRIPTION_STATUSES",
+    "Delivery",
     "DeliveryResult",
     "NotAStripeEvent",
     "Outcome",
     "ReplayError",
     "StripeEvent",
     "dismiss_event",
+    "ingest_batch",
     "ingest_event",
     "replay_event",
 ]
@@ -52,6 +56,34 @@ def ingest_event(
 ) -> DeliveryResult:
     """Record one verified delivery and apply its event once, in one transaction."""
     return _process(engine, event, received_at, raw_payload, delivery=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One verified delivery waiting to be applied."""
+
+    event: StripeEvent
+    received_at: datetime
+    raw_payload: str | None = None
+
+
+def ingest_batch(*, engine: Engine, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+    """Apply several deliveries in one transaction (group commit), each exactly as alone.
+
+    Every event's record commits together with its effects, as with `ingest_event`. When one
+    event fails to apply, the whole batch rolls back and each delivery is applied on its own,
+    so that only the failing one ends up `failed`.
+    """
+    try:
+        with write_transaction(engine) as conn:
+            return [_ingest(conn, d.event, d.received_at, delivery=True) for d in deliveries]
+    except _ApplyFailed:
+        return [
+            ingest_event(
+                engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
+            )
+            for d in deliveries
+        ]
 
 
 def replay_event(

@@ -211,3 +211,24 @@ def test_replay_heals_a_failed_event_without_counting_as_a_delivery(engine):
     assert status.webhook_health == "delayed"  # the replay is no delivery: last one was at T0
     assert status.last_webhook_received == T0
     assert summary(engine).active_subscriptions == 1
+
+
+def test_a_batch_with_one_failing_event_fails_only_that_event(engine):
+    from finance_core.ingest import Delivery, ingest_batch
+
+    good = sf.event("customer.subscription.created", sf.subscription("sub_b1", "active", "prod_b"))
+    bad = sf.event("customer.subscription.updated", {"id": "sub_b2", "object": "subscription"})
+    twin = dict(good)  # the same delivery twice in one batch: applied once
+    results = ingest_batch(
+        engine=engine,
+        deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in (good, bad, twin)],
+    )
+    assert [r.outcome for r in results] == ["processed", "failed", "duplicate"]
+    assert summary(engine).active_subscriptions == 1
+    assert sync_status(engine, T0).webhook_health == "error"
+
+    clean = [sf.event("product.created", sf.product(f"prod_c{n}", f"C{n}")) for n in range(3)]
+    results = ingest_batch(
+        engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in clean]
+    )
+    assert [r.outcome for r in results] == ["processed"] * 3

@@ -4,13 +4,10 @@ Routes stay thin: read, verify, hand over to `finance_core`, map the outcome to 
 Settings are read when the app starts (lifespan), never at import.
 """
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,9 +21,9 @@ from finance_core.ingest import DeliveryResult, Outcome, StripeEvent, ingest_eve
 from finance_core.rejections import record_rejection
 from finance_core.settings import Settings, get_settings
 from webhook_listener.verify import Rejected, verify_delivery
+from webhook_listener.writer import BatchWriter
 
 log = logging.getLogger("webhook_listener")
-T = TypeVar("T")
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -39,17 +36,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.settings = current
         app.state.engine = engine or make_engine(current.database_url)
         migrate.upgrade(app.state.engine)
-        # SQLite takes one writer at a time: one writer thread keeps writes in a queue instead
-        # of a convoy of pool threads contending for the file lock and the GIL.
+        # SQLite: one writer thread with group commit (see writer.py); PostgreSQL: the pool.
         app.state.writer = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-            if app.state.engine.dialect.name == "sqlite"
-            else None
+            BatchWriter(app.state.engine) if app.state.engine.dialect.name == "sqlite" else None
         )
+        if app.state.writer is not None:
+            app.state.writer.start()
         log.info("listener ready on %s", app.state.engine.url.render_as_string(hide_password=True))
         yield
         if app.state.writer is not None:
-            app.state.writer.shutdown(wait=True)
+            app.state.writer.stop()
         if engine is None:
             app.state.engine.dispose()
 
@@ -75,13 +71,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 tolerance=current.stripe_webhook_tolerance,
             )
         except Rejected as rejection:
-            await _in_writer(request, _count_rejection, db, rejection.reason, client, received_at)
+            await run_in_threadpool(_count_rejection, db, rejection.reason, client, received_at)
             return JSONResponse(
                 {"received": False, "error": rejection.reason, "message": rejection.message},
                 status_code=rejection.status_code,
             )
         try:
-            result = await _in_writer(request, _ingest, db, event, received_at, raw)
+            writer: BatchWriter | None = request.app.state.writer
+            if writer is not None:
+                result = await writer.ingest(event, received_at, raw)
+            else:
+                result = await run_in_threadpool(_ingest, db, event, received_at, raw)
         except SQLAlchemyError:
             log.exception("database error while storing event %s (%s)", event.id, event.type)
             return JSONResponse(
@@ -112,14 +112,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
 
     return app
-
-
-async def _in_writer(request: Request, function: Callable[..., T], *args: Any) -> T:
-    """Run a write off the event loop: on the SQLite writer thread, else in the thread pool."""
-    writer: ThreadPoolExecutor | None = request.app.state.writer
-    if writer is None:
-        return await run_in_threadpool(function, *args)
-    return await asyncio.get_running_loop().run_in_executor(writer, function, *args)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
