@@ -1,0 +1,58 @@
+"""PenguinMails Finance dashboard: `streamlit run app.py`.
+
+Signs the viewer in, then offers the pages their roles allow through st.navigation.
+"""
+
+import streamlit as st
+
+from dashboard import auth, ui
+
+st.set_page_config(page_title="PenguinMails Finance", page_icon="🐧", layout="wide")
+
+
+def signed_out() -> None:
+    """Nothing but the login form above."""
+
+
+with ui.friendly_errors():
+    viewer = auth.sign_in()
+
+# URL paths differ from the file names on purpose. Until st.navigation first runs in a
+# process (and on every AppTest run), Streamlit treats a `pages/` folder as a legacy
+# multipage app and would run a page whose URL matches a file name without this script,
+# that is without the sign-in. Unmatched, it falls back to this script, which navigates.
+if viewer is None:
+    # Always navigate, even signed out, so that Streamlit never serves pages/ on its own.
+    page = st.navigation([st.Page(signed_out, title="Sign in", url_path="sign-in")])
+elif viewer.can_read:
+    page = st.navigation(
+        [
+            st.Page(
+                "pages/overview.py",
+                title="Overview",
+                icon=":material/dashboard:",
+                url_path="home",
+                default=True,
+            ),
+            st.Page(
+                "pages/plans.py",
+                title="Plans",
+                icon=":material/bar_chart:",
+                url_path="plan-distribution",
+            ),
+            st.Page(
+                "pages/webhooks.py",
+                title="Webhooks",
+                icon=":material/webhook:",
+                url_path="webhook-health",
+            ),
+            st.Page(
+                "pages/events.py", title="Events", icon=":material/list_alt:", url_path="event-log"
+            ),
+        ]
+    )
+else:
+    page = st.navigation([st.Page("pages/forbidden.py", title="No access", url_path="no-access")])
+
+with ui.friendly_errors():
+    page.run()

@@ -1,0 +1,93 @@
+"""Plotly figures for the pages, built from finance_core's answers (a few rows each)."""
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.ui import STATUS_COLORS
+from finance_core.event_log import HourlyCount
+from finance_core.models import EVENT_STATUSES
+from finance_core.queries import PlanCount
+
+PLAN_COLOR = "#1f6feb"
+FONT = {"family": "Inter, Source Sans Pro, sans-serif", "size": 13}
+
+
+def _layout(figure: go.Figure, *, height: int) -> go.Figure:
+    figure.update_layout(
+        height=height,
+        margin={"l": 8, "r": 8, "t": 8, "b": 8},
+        font=FONT,
+        plot_bgcolor="rgba(0,0,0,0)",
+        paper_bgcolor="rgba(0,0,0,0)",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
+    return figure
+
+
+def plan_distribution(plans: Sequence[PlanCount]) -> go.Figure:
+    """Active subscriptions per plan as horizontal bars, the largest on top."""
+    ordered = list(reversed(plans))  # plotly draws the first bar at the bottom
+    total = sum(plan.count for plan in plans) or 1
+    figure = go.Figure(
+        go.Bar(
+            x=[plan.count for plan in ordered],
+            y=[plan.plan_name for plan in ordered],
+            orientation="h",
+            marker_color=PLAN_COLOR,
+            text=[f"{plan.count:,} ({plan.count / total:.0%})" for plan in ordered],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:,} subscriptions<extra></extra>",
+        )
+    )
+    figure.update_xaxes(title_text="Active subscriptions", gridcolor="#e6e9ef")
+    figure.update_yaxes(automargin=True)
+    return _layout(figure, height=max(220, 48 * len(plans) + 80))
+
+
+def status_breakdown(counts: dict[str, int]) -> go.Figure:
+    """All subscriptions per status."""
+    figure = go.Figure(
+        go.Bar(
+            x=list(counts),
+            y=list(counts.values()),
+            marker_color="#6e7781",
+            text=[f"{count:,}" for count in counts.values()],
+            textposition="auto",
+            hovertemplate="%{x}: %{y:,}<extra></extra>",
+        )
+    )
+    figure.update_yaxes(title_text="Subscriptions", gridcolor="#e6e9ef")
+    return _layout(figure, height=300)
+
+
+def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int) -> go.Figure:
+    """Events per hour stacked by outcome; hours without events show as empty, not missing."""
+    hours_index = pd.date_range(end=end - timedelta(hours=1), periods=hours, freq="h")
+    frame = pd.DataFrame(
+        [(item.hour, item.status, item.count) for item in counts],
+        columns=["hour", "status", "events"],
+    )
+    table = pd.DataFrame(index=hours_index)
+    if not frame.empty:
+        table = (
+            frame.pivot_table(index="hour", columns="status", values="events", aggfunc="sum")
+            .reindex(hours_index)
+            .fillna(0)
+        )
+    figure = go.Figure()
+    for status in EVENT_STATUSES:
+        values = table[status] if status in table else pd.Series(0, index=hours_index)
+        figure.add_bar(
+            x=hours_index,
+            y=values,
+            name=status,
+            marker_color=STATUS_COLORS[status],
+            hovertemplate="%{x|%Y-%m-%d %H:00} UTC: %{y:,} " + status + "<extra></extra>",
+        )
+    figure.update_layout(barmode="stack", bargap=0.1)
+    figure.update_yaxes(title_text="Events", gridcolor="#e6e9ef", rangemode="tozero")
+    figure.update_xaxes(title_text="Hour (UTC)")
+    return _layout(figure, height=320)

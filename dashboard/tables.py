@@ -1,0 +1,85 @@
+"""Tables for st.dataframe: small frames from finance_core's answers, with column settings."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from finance_core.event_log import EventRow
+from finance_core.queries import PlanCount
+from finance_core.rejections import ReasonCount
+
+
+def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
+    """Plan, count and share of the active subscriptions."""
+    total = sum(plan.count for plan in plans) or 1
+    frame = pd.DataFrame(
+        {
+            "Plan": [plan.plan_name for plan in plans],
+            "Count": [plan.count for plan in plans],
+            "Share": [100 * plan.count / total for plan in plans],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Count": st.column_config.NumberColumn(format="localized"),
+            "Share": st.column_config.ProgressColumn(format="%.1f%%", min_value=0, max_value=100),
+        },
+    }
+
+
+def status_table(counts: dict[str, int]) -> dict[str, Any]:
+    """Subscriptions per status."""
+    frame = pd.DataFrame({"Status": list(counts), "Subscriptions": list(counts.values())})
+    return {"data": frame, "hide_index": True}
+
+
+def rejection_table(reasons: Sequence[ReasonCount]) -> dict[str, Any]:
+    """Rejected deliveries per reason, with the latest time each was seen."""
+    frame = pd.DataFrame(
+        {
+            "Reason": [item.reason for item in reasons],
+            "Rejected": [item.count for item in reasons],
+            "Last rejected (UTC)": [item.last_rejected_at for item in reasons],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Last rejected (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")
+        },
+    }
+
+
+def event_table(rows: Sequence[EventRow], *, with_error: bool = True) -> dict[str, Any]:
+    """Events, each linked to its page in the Stripe Dashboard."""
+    frame = pd.DataFrame(
+        {
+            "Received (UTC)": [row.first_received_at for row in rows],
+            "Type": [row.type for row in rows],
+            "Status": [row.status for row in rows],
+            "Event": [row.stripe_url for row in rows],
+            "Created (UTC)": [row.created for row in rows],
+            "Attempts": [row.attempts for row in rows],
+            "Deliveries": [row.deliveries for row in rows],
+            "Error": [row.error or "" for row in rows],
+        }
+    )
+    if not with_error:
+        frame = frame.drop(columns="Error")
+    when = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Received (UTC)": when,
+            "Created (UTC)": when,
+            # The link shows the event id and opens the event in Stripe.
+            "Event": st.column_config.LinkColumn(display_text=r"/events/([^/?#]+)$"),
+            "Error": st.column_config.TextColumn(width="large"),
+        },
+    }

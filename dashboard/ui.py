@@ -1,0 +1,81 @@
+"""Small widgets and formats the pages share: times, the health badge, failure messages."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import streamlit as st
+
+from dashboard import data
+from finance_core.queries import SyncStatus, WebhookHealth
+from finance_core.settings import SettingsError
+
+# Health panels re-read the store on their own this often (the cache lasts 10 seconds).
+REFRESH_SECONDS = 30
+HEALTH_COLORS = {
+    WebhookHealth.HEALTHY: "green",
+    WebhookHealth.DELAYED: "orange",
+    WebhookHealth.ERROR: "red",
+}
+HEALTH_ICONS = {
+    WebhookHealth.HEALTHY: ":material/check_circle:",
+    WebhookHealth.DELAYED: ":material/schedule:",
+    WebhookHealth.ERROR: ":material/error:",
+}
+STATUS_COLORS = {
+    "processed": "#2e9e5b",
+    "ignored": "#9aa5b1",
+    "failed": "#d64545",
+    "dismissed": "#e8a33d",
+}
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Show an unreachable store or a bad setting as a message on the page, then stop."""
+    try:
+        yield
+    except data.StoreUnavailable as exc:
+        st.error(str(exc), icon=":material/database:")
+        st.caption(
+            "The listener keeps answering Stripe and Stripe retries what it could not "
+            "deliver; this page works again once the database is back."
+        )
+        st.stop()
+    except SettingsError as exc:
+        st.error(f"The dashboard is not configured: {exc}", icon=":material/settings:")
+        st.stop()
+
+
+def absolute_time(moment: datetime | None) -> str:
+    """A UTC time to the second, as finance reads it."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
+
+
+def relative_time(moment: datetime | None, now: datetime) -> str:
+    """How long ago, in the largest whole unit: "just now", "5 minutes ago", "2 days ago"."""
+    if moment is None:
+        return "never"
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return "just now"  # clocks of listener and dashboard hosts may differ slightly
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
+def health_badge(status: SyncStatus) -> None:
+    """The webhook health as a coloured badge with its reason in words beside it."""
+    health = status.webhook_health
+    st.badge(health.value.capitalize(), color=HEALTH_COLORS[health], icon=HEALTH_ICONS[health])
+    st.caption(status.health_reason.capitalize())
+
+
+def show_flash(key: str) -> None:
+    """Show (once) the outcome an action callback left in the session."""
+    outcome = st.session_state.pop(key, None)
+    if outcome:
+        ok, message = outcome
+        (st.success if ok else st.error)(message)

@@ -1,0 +1,452 @@
+"""The dashboard through Streamlit's AppTest: login, roles, every page, and the API's numbers."""
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from finance_core import handlers
+from finance_core.db import read_transaction
+from finance_core.ingest import StripeEvent, ingest_event
+from finance_core.queries import plan_counts, status_breakdown, stripe_sync_status
+from finance_core.queries import subscription_summary as api_summary
+from finance_core.settings import get_settings
+from finance_core.users import add_user
+from tests.support import stripe_factory as sf
+from tests.support.postgres import free_port
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PAGES = ["pages/overview.py", "pages/plans.py", "pages/webhooks.py", "pages/events.py"]
+COOKIE_KEY = "dashboard-test-cookie-key-0123456789abcdef"
+PASSWORD = "correct horse battery"
+ACTIVE = ["active", "trialing", "past_due"]
+METRICS = ["Active subscriptions", "Webhook health", "Failed payments", "Last webhook"]
+_created = itertools.count(1_790_000_000)
+
+
+@pytest.fixture
+def dashboard(engine, database_url, monkeypatch):
+    """The dashboard's environment pointed at the test store, with no cache left over."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DASHBOARD_COOKIE_KEY", COOKIE_KEY)
+    monkeypatch.delenv("WEBHOOK_DELAYED_AFTER", raising=False)
+    monkeypatch.delenv("ACTIVE_SUBSCRIPTION_STATUSES", raising=False)
+    forget()
+    now = datetime.now(UTC)
+    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
+        add_user(
+            engine=engine,
+            username=username,
+            password=PASSWORD,
+            roles=roles,
+            now=now,
+            name=username.capitalize(),
+        )
+    yield engine
+    forget()
+
+
+def forget():
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def signed_in(username: str, name: str | None = None) -> AppTest:
+    """An app whose session streamlit-authenticator already counts as signed in."""
+    at = app()
+    at.session_state["authentication_status"] = True
+    at.session_state["username"] = username
+    at.session_state["name"] = name or username.capitalize()
+    return at.run()
+
+
+def feed(engine, event_type, obj, *, at=None, event_id=None, livemode=False):
+    event = sf.event(event_type, obj, event_id=event_id, created=next(_created), livemode=livemode)
+    return ingest_event(
+        engine=engine,
+        event=StripeEvent.from_payload(event),
+        received_at=at or datetime.now(UTC),
+    )
+
+
+def populate(engine, *, with_failure=True):
+    """Three plans, nine subscriptions in five statuses, two failing invoices, one failure."""
+    for product_id, name in [
+        ("prod_pro", "Pro"),
+        ("prod_starter", "Starter"),
+        ("prod_biz", "Business"),
+    ]:
+        feed(engine, "product.created", sf.product(product_id, name))
+    statuses = ["active"] * 4 + ["trialing", "past_due", "canceled", "unpaid", "active"]
+    plans = [
+        "prod_pro",
+        "prod_pro",
+        "prod_starter",
+        "prod_biz",
+        "prod_pro",
+        "prod_starter",
+        "prod_pro",
+        "prod_biz",
+        "prod_starter",
+    ]
+    for n, (status, product_id) in enumerate(zip(statuses, plans, strict=True)):
+        feed(
+            engine, "customer.subscription.created", sf.subscription(f"sub_{n}", status, product_id)
+        )
+    for n in range(2):
+        feed(
+            engine,
+            "invoice.payment_failed",
+            sf.invoice(f"in_{n}", "open", subscription_id=f"sub_{n}"),
+        )
+    feed(engine, "customer.created", {"id": "cus_1", "object": "customer"})
+    if with_failure:
+        broken = sf.subscription("sub_broken", "active", "prod_pro")
+        del broken["status"]
+        feed(engine, "customer.subscription.updated", broken, event_id="evt_broken")
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning]
+    return "\n".join(str(part.value) for part in parts)
+
+
+def api_numbers(engine):
+    now = datetime.now(UTC)
+    with read_transaction(engine) as conn:
+        return (
+            api_summary(conn=conn, active_statuses=ACTIVE, now=now),
+            stripe_sync_status(conn=conn, delayed_after=600, now=now),
+        )
+
+
+# --- signing in ------------------------------------------------------------------------
+
+
+def test_signed_out_sees_the_login_form_and_no_data(dashboard):
+    populate(dashboard)
+    at = app().run()
+    assert not at.exception
+    assert [field.label for field in at.text_input] == ["Username", "Password"]
+    assert not at.metric and not at.dataframe and not at.get("plotly_chart")
+    assert "Pro" not in texts(at)
+
+
+def test_wrong_password_shows_an_error_under_the_form_and_no_data(dashboard):
+    populate(dashboard)
+    at = app().run()
+    at.text_input[0].input("fiona")
+    at.text_input[1].input("not the password")
+    at.button[0].click().run()
+    assert not at.exception
+    assert [error.value for error in at.error] == ["Wrong username or password."]
+    assert not at.metric and not at.dataframe
+    assert at.session_state["authentication_status"] is False
+
+
+def test_the_right_password_opens_the_overview_and_logout_closes_it(dashboard):
+    populate(dashboard)
+    at = app().run()
+    at.text_input[0].input("fiona")
+    at.text_input[1].input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert list(metrics(at)) == METRICS
+    assert "Fiona" in "\n".join(str(c.value) for c in at.sidebar.caption)
+
+    at.sidebar.button[0].click().run()  # Log out
+    assert not at.exception
+    assert not at.metric
+    assert [field.label for field in at.text_input] == ["Username", "Password"]
+    assert "You have logged out." in texts(at)
+
+
+def test_a_user_without_a_role_gets_the_forbidden_page_only(dashboard):
+    populate(dashboard)
+    at = signed_in("nora")
+    assert not at.exception
+    assert [title.value for title in at.title] == ["No access"]
+    assert "finance" in at.error[0].value
+    assert not at.metric and not at.dataframe and not at.get("plotly_chart")
+    for page in PAGES:
+        with pytest.raises(ValueError):
+            at.switch_page(page)
+
+
+def test_roles_come_from_the_store_on_every_run(dashboard):
+    """A user removed from the store loses access at the next run, whatever the session says."""
+    from finance_core.users import remove_user
+
+    at = signed_in("fiona")
+    assert list(metrics(at)) == METRICS
+    remove_user(engine=dashboard, username="fiona")
+    at.run()
+    assert not at.metric
+    assert "no longer exists" in texts(at)
+
+
+# --- the pages, for a finance user -----------------------------------------------------
+
+
+@pytest.mark.parametrize("with_failure", [True, False], ids=["failing", "healthy"])
+def test_overview_numbers_equal_the_api(dashboard, with_failure):
+    populate(dashboard, with_failure=with_failure)
+    summary, status = api_numbers(dashboard)
+    at = signed_in("fiona")
+    assert not at.exception
+    shown = metrics(at)
+    assert int(shown["Active subscriptions"].replace(",", "")) == summary.active_subscriptions
+    assert shown["Active subscriptions"] == "7"
+    assert shown["Webhook health"].lower() == status.webhook_health.value
+    assert shown["Webhook health"] == ("Error" if with_failure else "Healthy")
+    assert int(shown["Failed payments"]) == status.failed_payments_count == 2
+    assert shown["Last webhook"].endswith("ago") or shown["Last webhook"] == "just now"
+    absolute = status.last_webhook_received.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert absolute in texts(at)
+    assert status.health_reason.capitalize() in texts(at)
+    assert len(at.get("plotly_chart")) == 1
+    links = {button.proto.url for button in at.get("link_button")}
+    assert links == {summary.stripe_dashboard_url, status.stripe_dashboard_url}
+    assert links == {
+        "https://dashboard.stripe.com/test/revenue",
+        "https://dashboard.stripe.com/test/payments",
+    }
+
+
+def test_every_page_renders_an_empty_store_with_messages_not_tracebacks(dashboard):
+    at = signed_in("fiona")
+    assert not at.exception
+    shown = metrics(at)
+    assert shown["Active subscriptions"] == "0"
+    assert shown["Webhook health"] == "Delayed"
+    assert shown["Last webhook"] == "never"
+    assert "No webhook has arrived yet" in texts(at)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert at.info or at.success, page
+    at.switch_page("pages/events.py").run()
+    assert "No events match these filters." in texts(at)
+
+
+def test_plans_page_table_and_breakdown_match_the_queries(dashboard):
+    populate(dashboard)
+    at = signed_in("fiona").switch_page("pages/plans.py").run()
+    assert not at.exception
+    with read_transaction(dashboard) as conn:
+        plans = plan_counts(conn=conn, statuses=ACTIVE)
+        breakdown = status_breakdown(conn=conn)
+    plan_table, status_table = (frame.value for frame in at.dataframe)
+    assert list(plan_table["Plan"]) == [plan.plan_name for plan in plans]
+    assert list(plan_table["Count"]) == [plan.count for plan in plans]
+    assert plan_table["Share"].sum() == pytest.approx(100)
+    assert dict(zip(status_table["Status"], status_table["Subscriptions"], strict=True)) == (
+        breakdown
+    )
+    assert len(at.get("plotly_chart")) == 2
+    assert "As of" in texts(at)
+    assert [b.proto.url for b in at.get("link_button")] == [
+        "https://dashboard.stripe.com/test/revenue"
+    ]
+
+
+def test_webhooks_page_for_finance_shows_failures_without_actions(dashboard):
+    populate(dashboard)
+    at = signed_in("fiona").switch_page("pages/webhooks.py").run()
+    assert not at.exception
+    assert "https://dashboard.stripe.com/test/events/evt_broken" in texts(at)
+    failed = at.dataframe[-1].value
+    assert list(failed["Type"]) == ["customer.subscription.updated"]
+    assert "status" in failed["Error"][0]
+    assert len(at.get("plotly_chart")) == 1
+    assert not [b for b in at.button if b.label in ("Replay", "Dismiss")]
+    assert "An admin can replay or dismiss" in texts(at)
+
+    at.segmented_control(key="window").set_value("Last 7 days").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+
+
+def test_webhooks_page_lists_rejections_by_reason(dashboard):
+    from finance_core.rejections import record_rejection
+
+    now = datetime.now(UTC)
+    for reason in ["bad_signature", "bad_signature", "missing_signature"]:
+        record_rejection(engine=dashboard, reason=reason, client_address="10.0.0.1", now=now)
+    at = signed_in("fiona").switch_page("pages/webhooks.py").run()
+    reasons = at.dataframe[0].value
+    assert dict(zip(reasons["Reason"], reasons["Rejected"], strict=True)) == {
+        "bad_signature": 2,
+        "missing_signature": 1,
+    }
+
+
+def test_events_page_filters_and_pages_in_sql(dashboard):
+    populate(dashboard)
+    for n in range(60):
+        feed(dashboard, "price.created", sf.price(f"price_{n}", "prod_pro"))
+    at = signed_in("fiona").switch_page("pages/events.py").run()
+    assert not at.exception
+    first = at.dataframe[0].value
+    assert len(first) == 50
+    assert first["Event"][0].startswith("https://dashboard.stripe.com/test/events/")
+
+    older = next(b for b in at.button if b.label == "Older →")
+    older.click().run()
+    second = at.dataframe[0].value
+    assert len(second) == 76 - 50  # 3 products, 9 subs, 2 invoices, 1 customer, 1 failed, 60
+    assert not set(second["Event"]) & set(first["Event"])
+
+    at.selectbox(key="events_status").set_value("failed").run()
+    rows = at.dataframe[0].value
+    assert list(rows["Status"]) == ["failed"]
+    assert "1 matching events" in texts(at)
+
+    at.selectbox(key="events_status").set_value("All")
+    at.selectbox(key="events_type").set_value("invoice.payment_failed").run()
+    assert list(at.dataframe[0].value["Type"]) == ["invoice.payment_failed"] * 2
+
+    at.selectbox(key="events_range").set_value("Last hour").run()
+    assert len(at.dataframe[0].value) == 2
+    assert at.get("download_button")
+
+
+def test_events_page_time_range_excludes_older_events(dashboard):
+    feed(
+        dashboard,
+        "product.created",
+        sf.product("prod_old", "Old"),
+        at=datetime.now(UTC) - timedelta(days=3),
+    )
+    feed(dashboard, "product.created", sf.product("prod_new", "New"))
+    at = signed_in("fiona").switch_page("pages/events.py").run()  # last 24 hours
+    assert len(at.dataframe[0].value) == 1
+    at.selectbox(key="events_range").set_value("Last 7 days").run()
+    assert len(at.dataframe[0].value) == 2
+
+
+# --- admin actions ---------------------------------------------------------------------
+
+
+def test_admin_replays_a_failed_event_once_the_bug_is_fixed(dashboard, monkeypatch):
+    def buggy(conn, event, received_at):
+        raise RuntimeError("a bug in our product handler")
+
+    # The event fails under a buggy handler, then the fix is "deployed" and the admin replays.
+    with monkeypatch.context() as patch:
+        patch.setitem(handlers.HANDLERS, "product.created", buggy)
+        feed(dashboard, "product.created", sf.product("prod_x", "X"), event_id="evt_bug")
+    at = signed_in("ada").switch_page("pages/webhooks.py").run()
+    assert "a bug in our product handler" in at.dataframe[-1].value["Error"][0]
+    assert at.selectbox(key="failed_event").value == "evt_bug"
+
+    next(b for b in at.button if b.label == "Replay").click().run()
+    assert not at.exception
+    assert at.success[0].value == "Replayed evt_bug: processed."
+    assert "No failed events" in texts(at)
+    assert metrics(at)["Webhook health"] == "Healthy"
+
+
+def test_admin_replay_of_a_still_broken_event_says_why_and_dismiss_settles_it(dashboard):
+    populate(dashboard)
+    at = signed_in("ada").switch_page("pages/webhooks.py").run()
+    next(b for b in at.button if b.label == "Replay").click().run()
+    assert not at.exception
+    assert "failed again" in at.error[0].value and "status" in at.error[0].value
+    assert metrics(at)["Webhook health"] == "Error"
+
+    next(b for b in at.button if b.label == "Dismiss").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith("Dismissed evt_broken")
+    _, status = api_numbers(dashboard)
+    assert status.unresolved_failed_events == 0
+    assert metrics(at)["Webhook health"] == status.webhook_health.value.capitalize()
+
+
+# --- configuration and outages ---------------------------------------------------------
+
+
+def test_missing_cookie_key_is_a_message_not_a_traceback(dashboard, monkeypatch):
+    monkeypatch.delenv("DASHBOARD_COOKIE_KEY")
+    forget()
+    at = app().run()
+    assert not at.exception
+    assert "DASHBOARD_COOKIE_KEY is not set" in at.error[0].value
+    assert not at.text_input and not at.metric
+
+
+def test_placeholder_cookie_key_is_refused(dashboard, monkeypatch):
+    monkeypatch.setenv("DASHBOARD_COOKIE_KEY", "changeme")
+    forget()
+    at = app().run()
+    assert not at.exception
+    assert "DASHBOARD_COOKIE_KEY" in at.error[0].value
+    assert not at.text_input
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_unreachable_database_is_a_message_not_a_traceback(dashboard, monkeypatch):
+    monkeypatch.setenv(
+        "DATABASE_URL", f"postgresql+psycopg://finance:hunter2@127.0.0.1:{free_port()}/finance"
+    )
+    forget()
+    at = app().run()
+    assert not at.exception
+    assert "cannot be read right now" in at.error[0].value
+    assert "hunter2" not in at.error[0].value
+    assert not at.text_input and not at.metric
+
+
+# --- OpenID Connect --------------------------------------------------------------------
+
+OIDC_SECRETS = {
+    "auth": {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "oidc-cookie-secret-0123456789abcdef",
+        "client_id": "client",
+        "client_secret": "secret-value",
+        "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+    },
+    "dashboard_roles": {"Alice@Example.com": ["finance"], "bob@example.com": []},
+}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_oidc_maps_emails_to_roles(dashboard):
+    populate(dashboard)
+    at = app()
+    at.secrets = OIDC_SECRETS
+    at.user = {"is_logged_in": True, "email": "alice@example.com", "name": "Alice"}
+    at.run()
+    assert not at.exception
+    assert list(metrics(at)) == METRICS
+
+    at = app()
+    at.secrets = OIDC_SECRETS
+    at.user = {"is_logged_in": True, "email": "mallory@example.com"}
+    at.run()
+    assert [title.value for title in at.title] == ["No access"]
+    assert not at.metric
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_oidc_signed_out_offers_the_provider_not_the_password_form(dashboard):
+    at = app()
+    at.secrets = OIDC_SECRETS
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception
+    assert not at.text_input and not at.metric
+    labels = [b.label for b in at.button]
+    assert labels == ["Sign in with your company account"] or "Authlib" in at.error[0].value
