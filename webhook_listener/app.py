@@ -20,6 +20,8 @@ from finance_core.db import make_engine
 from finance_core.ingest import DeliveryResult, Outcome, StripeEvent, ingest_event
 from finance_core.rejections import record_rejection
 from finance_core.settings import Settings, get_settings
+from webhook_listener.api import install_finance_api
+from webhook_listener.ratelimit import RateLimits
 from webhook_listener.verify import Rejected, verify_delivery
 from webhook_listener.writer import BatchWriter
 
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.settings = current
         app.state.engine = engine or make_engine(current.database_url)
         migrate.upgrade(app.state.engine)
+        app.state.rate_limits = RateLimits.from_settings(current)
         # SQLite: one writer thread with group commit (see writer.py); PostgreSQL: the pool.
         app.state.writer = (
             BatchWriter(app.state.engine) if app.state.engine.dialect.name == "sqlite" else None
@@ -46,6 +49,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         yield
         if app.state.writer is not None:
             app.state.writer.stop()
+        app.state.rate_limits.close()
         if engine is None:
             app.state.engine.dispose()
 
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         description="Stripe webhook listener and the read-only Finance API.",
         lifespan=lifespan,
     )
+    install_finance_api(app)
 
     @app.post("/webhooks/stripe", include_in_schema=False)
     async def stripe_webhook(request: Request) -> JSONResponse:

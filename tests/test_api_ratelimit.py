@@ -1,0 +1,190 @@
+"""Finance API rate limits: per token, per address for failed logins, and shared through Redis."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from finance_core import migrate
+from finance_core.db import make_engine
+from finance_core.settings import Settings
+from finance_core.tokens import create_token
+from tests.conftest import make_settings, skip_or_fail
+from tests.support import stripe_factory as sf
+from tests.support.postgres import free_port
+from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
+from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
+
+FAILED_AUTH_LIMIT = int(FAILED_AUTH_LIMIT_PER_ADDRESS.split("/")[0])
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url, finance_api_rate_limit="5/minute")
+
+
+def assert_retry_after(response: httpx.Response) -> None:
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_a_token_past_its_limit_gets_429_with_retry_after(http, engine):
+    token = make_token(engine, "finance")
+    for n in range(5):
+        response = http.get(ENDPOINTS[n % 2], headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.headers["X-RateLimit-Limit"] == "5"
+        assert response.headers["X-RateLimit-Remaining"] == str(4 - n)
+
+    response = http.get(SUMMARY, headers=bearer(token))
+    assert_error(response, 429, "rate_limited")
+    assert_retry_after(response)
+    assert response.headers["X-RateLimit-Limit"] == "5"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+
+    other = http.get(SYNC_STATUS, headers=bearer(make_token(engine, "finance")))
+    assert other.status_code == 200, "the limit is per token"
+    assert other.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_a_token_without_a_role_is_limited_too(http, engine):
+    token = make_token(engine, "support")
+    for _ in range(5):
+        assert_error(http.get(SUMMARY, headers=bearer(token)), 403, "forbidden")
+    response = http.get(SUMMARY, headers=bearer(token))
+    assert_error(response, 429, "rate_limited")
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_a_flood_of_failed_logins_from_one_address_gets_429(http, engine):
+    for n in range(FAILED_AUTH_LIMIT):
+        headers = bearer(f"pmf_guess{n}_secret") if n % 2 else {}
+        assert_error(http.get(ENDPOINTS[n % 2], headers=headers), 401, "unauthorized")
+
+    response = http.get(SUMMARY, headers=bearer("pmf_guess_secret"))
+    assert_error(response, 429, "too_many_failed_attempts")
+    assert_retry_after(response)
+    assert "X-RateLimit-Limit" not in response.headers
+    assert_error(http.get(SYNC_STATUS), 429, "too_many_failed_attempts")
+
+    # A valid token from the same address (a shared NAT, a misconfigured neighbour) still reads.
+    assert http.get(SUMMARY, headers=bearer(make_token(engine, "finance"))).status_code == 200
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server on a free port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("no redis-server binary (apt-get install redis-server)")
+    assert binary is not None
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pmf-redis-") as directory:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}"
+        try:
+            wait_for_redis(url, process)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError("redis-server exited")
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not answer")
+    finally:
+        client.close()
+
+
+def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"listener exited: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("listener did not become healthy")
+
+
+@pytest.mark.slow
+def test_two_listener_processes_share_one_limit_through_redis(tmp_path: Path, redis_url: str):
+    database_url = f"sqlite:///{tmp_path}/shared.db"
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    token = create_token(engine=engine, name="shared", roles=["finance"], now=datetime.now(UTC))
+    engine.dispose()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
+        "RATE_LIMIT_STORAGE_URI": redis_url,
+        "FINANCE_API_RATE_LIMIT": "10/minute",
+    }
+    ports = [free_port(), free_port()]
+    processes = [start_listener(env, port) for port in ports]
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url, process in zip(urls, processes, strict=True):
+            wait_healthy(url, process)
+        statuses, remaining = [], []
+        for n in range(14):
+            response = httpx.get(f"{urls[n % 2]}{SUMMARY}", headers=bearer(token), timeout=10)
+            statuses.append(response.status_code)
+            remaining.append(response.headers["X-RateLimit-Remaining"])
+        assert statuses == [200] * 10 + [429] * 4
+        assert remaining == [str(9 - n) for n in range(10)] + ["0"] * 4
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.communicate(timeout=30)

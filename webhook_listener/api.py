@@ -1,0 +1,134 @@
+"""The Finance API (SPEC 6): two read-only endpoints over `finance_core.queries`, behind tokens.
+
+The routes and the auth dependency are plain `def`s, so FastAPI runs their database and rate
+limit calls in its threadpool, never on the event loop.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from finance_core.db import read_transaction
+from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.roles import can_read
+from finance_core.settings import Settings
+from finance_core.tokens import TokenInfo, authenticate_token
+from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
+from webhook_listener.api_models import (
+    RESPONSES,
+    StripeSyncStatusData,
+    StripeSyncStatusEnvelope,
+    SubscriptionSummaryData,
+    SubscriptionSummaryEnvelope,
+)
+from webhook_listener.ratelimit import RateLimits
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="FinanceToken",
+    bearerFormat="pmf_<id>_<secret>",
+    description="A token from `python -m finance_core token create NAME --role finance`.",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def finance_reader(request: Request, response: Response, credentials: Credentials) -> TokenInfo:
+    """The token of a caller allowed to read finance data, or the error that says why not."""
+    state = request.app.state
+    rate_limits: RateLimits = state.rate_limits
+    token = None
+    if credentials is not None:
+        token = authenticate_token(
+            engine=state.engine, token=credentials.credentials, now=datetime.now(UTC)
+        )
+    if token is None:
+        raise _unauthenticated(request, rate_limits, credentials)
+
+    decision = rate_limits.hit_token(token.id)
+    headers = decision.headers()
+    if not decision.allowed:
+        settings: Settings = state.settings
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this token is over its limit of {settings.finance_api_rate_limit}; "
+            f"retry in {decision.retry_after} seconds",
+            {**headers, "Retry-After": str(decision.retry_after)},
+        )
+    if not can_read(token.roles):
+        message = "this token has neither the finance nor the admin role"
+        raise ApiError(403, "forbidden", message, headers)
+    if request.url.query:
+        raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
+    response.headers.update(headers)
+    return token
+
+
+def _unauthenticated(
+    request: Request, rate_limits: RateLimits, credentials: HTTPAuthorizationCredentials | None
+) -> ApiError:
+    """A 401 that says what was wrong, or a 429 once this address has failed too often."""
+    address = request.client.host if request.client else "unknown"
+    decision = rate_limits.hit_failed_auth(address)
+    if not decision.allowed:
+        return ApiError(
+            429,
+            "too_many_failed_attempts",
+            f"too many failed authentications from this address; retry in "
+            f"{decision.retry_after} seconds",
+            {"Retry-After": str(decision.retry_after)},
+        )
+    if credentials is not None:
+        message = "the bearer token is unknown or revoked"
+        challenge = 'Bearer error="invalid_token"'
+    elif "authorization" in request.headers:
+        message, challenge = "the Authorization header is not 'Bearer <token>'", "Bearer"
+    else:
+        message, challenge = "send an API token as 'Authorization: Bearer <token>'", "Bearer"
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": challenge})
+
+
+def _query_problem(request: Request) -> str:
+    names = sorted({name for name in request.query_params if name})
+    listed = f": {', '.join(names)}"[:200] if names else ""
+    return f"this endpoint takes no query parameters{listed}"
+
+
+router = APIRouter(
+    prefix=API_PREFIX,
+    tags=["finance"],
+    dependencies=[Depends(finance_reader)],
+    responses=RESPONSES,
+)
+
+
+@router.get("/subscription-summary", summary="Active subscriptions and their plans")
+def get_subscription_summary(request: Request) -> SubscriptionSummaryEnvelope:
+    """Active subscriptions and their distribution over plans, largest first."""
+    settings: Settings = request.app.state.settings
+    with read_transaction(request.app.state.engine) as conn:
+        summary = subscription_summary(
+            conn=conn,
+            active_statuses=settings.active_subscription_statuses,
+            now=datetime.now(UTC),
+        )
+    return SubscriptionSummaryEnvelope(data=SubscriptionSummaryData.of(summary))
+
+
+@router.get("/stripe-sync-status", summary="Webhook feed health and failing payments")
+def get_stripe_sync_status(request: Request) -> StripeSyncStatusEnvelope:
+    """How healthy the Stripe webhook feed is, its latest event and the failing payments."""
+    settings: Settings = request.app.state.settings
+    with read_transaction(request.app.state.engine) as conn:
+        status = stripe_sync_status(
+            conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
+        )
+    return StripeSyncStatusEnvelope(data=StripeSyncStatusData.of(status))
+
+
+def install_finance_api(app: FastAPI) -> None:
+    """Add the Finance API's routes and its error answers to the listener app."""
+    app.include_router(router)
+    install_error_handlers(app)

@@ -1,0 +1,168 @@
+"""The Finance API's JSON shapes (SPEC 6), as pydantic models that also write its OpenAPI."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from finance_core.queries import SubscriptionSummary, SyncStatus, WebhookHealth
+
+UTC_SECOND_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+
+
+def utc_second(moment: datetime) -> str:
+    """UTC ISO 8601 with a Z suffix, to the second: 2025-12-04T12:05:00Z."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcSecond = Annotated[
+    datetime,
+    PlainSerializer(utc_second, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": UTC_SECOND_PATTERN,
+            "examples": ["2025-12-04T12:05:00Z"],
+        }
+    ),
+]
+
+
+class ApiModel(BaseModel):
+    # `success` has a default, yet every answer carries it: document it as required.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class ErrorDetail(ApiModel):
+    code: str = Field(examples=["unauthorized"])
+    message: str = Field(examples=["the bearer token is unknown or revoked"])
+
+
+class ErrorEnvelope(ApiModel):
+    """Every error answer of the Finance API."""
+
+    success: Literal[False] = False
+    error: ErrorDetail
+
+
+class PlanShare(ApiModel):
+    plan_id: UUID = Field(description="Stable id of the plan (one Stripe product)")
+    plan_name: str = Field(description="The product's name, or its id until the name is known")
+    count: int = Field(ge=1, description="Active subscriptions on this plan")
+
+
+class SubscriptionSummaryData(ApiModel):
+    active_subscriptions: int = Field(ge=0)
+    plan_distribution: list[PlanShare] = Field(
+        description="Exactly the active subscriptions, largest count first"
+    )
+    stripe_dashboard_url: str = Field(examples=["https://dashboard.stripe.com/revenue"])
+    as_of: UtcSecond
+
+    @classmethod
+    def of(cls, summary: SubscriptionSummary) -> "SubscriptionSummaryData":
+        return cls(
+            active_subscriptions=summary.active_subscriptions,
+            plan_distribution=[
+                PlanShare(plan_id=plan.plan_id, plan_name=plan.plan_name, count=plan.count)
+                for plan in summary.plan_distribution
+            ],
+            stripe_dashboard_url=summary.stripe_dashboard_url,
+            as_of=summary.as_of,
+        )
+
+
+class SubscriptionSummaryEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: SubscriptionSummaryData
+
+
+class LastWebhookEvent(ApiModel):
+    id: str = Field(examples=["evt_abc123"])
+    type: str = Field(examples=["invoice.paid"])
+    timestamp: UtcSecond = Field(description="The event's `created` time")
+
+
+class StripeSyncStatusData(ApiModel):
+    last_webhook_received: UtcSecond | None = Field(
+        description="Arrival of the latest verified delivery; null before the first webhook"
+    )
+    webhook_health: WebhookHealth
+    failed_payments_count: int = Field(ge=0)
+    last_webhook_event: LastWebhookEvent | None = Field(
+        description="The event of that delivery; null before the first webhook"
+    )
+    stripe_dashboard_url: str = Field(examples=["https://dashboard.stripe.com/payments"])
+
+    @classmethod
+    def of(cls, status: SyncStatus) -> "StripeSyncStatusData":
+        last = status.last_event
+        return cls(
+            last_webhook_received=status.last_webhook_received,
+            webhook_health=status.webhook_health,
+            failed_payments_count=status.failed_payments_count,
+            last_webhook_event=(
+                LastWebhookEvent(id=last.id, type=last.type, timestamp=last.created)
+                if last
+                else None
+            ),
+            stripe_dashboard_url=status.stripe_dashboard_url,
+        )
+
+
+class StripeSyncStatusEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: StripeSyncStatusData
+
+
+def _header(description: str, *, required: bool = True) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": 0}
+    return {"description": description, "required": required, "schema": schema}
+
+
+def _rate_headers(*, required: bool) -> dict[str, Any]:
+    return {
+        "X-RateLimit-Limit": _header(
+            "Requests allowed per period to this token", required=required
+        ),
+        "X-RateLimit-Remaining": _header("Requests left in the current period", required=required),
+    }
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": description, "headers": headers or {}}
+
+
+# What each status means and which headers it carries; every route of the API shares these.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _rate_headers(required=True)},
+    400: _error(
+        "The request has a query string: these endpoints take no parameters",
+        _rate_headers(required=True),
+    ),
+    401: _error(
+        "Missing, malformed, unknown or revoked bearer token",
+        {
+            "WWW-Authenticate": {
+                "description": "The authentication scheme to use",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^Bearer"},
+            }
+        },
+    ),
+    403: _error(
+        "The token has neither the finance nor the admin role", _rate_headers(required=True)
+    ),
+    429: _error(
+        "Over FINANCE_API_RATE_LIMIT for this token (with X-RateLimit-*), or too many failed "
+        "authentications from this client address (without them)",
+        {
+            "Retry-After": _header("Seconds to wait before the next attempt"),
+            **_rate_headers(required=False),
+        },
+    ),
+    500: _error("An unexpected error; the details are in the listener's log"),
+}
