@@ -17,6 +17,12 @@ HEALTH_COLORS = {
     WebhookHealth.DELAYED: "orange",
     WebhookHealth.ERROR: "red",
 }
+# The badge says what the state asks of the reader; the metric beside it names the state.
+HEALTH_BADGES = {
+    WebhookHealth.HEALTHY: "Receiving",
+    WebhookHealth.DELAYED: "Quiet",
+    WebhookHealth.ERROR: "Needs attention",
+}
 HEALTH_ICONS = {
     WebhookHealth.HEALTHY: ":material/check_circle:",
     WebhookHealth.DELAYED: ":material/schedule:",
@@ -53,23 +59,22 @@ def absolute_time(moment: datetime | None) -> str:
 
 
 def relative_time(moment: datetime | None, now: datetime) -> str:
-    """How long ago, in the largest whole unit: "just now", "5 minutes ago", "2 days ago"."""
+    """How long ago, short enough for a metric card: "just now", "5 min ago", "2 d ago"."""
     if moment is None:
         return "never"
     seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return "just now"  # clocks of listener and dashboard hosts may differ slightly
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+    if seconds < 5:
+        return "just now"  # also when the listener's clock runs slightly ahead of ours
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
         if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+            return f"{seconds // size} {unit} ago"
     return "just now"
 
 
 def health_badge(status: SyncStatus) -> None:
     """The webhook health as a coloured badge with its reason in words beside it."""
     health = status.webhook_health
-    st.badge(health.value.capitalize(), color=HEALTH_COLORS[health], icon=HEALTH_ICONS[health])
+    st.badge(HEALTH_BADGES[health], color=HEALTH_COLORS[health], icon=HEALTH_ICONS[health])
     st.caption(status.health_reason.capitalize())
 
 

@@ -61,9 +61,11 @@ page, matching = data.event_page(filters, PAGE_SIZE, trail[-1] if trail else Non
 shown_from = len(trail) * PAGE_SIZE + 1
 total = f"{matching:,}" if matching <= 10_000 else "more than 10,000"
 if page.rows:
+    events = "event" if matching == 1 else "events"
+    shown_to = shown_from + len(page.rows) - 1
     st.caption(
-        f"{total} matching events · showing {shown_from:,}–{shown_from + len(page.rows) - 1:,}"
-        f", newest first · from {anchor:%H:%M:%S} UTC"
+        f"{total} matching {events} · showing {shown_from:,}–{shown_to:,}, newest first"
+        f" · from {anchor:%H:%M:%S} UTC"
     )
     st.dataframe(**tables.event_table(page.rows))
 else:

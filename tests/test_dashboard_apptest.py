@@ -311,7 +311,7 @@ def test_events_page_filters_and_pages_in_sql(dashboard):
     at.selectbox(key="events_status").set_value("failed").run()
     rows = at.dataframe[0].value
     assert list(rows["Status"]) == ["failed"]
-    assert "1 matching events" in texts(at)
+    assert "1 matching event ·" in texts(at)
 
     at.selectbox(key="events_status").set_value("All")
     at.selectbox(key="events_type").set_value("invoice.payment_failed").run()

@@ -1,0 +1,326 @@
+"""End to end: `streamlit run app.py` driven in Debian's headless Chromium through Playwright."""
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+from finance_core import handlers, migrate
+from finance_core.db import make_engine, read_transaction
+from finance_core.ingest import StripeEvent, ingest_event
+from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.users import add_user
+from tests.conftest import skip_or_fail
+from tests.support import stripe_factory as sf
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+COOKIE_KEY = "browser-test-cookie-key-0123456789abcdefgh"
+PASSWORD = "correct horse battery"
+ACTIVE = ["active", "trialing", "past_due"]
+TIMEOUT_MS = 20_000
+_created = itertools.count(1_790_000_000)
+
+
+def feed(engine, event_type, obj, *, event_id=None):
+    event = sf.event(event_type, obj, event_id=event_id, created=next(_created))
+    ingest_event(
+        engine=engine, event=StripeEvent.from_payload(event), received_at=datetime.now(UTC)
+    )
+
+
+def prepare_store(url: str) -> None:
+    """Users, plans, subscriptions, failing invoices, and two failed events."""
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
+        add_user(engine=engine, username=username, password=PASSWORD, roles=roles, now=now)
+    for product_id, name in [("prod_pro", "Pro"), ("prod_starter", "Starter")]:
+        feed(engine, "product.created", sf.product(product_id, name))
+    for n, product_id in enumerate(["prod_pro"] * 5 + ["prod_starter"] * 3):
+        feed(
+            engine,
+            "customer.subscription.created",
+            sf.subscription(f"sub_{n}", "active", product_id),
+        )
+    feed(
+        engine, "customer.subscription.created", sf.subscription("sub_gone", "canceled", "prod_pro")
+    )
+    feed(engine, "invoice.payment_failed", sf.invoice("in_1", "open", subscription_id="sub_1"))
+    # Still malformed on replay: the admin dismisses it.
+    broken = sf.subscription("sub_broken", "active", "prod_pro")
+    del broken["status"]
+    feed(engine, "customer.subscription.updated", broken, event_id="evt_broken")
+
+    # Failed under a buggy handler; the dashboard process runs the fixed code, so a
+    # replay from there succeeds.
+    def buggy(conn, event, received_at):
+        raise RuntimeError("a bug in our product handler")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(handlers.HANDLERS, "product.created", buggy)
+        feed(engine, "product.created", sf.product("prod_biz", "Business"), event_id="evt_bug")
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser')}/finance.db"
+    prepare_store(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
+    """`streamlit run app.py` on a free port, against the prepared store."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": store,
+        "DASHBOARD_COOKIE_KEY": COOKIE_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, dashboard_url):
+    """A fresh browser context (no cookies) on the dashboard's sign-in page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(dashboard_url)
+    yield page
+    context.close()
+
+
+def wait_until_idle(page, quiet_ms=600):
+    """Wait until no script run has been going for `quiet_ms`.
+
+    The login cookie's component reports back once after it mounts, which reruns the app;
+    a form submitted during that rerun is lost, as it would be for a very fast human.
+    """
+    running = page.locator('[data-testid="stApp"][data-test-script-state="running"]')
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if running.count():
+            quiet_since = time.monotonic()
+        elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("the app kept running")
+
+
+def sign_in(page, username, password=PASSWORD):
+    page.get_by_role("textbox", name="Username").wait_for()
+    wait_until_idle(page)
+    page.get_by_role("textbox", name="Username").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
+def metric_values(page) -> dict[str, str]:
+    metrics = page.get_by_test_id("stMetric")
+    metrics.first.wait_for()
+    values = {}
+    for index in range(metrics.count()):
+        metric = metrics.nth(index)
+        label = metric.get_by_test_id("stMetricLabel").inner_text().strip()
+        values[label] = metric.get_by_test_id("stMetricValue").inner_text().strip()
+    return values
+
+
+def open_page(page, title):
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title).wait_for()
+    wait_until_idle(page)
+
+
+def choose(page, label, option):
+    """Pick an option of a selectbox.
+
+    The dropdown closes when the page scrolls, and Playwright scrolls to reach a low
+    selectbox just before clicking: scroll first, then open, once more if it closed.
+    """
+    wait_until_idle(page)
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_role("combobox", name=label))
+    box.scroll_into_view_if_needed()
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(3):
+        box.get_by_role("button", name="Open").click()
+        try:
+            choice.wait_for(timeout=2_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    choice.click()
+
+
+def screenshot(page, name):
+    """Keep a picture of the page in test-artifacts/ for a human to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    wait_until_idle(page)
+    page.wait_for_timeout(500)  # plotly draws after the script run ends
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def api_numbers(url):
+    engine = make_engine(url)
+    try:
+        now = datetime.now(UTC)
+        with read_transaction(engine) as conn:
+            return (
+                subscription_summary(conn=conn, active_statuses=ACTIVE, now=now),
+                stripe_sync_status(conn=conn, delayed_after=600, now=now),
+            )
+    finally:
+        engine.dispose()
+
+
+def test_overview_after_sign_in_shows_the_apis_numbers_and_a_chart(page, store):
+    sign_in(page, "fiona")
+    values = metric_values(page)
+    summary, status = api_numbers(store)
+    assert list(values) == [
+        "Active subscriptions",
+        "Webhook health",
+        "Failed payments",
+        "Last webhook",
+    ]
+    assert int(values["Active subscriptions"].replace(",", "")) == summary.active_subscriptions
+    assert values["Active subscriptions"] == "8"
+    assert values["Webhook health"].lower() == status.webhook_health.value == "error"
+    assert int(values["Failed payments"]) == status.failed_payments_count == 1
+    assert values["Last webhook"].endswith("ago") or values["Last webhook"] == "just now"
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text(status.health_reason.capitalize()).wait_for()
+    revenue = page.get_by_role("link", name="Revenue in the Stripe Dashboard")
+    assert revenue.get_attribute("href") == "https://dashboard.stripe.com/test/revenue"
+    screenshot(page, "overview")
+
+
+def test_wrong_password_shows_an_error_and_no_data(page):
+    sign_in(page, "fiona", "not the password")
+    page.get_by_text("Wrong username or password.").wait_for()
+    assert page.get_by_test_id("stMetric").count() == 0
+    assert page.locator(".js-plotly-plot").count() == 0
+
+
+def test_a_user_without_a_role_sees_only_the_forbidden_page(page):
+    sign_in(page, "nora")
+    page.get_by_role("heading", name="No access").wait_for()
+    assert page.get_by_test_id("stMetric").count() == 0
+    assert page.get_by_test_id("stSidebarNav").count() == 0
+
+
+def test_event_log_filter_narrows_the_rows(page):
+    sign_in(page, "fiona")
+    metric_values(page)
+    open_page(page, "Events")
+    page.get_by_text(re.compile(r"^14 matching events ·")).wait_for()
+    screenshot(page, "events")
+    choose(page, "Status", "failed")
+    page.get_by_text(re.compile(r"^2 matching events ·")).wait_for()
+    choose(page, "Type", "product.created")
+    page.get_by_text(re.compile(r"^1 matching event ·")).wait_for()
+    assert page.get_by_role("button", name="Download CSV").is_visible()
+
+
+def test_admin_replays_the_fixed_event_and_dismisses_the_broken_one(page, store):
+    sign_in(page, "ada")
+    metric_values(page)
+    open_page(page, "Webhooks")
+    screenshot(page, "webhooks")
+    choose(page, "Failed event", "evt_bug · product.created")
+    page.get_by_role("button", name="Replay").click()
+    page.get_by_text("Replayed evt_bug: processed.").wait_for()
+
+    choose(page, "Failed event", "evt_broken · customer.subscription.updated")
+    page.get_by_role("button", name="Replay").click()
+    page.get_by_text("Replay of evt_broken failed again").wait_for()
+    page.get_by_role("button", name="Dismiss").click()
+    page.get_by_text("Dismissed evt_broken").wait_for()
+    page.get_by_text("No failed events").wait_for()
+
+    _, status = api_numbers(store)
+    assert status.unresolved_failed_events == 0
+    assert status.webhook_health.value == "healthy"
