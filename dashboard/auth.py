@@ -19,6 +19,7 @@ from finance_core.roles import can_read, is_admin
 
 COOKIE_NAME = "penguinmails_finance_login"
 VIEWER_KEY = "finance_viewer"
+SET_COOKIE_KEY = "finance_set_login_cookie"
 OIDC_ROLES_SECTION = "dashboard_roles"
 LOGIN_FIELDS = {"Form name": "Sign in", "Username": "Username", "Password": "Password"}
 
@@ -78,12 +79,14 @@ def _password_sign_in() -> Viewer | None:
     )
     was_signed_in = bool(st.session_state.get("authentication_status"))
     if was_signed_in:
+        if st.session_state.pop(SET_COOKIE_KEY, False):
+            authenticator.cookie_controller.set_cookie()
         _sidebar_logout(authenticator)
     if not st.session_state.get("authentication_status"):
         _login_form(authenticator, logged_out=was_signed_in)
         if not st.session_state.get("authentication_status"):
             return None
-        _sidebar_logout(authenticator)
+        _sidebar_logout(authenticator)  # signed in from the remembered cookie
 
     username = st.session_state.get("username") or ""
     user = users["usernames"].get(username)
@@ -97,23 +100,26 @@ def _password_sign_in() -> Viewer | None:
 
 
 def _login_form(authenticator: stauth.Authenticate, *, logged_out: bool) -> None:
-    form = st.empty()
-    with form.container():
-        st.title("PenguinMails Finance")
-        if logged_out:
-            st.info("You have logged out.")
-        try:
-            authenticator.login(location="main", fields=LOGIN_FIELDS, key="finance_login")
-        except LoginError as exc:  # e.g. a remembered login for a user since removed
-            st.error(f"Sign-in refused: {exc}")
-            return
-        status = st.session_state.get("authentication_status")
-        if status is False:
-            st.error("Wrong username or password.")
-        elif status is None:
-            st.caption("Accounts are created by an admin with `python -m finance_core user add`.")
-    if st.session_state.get("authentication_status"):
-        form.empty()  # signed in during this run: the page replaces the form
+    st.title("PenguinMails Finance")
+    if logged_out:
+        st.info("You have logged out.")
+    remembered = bool(authenticator.cookie_controller.get_cookie())
+    try:
+        authenticator.login(location="main", fields=LOGIN_FIELDS, key="finance_login")
+    except LoginError as exc:  # e.g. a remembered login for a user since removed
+        st.error(f"Sign-in refused: {exc}")
+        return
+    status = st.session_state.get("authentication_status")
+    if status and not remembered:
+        # Signed in with the form during this run: start again without the form. The
+        # cookie is written in the next run, since this one ends before the browser
+        # could run the component that stores it.
+        st.session_state[SET_COOKIE_KEY] = True
+        st.rerun()
+    elif status is False:
+        st.error("Wrong username or password.")
+    elif status is None:
+        st.caption("Accounts are created by an admin with `python -m finance_core user add`.")
 
 
 def _sidebar_logout(authenticator: stauth.Authenticate) -> None:

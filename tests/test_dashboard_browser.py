@@ -278,6 +278,21 @@ def test_overview_after_sign_in_shows_the_apis_numbers_and_a_chart(page, store):
     screenshot(page, "overview")
 
 
+def test_the_login_cookie_survives_a_reload_until_logout(page):
+    sign_in(page, "fiona")
+    metric_values(page)
+    wait_until_idle(page)
+    page.reload()
+    assert "Active subscriptions" in metric_values(page)  # signed in again from the cookie
+
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_text("You have logged out.").wait_for()
+    wait_until_idle(page)
+    page.reload()
+    page.get_by_role("textbox", name="Username").wait_for()
+    assert page.get_by_test_id("stMetric").count() == 0
+
+
 def test_wrong_password_shows_an_error_and_no_data(page):
     sign_in(page, "fiona", "not the password")
     page.get_by_text("Wrong username or password.").wait_for()
