@@ -1,0 +1,174 @@
+"""Demo data: realistic signed Stripe events for a store with no Stripe behind it.
+
+Test-mode events for a few plans and a few hundred subscriptions across every status, failed
+then recovered payments, and the odd duplicate and late (older) delivery, as Stripe sends them.
+Ids carry `demo` so that demo data is never mistaken for real data.
+"""
+
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+PLANS = [
+    ("prod_demo_starter", "Starter", 900),
+    ("prod_demo_pro", "Pro", 2900),
+    ("prod_demo_business", "Business", 9900),
+    ("prod_demo_enterprise", "Enterprise", 49900),
+]
+STATUSES = (
+    ["active"] * 60
+    + ["trialing"] * 10
+    + ["past_due"] * 6
+    + ["canceled"] * 14
+    + ["unpaid"] * 3
+    + ["incomplete"] * 3
+    + ["incomplete_expired"] * 2
+    + ["paused"] * 2
+)
+
+
+def _event(kind: str, obj: dict[str, Any], created: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "id": f"evt_demo_{rng.getrandbits(64):016x}",
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": created,
+        "livemode": False,
+        "type": kind,
+        "data": {"object": obj},
+    }
+
+
+def _subscription(sub_id: str, status: str, product: str, price: int) -> dict[str, Any]:
+    item = {
+        "id": f"si_{sub_id[4:]}",
+        "object": "subscription_item",
+        "quantity": 1,
+        "price": {
+            "id": f"price_{product[5:]}",
+            "object": "price",
+            "product": product,
+            "unit_amount": price,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+        },
+        "current_period_start": int(time.time()) - 86400,
+        "current_period_end": int(time.time()) + 29 * 86400,
+    }
+    return {
+        "id": sub_id,
+        "object": "subscription",
+        "status": status,
+        "livemode": False,
+        "customer": f"cus_{sub_id[4:]}",
+        "cancel_at_period_end": False,
+        "items": {"object": "list", "data": [item]},
+    }
+
+
+def _invoice(invoice_id: str, status: str, sub_id: str, amount: int) -> dict[str, Any]:
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "status": status,
+        "amount_due": amount,
+        "currency": "usd",
+        "attempted": True,
+        "livemode": False,
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": sub_id},
+        },
+    }
+
+
+def backfill(subscriptions: int = 300, seed: int = 2026) -> list[dict[str, Any]]:
+    """The initial history, in the order Stripe might deliver it (duplicates and late ones)."""
+    rng = random.Random(seed)
+    created = int(time.time()) - 3 * 86400
+    events = [
+        _event(
+            "product.created",
+            {"id": p, "object": "product", "name": n, "active": True},
+            created,
+            rng,
+        )
+        for p, n, _ in PLANS
+    ]
+    for n in range(subscriptions):
+        sub_id = f"sub_demo_{n:05d}"
+        product, _, price = rng.choice(PLANS)
+        created += rng.randrange(1, 60)
+        events.append(
+            _event(
+                "customer.subscription.created",
+                _subscription(sub_id, "incomplete", product, price),
+                created,
+                rng,
+            )
+        )
+        created += rng.randrange(1, 60)
+        events.append(
+            _event(
+                "customer.subscription.updated",
+                _subscription(sub_id, rng.choice(STATUSES), product, price),
+                created,
+                rng,
+            )
+        )
+        if rng.random() < 0.12:
+            invoice_id = f"in_demo_{n:05d}"
+            created += 5
+            events.append(
+                _event(
+                    "invoice.payment_failed",
+                    _invoice(invoice_id, "open", sub_id, price),
+                    created,
+                    rng,
+                )
+            )
+            if rng.random() < 0.5:  # recovered on retry
+                created += 3600
+                events.append(
+                    _event(
+                        "invoice.paid", _invoice(invoice_id, "paid", sub_id, price), created, rng
+                    )
+                )
+    for _ in range(len(events) // 40):  # late deliveries: an older event arrives after newer ones
+        i = rng.randrange(2, len(events) - 1)
+        events.insert(min(len(events), i + rng.randrange(2, 20)), events.pop(i))
+    events.extend(rng.sample(events, len(events) // 50))  # Stripe's at-least-once duplicates
+    return events
+
+
+def trickle(seed: int = 7) -> Iterator[dict[str, Any]]:
+    """An endless, gentle stream of plan changes so that webhook health stays live."""
+    rng = random.Random(seed)
+    while True:
+        product, _, price = rng.choice(PLANS)
+        sub_id = f"sub_demo_{rng.randrange(300):05d}"
+        yield _event(
+            "customer.subscription.updated",
+            _subscription(sub_id, rng.choice(STATUSES), product, price),
+            int(time.time()),
+            rng,
+        )
+
+
+def post(client: httpx.Client, url: str, event: dict[str, Any], secret: str) -> int:
+    """POST one event signed as Stripe signs it; returns the status code."""
+    body = json.dumps(event)
+    t = int(time.time())
+    v1 = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    response = client.post(
+        f"{url}/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": f"t={t},v1={v1}", "Content-Type": "application/json"},
+    )
+    return response.status_code

@@ -1,0 +1,91 @@
+"""`make run`: starts listener and dashboard, fills the demo store, stops on Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from finance_core.db import make_engine, read_transaction
+from finance_core.models import webhook_events
+from finance_core.queries import stripe_sync_status, subscription_summary
+from tests.support.postgres import free_port
+
+
+def wait_for(url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} never answered")
+
+
+def port_closed(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+    except httpx.TransportError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
+    listener, dashboard = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STRIPE_WEBHOOK_SECRET", "DATABASE_URL", "DASHBOARD_COOKIE_KEY")
+    }
+    env.update(
+        LISTENER_PORT=str(listener),
+        DASHBOARD_PORT=str(dashboard),
+        FINANCE_DATA_DIR=str(tmp_path / "data"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finance_core.run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{listener}/healthz")
+        wait_for(f"http://127.0.0.1:{dashboard}/_stcore/health")
+        engine = make_engine(f"sqlite:///{tmp_path}/data/demo.db")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with read_transaction(engine) as conn:
+                if (
+                    conn.execute(select(func.count()).select_from(webhook_events)).scalar_one()
+                    > 600
+                ):
+                    break
+            time.sleep(1)
+        with read_transaction(engine) as conn:
+            from datetime import UTC, datetime
+
+            now = datetime.now(UTC)
+            summary = subscription_summary(
+                conn=conn, active_statuses=["active", "trialing", "past_due"], now=now
+            )
+            status = stripe_sync_status(conn=conn, delayed_after=600, now=now)
+        engine.dispose()
+        assert summary.active_subscriptions > 100
+        assert len(summary.plan_distribution) == 4
+        assert status.webhook_health == "healthy"
+        assert status.stripe_dashboard_url.startswith("https://dashboard.stripe.com/test/")
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "Log in as demo / " in output
+    assert port_closed(listener) and port_closed(dashboard)
+    assert (tmp_path / "data" / "demo.env").stat().st_mode & 0o077 == 0
