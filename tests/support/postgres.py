@@ -59,28 +59,7 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
-        subprocess.run(
-            self._cmd(
-                str(self.bin_dir / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.root / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ),
-            check=True,
-            capture_output=True,
-        )
+        self.resume()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
