@@ -199,14 +199,25 @@ def sign_in(page, username, password=PASSWORD):
 
 
 def metric_values(page) -> dict[str, str]:
+    """The Overview's four metrics, read once Streamlit has stopped re-rendering them."""
     metrics = page.get_by_test_id("stMetric")
-    metrics.first.wait_for()
-    values = {}
-    for index in range(metrics.count()):
-        metric = metrics.nth(index)
-        label = metric.get_by_test_id("stMetricLabel").inner_text().strip()
-        values[label] = metric.get_by_test_id("stMetricValue").inner_text().strip()
-    return values
+    metrics.nth(3).wait_for()
+    wait_until_idle(page)
+    # A rerun may still swap elements under us: read all four again until one pass succeeds.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            values = {}
+            for index in range(4):
+                metric = metrics.nth(index)
+                label = metric.get_by_test_id("stMetricLabel").inner_text(timeout=2000).strip()
+                values[label] = (
+                    metric.get_by_test_id("stMetricValue").inner_text(timeout=2000).strip()
+                )
+            return values
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
 
 
 def open_page(page, title):
