@@ -8,9 +8,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from finance_core import migrate, tokens, users
+from finance_core import demo, migrate, tokens, users
 from finance_core.db import make_engine, read_transaction
+from finance_core.events import Outcome
+from finance_core.replay import replay_events
 from finance_core.settings import SettingsError, get_settings
+from finance_core.stripe_api import StripeUnavailable, make_client
+from finance_core.sync import SyncError, run_sync
 
 Command = Callable[[argparse.Namespace, Engine], int]
 
@@ -95,6 +99,52 @@ def cmd_user_remove(args: argparse.Namespace, engine: Engine) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace, engine: Engine) -> int:
+    settings = get_settings()
+    client = make_client(settings)
+    print(f"sync from {settings.stripe_api_base}, started {_when(_now())}", flush=True)
+    started = _now()
+    report = run_sync(
+        engine=engine,
+        client=client,
+        triggered_by="cli",
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    for line in report.lines():
+        print(line)
+    seconds = (_now() - started).total_seconds()
+    print(f"done in {seconds:.1f} s: {report.changed} changes, {report.failed} failures")
+    return 1 if report.failed else 0
+
+
+def cmd_replay(args: argparse.Namespace, engine: Engine) -> int:
+    settings = get_settings()
+    client = make_client(settings) if settings.stripe_api_key is not None else None
+    outcomes = replay_events(
+        engine=engine, event_ids=args.event_ids or None, now=_now(), client=client
+    )
+    if not outcomes:
+        print("no failed events to replay")
+    for outcome in outcomes:
+        print(f"{outcome.event_id}: {outcome.message}")
+    failures = sum(not outcome.ok for outcome in outcomes)
+    if outcomes:
+        print(f"replayed {len(outcomes) - failures} of {len(outcomes)}")
+    return 1 if failures else 0
+
+
+def cmd_demo(args: argparse.Namespace, engine: Engine) -> int:
+    outcomes = demo.fill_store(engine=engine, now=_now, subscriptions=args.subscriptions)
+    total = sum(outcomes.values())
+    print(
+        f"ingested {total} demo events: {outcomes[Outcome.PROCESSED]} applied, "
+        f"{outcomes[Outcome.DUPLICATE]} duplicates, {outcomes[Outcome.IGNORED]} ignored, "
+        f"{outcomes[Outcome.FAILED]} failed"
+    )
+    print("add a login with: python -m finance_core user add NAME --role finance")
+    return 1 if outcomes[Outcome.FAILED] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finance_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -126,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove = user_commands.add_parser("remove", help="remove a user")
     remove.add_argument("username")
     remove.set_defaults(run=cmd_user_remove)
+
+    commands.add_parser(
+        "sync", help="backfill and reconcile from Stripe's API (needs STRIPE_API_KEY)"
+    ).set_defaults(run=cmd_sync)
+    replay = commands.add_parser("replay", help="reprocess failed events (all when none named)")
+    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+    replay.set_defaults(run=cmd_replay)
+    demo_command = commands.add_parser(
+        "demo", help="fill the store with demo data through the real ingest path"
+    )
+    demo_command.add_argument("--subscriptions", type=int, default=300)
+    demo_command.set_defaults(run=cmd_demo)
     return parser
 
 
@@ -136,6 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = make_engine(settings.database_url)
         migrate.upgrade(engine)
         return int(args.run(args, engine))
-    except (SettingsError, tokens.TokenError, users.UserError) as exc:
+    except (
+        SettingsError,
+        tokens.TokenError,
+        users.UserError,
+        SyncError,
+        StripeUnavailable,
+        demo.NotADemoStore,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: what was done so far is kept; run it again to go on", file=sys.stderr)
+        return 130

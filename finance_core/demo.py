@@ -14,6 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, exists, select
+
+from finance_core.events import Outcome, StripeEvent
+from finance_core.ingest import ingest_event
+from finance_core.models import invoices, prices, products, subscriptions, webhook_events
+
+DEMO_EVENT_PREFIX = "evt_demo_"
 
 PLANS = [
     ("prod_demo_starter", "Starter", 900),
@@ -172,3 +179,39 @@ def post(client: httpx.Client, url: str, event: dict[str, Any], secret: str) -> 
         headers={"Stripe-Signature": f"t={t},v1={v1}", "Content-Type": "application/json"},
     )
     return response.status_code
+
+
+class NotADemoStore(RuntimeError):
+    """The store holds data that did not come from the demo; demo data would pollute it."""
+
+
+def holds_non_demo_data(engine: Engine) -> bool:
+    """Whether any event or object state in the store came from somewhere other than the demo."""
+    demo_like = DEMO_EVENT_PREFIX.replace("_", r"\_") + "%"
+    columns = [webhook_events.c.id] + [
+        table.c.state_event_id for table in (products, prices, subscriptions, invoices)
+    ]
+    with engine.connect() as conn:
+        return any(
+            conn.execute(select(exists().where(column.not_like(demo_like, escape="\\")))).scalar()
+            for column in columns
+        )
+
+
+def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Outcome, int]:
+    """Ingest the demo history in-process through the same path as webhooks; count outcomes."""
+    if holds_non_demo_data(engine):
+        raise NotADemoStore(
+            "this store already holds data that is not demo data; demo events go only to a "
+            "store of their own (set DATABASE_URL to a new file, e.g. sqlite:///data/demo.db)"
+        )
+    outcomes = dict.fromkeys(Outcome, 0)
+    for payload in backfill(subscriptions=subscriptions):
+        result = ingest_event(
+            engine=engine,
+            event=StripeEvent.from_payload(payload),
+            received_at=now(),
+            raw_payload=json.dumps(payload),
+        )
+        outcomes[result.outcome] += 1
+    return outcomes

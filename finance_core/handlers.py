@@ -7,6 +7,7 @@ state is never replaced by a non-terminal one (SPEC section 4).
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -32,6 +33,18 @@ TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
 TERMINAL_INVOICE_STATUSES = frozenset({"paid", "void", "uncollectible", "deleted"})
 
 
+class Change(StrEnum):
+    """What applying one object state did to the store."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"  # same values; only the state's event and time moved on
+    KEPT_NEWER = "kept_newer"  # the stored state is newer and stays
+
+
+STATE_COLUMNS = frozenset({"state_created", "state_event_id", "updated_at", "livemode"})
+
+
 def _newer(new_created: int, new_terminal: bool, old_created: int, old_terminal: bool) -> bool:
     """Whether an event's state replaces the stored one (SPEC 4, ordering)."""
     if new_created != old_created:
@@ -47,28 +60,30 @@ def _apply_state(
     is_terminal: Callable[[Mapping[str, Any]], bool],
     keep_when_missing: Iterable[str] = (),
     default_when_new: Mapping[str, Any] | None = None,
-) -> tuple[bool, Any]:
+) -> tuple[Change, Any]:
     """Write an object's new state unless the stored one is newer.
 
-    Returns (applied, previous row or None). Columns in `keep_when_missing` whose new value is
-    None keep their stored value; a new row takes them from `default_when_new`.
+    Returns what changed and the previous row (None for a new one). Columns in
+    `keep_when_missing` whose new value is None keep their stored value; a new row takes them
+    from `default_when_new`.
     """
     keep = tuple(keep_when_missing)
     first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
     inserted = conn.execute(statements.claim(conn.dialect.name, table), first).first()
     if inserted is not None:
-        return True, None
+        return Change.CREATED, None
     previous = conn.execute(statements.lock(table), {"object_id": row["id"]}).one()
     old = previous._mapping
     if not _newer(row["state_created"], is_terminal(row), old["state_created"], is_terminal(old)):
-        return False, previous
+        return Change.KEPT_NEWER, previous
     values = {k: v for k, v in row.items() if k != "id"}
     for column in keep:
         if values.get(column) is None:
             values[column] = old[column]
     values["object_id"] = row["id"]
     conn.execute(statements.overwrite(table), values)
-    return True, previous
+    same = all(old[k] == v for k, v in values.items() if k in old and k not in STATE_COLUMNS)
+    return (Change.UNCHANGED if same else Change.UPDATED), previous
 
 
 def _state(event: StripeEvent, received_at: datetime) -> dict[str, Any]:
@@ -100,7 +115,7 @@ def _move_subscription_count(
 # --- handlers, one per kind of object -------------------------------------------------
 
 
-def apply_subscription(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+def apply_subscription(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
     obj = event.object
     subscription_id = required_str(obj, "id", "subscription")
     status = required_str(obj, "status", "subscription")
@@ -119,18 +134,19 @@ def apply_subscription(conn: Connection, event: StripeEvent, received_at: dateti
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
         **_state(event, received_at),
     }
-    applied, previous = _apply_state(
+    change, previous = _apply_state(
         conn,
         subscriptions,
         row,
         is_terminal=lambda r: r["status"] in TERMINAL_SUBSCRIPTION_STATUSES,
     )
-    if applied:
+    if change is not Change.KEPT_NEWER:
         old = (previous.product_id, previous.status) if previous is not None else None
         _move_subscription_count(conn, old, (row["product_id"], status))
+    return change
 
 
-def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
     obj = event.object
     deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
     name = optional_str(obj, "name")
@@ -141,10 +157,13 @@ def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -
         "deleted": deleted,
         **_state(event, received_at),
     }
-    _apply_state(conn, products, row, is_terminal=_is_deleted, keep_when_missing=("name",))
+    change, _ = _apply_state(
+        conn, products, row, is_terminal=_is_deleted, keep_when_missing=("name",)
+    )
+    return change
 
 
-def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
     obj = event.object
     deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
     fields = price_fields(obj)
@@ -155,13 +174,14 @@ def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> 
         "deleted": deleted,
         **_state(event, received_at),
     }
-    _apply_state(
+    change, _ = _apply_state(
         conn,
         prices,
         row,
         is_terminal=_is_deleted,
         keep_when_missing=("product_id", "unit_amount", "currency", "recurring_interval"),
     )
+    return change
 
 
 INVOICE_STATUS_BY_EVENT = {
@@ -173,7 +193,7 @@ INVOICE_STATUS_BY_EVENT = {
 }
 
 
-def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -> None:
+def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
     obj = event.object
     invoice_id = required_str(obj, "id", "invoice")
     status = INVOICE_STATUS_BY_EVENT.get(event.type)
@@ -204,7 +224,7 @@ def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -
         "attempt_count": optional_int(obj, "attempt_count"),
         **_state(event, received_at),
     }
-    _apply_state(
+    change, _ = _apply_state(
         conn,
         invoices,
         row,
@@ -212,13 +232,14 @@ def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -
         keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
         default_when_new={"payment_failing": False},
     )
+    return change
 
 
 def _is_deleted(row: Mapping[str, Any]) -> bool:
     return bool(row["deleted"])
 
 
-Handler = Callable[[Connection, StripeEvent, datetime], None]
+Handler = Callable[[Connection, StripeEvent, datetime], Change]
 
 SUBSCRIPTION_EVENTS = (
     "created",

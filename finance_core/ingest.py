@@ -36,8 +36,10 @@ __all__ = [
     "ReplayError",
     "StripeEvent",
     "dismiss_event",
+    "failed_event_ids",
     "ingest_batch",
     "ingest_event",
+    "recover_event",
     "replay_event",
 ]
 
@@ -56,6 +58,17 @@ def ingest_event(
 ) -> DeliveryResult:
     """Record one verified delivery and apply its event once, in one transaction."""
     return _process(engine, event, received_at, raw_payload, delivery=True)
+
+
+def recover_event(
+    *, engine: Engine, event: StripeEvent, now: datetime, raw_payload: str | None = None
+) -> DeliveryResult:
+    """Apply an event fetched from Stripe's API that the store lacks or failed to apply.
+
+    Not a delivery: it is recorded with no deliveries, so "last webhook received" and webhook
+    health still speak of webhooks only. A dismissed or already applied event is left alone.
+    """
+    return _process(engine, event, now, raw_payload, delivery=False, retry_dismissed=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +125,19 @@ def replay_event(
         raise ReplayError(f"event {event_id!r} has an unreadable payload: {exc}") from None
     if event.id != event_id:
         raise ReplayError(f"the payload given is event {event.id!r}, not {event_id!r}")
-    return _process(engine, event, now, text, delivery=False)
+    return _process(engine, event, now, text, delivery=False, retry_dismissed=True)
+
+
+def failed_event_ids(*, engine: Engine) -> list[str]:
+    """Ids of the events that failed to apply and still wait, oldest first."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(webhook_events.c.id)
+                .where(webhook_events.c.status == "failed")
+                .order_by(webhook_events.c.first_received_at, webhook_events.c.id)
+            ).scalars()
+        )
 
 
 def dismiss_event(*, engine: Engine, event_id: str, by: str) -> None:
@@ -132,11 +157,17 @@ class ReplayError(ValueError):
 
 
 def _process(
-    engine: Engine, event: StripeEvent, now: datetime, raw_payload: str | None, *, delivery: bool
+    engine: Engine,
+    event: StripeEvent,
+    now: datetime,
+    raw_payload: str | None,
+    *,
+    delivery: bool,
+    retry_dismissed: bool = False,
 ) -> DeliveryResult:
     try:
         with write_transaction(engine) as conn:
-            return _ingest(conn, event, now, delivery=delivery)
+            return _ingest(conn, event, now, delivery=delivery, retry_dismissed=retry_dismissed)
     except _ApplyFailed as failure:
         log.warning("event %s (%s) failed: %s", event.id, event.type, failure.message)
         payload = raw_payload if raw_payload is not None else _event_json(event)
@@ -146,7 +177,12 @@ def _process(
 
 
 def _ingest(
-    conn: Connection, event: StripeEvent, received_at: datetime, *, delivery: bool
+    conn: Connection,
+    event: StripeEvent,
+    received_at: datetime,
+    *,
+    delivery: bool,
+    retry_dismissed: bool = False,
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
@@ -161,7 +197,7 @@ def _ingest(
                 "livemode": event.livemode,
                 "status": "processed",
                 "attempts": 1,
-                "deliveries": 1,
+                "deliveries": 1 if delivery else 0,
                 "first_received_at": received_at,
                 "last_received_at": received_at,
                 "processed_at": received_at,
@@ -174,8 +210,10 @@ def _ingest(
         previous = conn.execute(statements.lock(webhook_events), this).one().status
         if delivery:
             conn.execute(statements.event_update("delivered"), this)
-        # A dismissed event is settled for deliveries; only an explicit replay retries it.
-        if previous in ("processed", "ignored") or (delivery and previous == "dismissed"):
+        # A dismissed event is settled; only an explicit replay retries it.
+        if previous in ("processed", "ignored") or (
+            previous == "dismissed" and not retry_dismissed
+        ):
             return DeliveryResult(Outcome.DUPLICATE, event.id)
 
     handler = HANDLERS.get(event.type)
@@ -211,7 +249,7 @@ def _record_failure(
         status="failed",
         error=error,
         attempts=1,
-        deliveries=1,
+        deliveries=1 if delivery else 0,
         first_received_at=received_at,
         last_received_at=received_at,
         payload=payload,

@@ -45,6 +45,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 EVENT_STATUSES = ("processed", "ignored", "failed", "dismissed")
+SYNC_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 metadata = MetaData(
     naming_convention={
@@ -164,6 +165,22 @@ webhook_events = Table(
     Index("ix_webhook_events_status_received", "status", "first_received_at"),
     Index("ix_webhook_events_type_received", "type", "first_received_at"),
     Index("ix_webhook_events_first_received_at", "first_received_at"),
+)
+
+# One row per `sync` run: when, who asked, what it changed (a JSON report) or why it stopped.
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("triggered_by", String(255), nullable=False),
+    Column("report", Text),
+    Column("error", Text),
+    CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{s}'" for s in SYNC_STATUSES)), name="status"
+    ),
 )
 
 # A ring of the latest rejections (trimmed on insert) plus one total per reason.

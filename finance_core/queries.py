@@ -105,6 +105,8 @@ def latest_event(*, conn: Connection) -> LastEvent | None:
             webhook_events.c.livemode,
             webhook_events.c.last_received_at,
         )
+        # Events recovered by `sync` have no deliveries: they are not webhooks.
+        .where(webhook_events.c.deliveries > 0)
         .order_by(webhook_events.c.last_received_at.desc())
         .limit(1)
     ).first()

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stripe_webhook_tolerance: int = Field(default=300, ge=0)
     stripe_api_key: SecretStr | None = None
+    # Where `sync` and `replay` reach Stripe's API; a local stand-in (stripe-mock) in tests.
+    stripe_api_base: str = "https://api.stripe.com"
     webhook_delayed_after: int = Field(default=600, gt=0)
     active_subscription_statuses: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["active", "trialing", "past_due"]
@@ -87,6 +89,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _api_base_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL such as https://api.stripe.com")
+        return value.rstrip("/")
+
     @field_validator("finance_api_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
@@ -106,6 +115,15 @@ class Settings(BaseSettings):
                 "secret of your Stripe webhook endpoint (several may be given, comma-separated)"
             )
         return [secret.get_secret_value() for secret in self.stripe_webhook_secret]
+
+    def api_key(self) -> str:
+        """The Stripe API key, or a clear error when none is configured."""
+        if self.stripe_api_key is None:
+            raise SettingsError(
+                "STRIPE_API_KEY is not set: sync and re-fetching events need a restricted "
+                "key (read access to products, prices, subscriptions, invoices and events)"
+            )
+        return self.stripe_api_key.get_secret_value()
 
     def cookie_key(self) -> str:
         """The dashboard cookie signing key, or a clear error when none is configured."""

@@ -56,6 +56,22 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture
+def second_engine(
+    database_url: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> Iterator[Engine]:
+    """Another fresh store on the same kind of database as `engine`."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path}/second.db"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
