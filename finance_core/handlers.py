@@ -60,37 +60,35 @@ def _apply_state(
     is_terminal: Callable[[Mapping[str, Any]], bool],
     keep_when_missing: Iterable[str] = (),
     default_when_new: Mapping[str, Any] | None = None,
-) -> tuple[Change, Any]:
+) -> tuple[Change, dict[str, Any] | None]:
     """Write an object's new state unless the stored one is newer.
 
-    Returns what changed and the previous row (None for a new one). Columns in
-    `keep_when_missing` whose new value is None keep their stored value; a new row takes them
-    from `default_when_new`.
+    `row` holds stored values (times through `statements.db_time`). Returns what changed and
+    the previous row (None for a new one). Columns in `keep_when_missing` whose new value is
+    None keep their stored value; a new row takes them from `default_when_new`.
     """
-    keep = tuple(keep_when_missing)
     first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
-    inserted = conn.execute(statements.claim(conn.dialect.name, table), first).first()
-    if inserted is not None:
+    claim = statements.claim(conn.dialect.name, table)
+    if statements.run_with(conn, claim, first).fetchone() is not None:
         return Change.CREATED, None
-    previous = conn.execute(statements.lock(table), {"object_id": row["id"]}).one()
-    old = previous._mapping
+    old = statements.fetch_one(conn, statements.lock(table), {"object_id": row["id"]})
     if not _newer(row["state_created"], is_terminal(row), old["state_created"], is_terminal(old)):
-        return Change.KEPT_NEWER, previous
+        return Change.KEPT_NEWER, old
     values = {k: v for k, v in row.items() if k != "id"}
-    for column in keep:
+    for column in keep_when_missing:
         if values.get(column) is None:
             values[column] = old[column]
+    same = all(old[k] == v for k, v in values.items() if k not in STATE_COLUMNS)
     values["object_id"] = row["id"]
-    conn.execute(statements.overwrite(table), values)
-    same = all(old[k] == v for k, v in values.items() if k in old and k not in STATE_COLUMNS)
-    return (Change.UNCHANGED if same else Change.UPDATED), previous
+    statements.run_with(conn, statements.overwrite(table), values)
+    return (Change.UNCHANGED if same else Change.UPDATED), old
 
 
-def _state(event: StripeEvent, received_at: datetime) -> dict[str, Any]:
+def _state(conn: Connection, event: StripeEvent, received_at: datetime) -> dict[str, Any]:
     return {
         "state_created": event.created,
         "state_event_id": event.id,
-        "updated_at": received_at,
+        "updated_at": statements.db_time(conn.dialect.name, received_at),
         "livemode": event.livemode,
     }
 
@@ -106,9 +104,9 @@ def _move_subscription_count(
     for (product_id, status), delta in changes:
         key = {"key_product": product_id, "key_status": status}
         if delta > 0:
-            conn.execute(statements.count_up(conn.dialect.name), key)
+            statements.run(conn, statements.count_up(conn.dialect.name), key)
         # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
-        elif conn.execute(statements.count_down(), key).rowcount != 1:
+        elif statements.run(conn, statements.count_down(), key).rowcount != 1:
             raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
 
 
@@ -123,16 +121,17 @@ def apply_subscription(conn: Connection, event: StripeEvent, received_at: dateti
     first_item = items[0] if items else None
     product_id, price_id = item_product_and_price(first_item) if first_item else (None, None)
     period_start, period_end = subscription_period(obj, first_item)
+    dialect = conn.dialect.name
     row = {
         "id": subscription_id,
         "status": status,
         "product_id": product_id or "",
         "price_id": price_id,
         "customer_id": object_id(obj.get("customer")),
-        "current_period_start": period_start,
-        "current_period_end": period_end,
+        "current_period_start": statements.db_time(dialect, period_start),
+        "current_period_end": statements.db_time(dialect, period_end),
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
-        **_state(event, received_at),
+        **_state(conn, event, received_at),
     }
     change, previous = _apply_state(
         conn,
@@ -141,7 +140,7 @@ def apply_subscription(conn: Connection, event: StripeEvent, received_at: dateti
         is_terminal=lambda r: r["status"] in TERMINAL_SUBSCRIPTION_STATUSES,
     )
     if change is not Change.KEPT_NEWER:
-        old = (previous.product_id, previous.status) if previous is not None else None
+        old = (previous["product_id"], previous["status"]) if previous is not None else None
         _move_subscription_count(conn, old, (row["product_id"], status))
     return change
 
@@ -155,7 +154,7 @@ def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -
         "name": name[:500] if name else None,
         "active": False if deleted else optional_bool(obj, "active"),
         "deleted": deleted,
-        **_state(event, received_at),
+        **_state(conn, event, received_at),
     }
     change, _ = _apply_state(
         conn, products, row, is_terminal=_is_deleted, keep_when_missing=("name",)
@@ -172,7 +171,7 @@ def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> 
         **fields,
         "active": False if deleted else fields["active"],
         "deleted": deleted,
-        **_state(event, received_at),
+        **_state(conn, event, received_at),
     }
     change, _ = _apply_state(
         conn,
@@ -222,7 +221,7 @@ def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -
         "amount_due": optional_int(obj, "amount_due"),
         "currency": optional_str(obj, "currency"),
         "attempt_count": optional_int(obj, "attempt_count"),
-        **_state(event, received_at),
+        **_state(conn, event, received_at),
     }
     change, _ = _apply_state(
         conn,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from finance_core import statements
 from finance_core.db import insert_for, write_transaction
@@ -186,30 +187,27 @@ def _ingest(
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
-    claimed = (
-        conn.execute(
-            statements.claim(conn.dialect.name, webhook_events),
-            {
-                "id": event.id,
-                "type": event.type,
-                "created": event.created,
-                "api_version": event.api_version,
-                "livemode": event.livemode,
-                "status": "processed",
-                "attempts": 1,
-                "deliveries": 1 if delivery else 0,
-                "first_received_at": received_at,
-                "last_received_at": received_at,
-                "processed_at": received_at,
-            },
-        ).first()
-        is not None
-    )
-    this = {"object_id": event.id, "at": received_at}
+    at = statements.db_time(conn.dialect.name, received_at)
+    claim = statements.claim(conn.dialect.name, webhook_events)
+    record = {
+        "id": event.id,
+        "type": event.type,
+        "created": event.created,
+        "api_version": event.api_version,
+        "livemode": event.livemode,
+        "status": "processed",
+        "attempts": 1,
+        "deliveries": 1 if delivery else 0,
+        "first_received_at": at,
+        "last_received_at": at,
+        "processed_at": at,
+    }
+    claimed = statements.run_with(conn, claim, record).fetchone() is not None
+    this = {"object_id": event.id, "at": at, **statements.EVENT_UPDATE_CONSTANTS}
     if not claimed:
-        previous = conn.execute(statements.lock(webhook_events), this).one().status
+        previous = statements.fetch_one(conn, statements.lock(webhook_events), this)["status"]
         if delivery:
-            conn.execute(statements.event_update("delivered"), this)
+            statements.run(conn, statements.event_update("delivered"), this)
         # A dismissed event is settled; only an explicit replay retries it.
         if previous in ("processed", "ignored") or (
             previous == "dismissed" and not retry_dismissed
@@ -218,16 +216,18 @@ def _ingest(
 
     handler = HANDLERS.get(event.type)
     if handler is None:
-        conn.execute(statements.event_update("ignored"), this)
+        statements.run(conn, statements.event_update("ignored"), this)
         return DeliveryResult(Outcome.IGNORED, event.id)
 
     try:
         handler(conn, event, received_at)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unreachable or busy: not the event's fault; Stripe retries
     except Exception as exc:  # any failure rolls the effects back; the event is kept as failed
         raise _ApplyFailed(_describe(exc)) from exc
 
     if not claimed:  # a failed event, now processed from this delivery's (or replay's) payload
-        conn.execute(statements.event_update("processed"), this)
+        statements.run(conn, statements.event_update("processed"), this)
     return DeliveryResult(Outcome.PROCESSED, event.id)
 
 
