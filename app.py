@@ -25,32 +25,37 @@ if viewer is None:
     # Always navigate, even signed out, so that Streamlit never serves pages/ on its own.
     page = st.navigation([st.Page(signed_out, title="Sign in", url_path="sign-in")])
 elif viewer.can_read:
-    page = st.navigation(
-        [
+    pages = [
+        st.Page(
+            "pages/overview.py",
+            title="Overview",
+            icon=":material/dashboard:",
+            url_path="home",
+            default=True,
+        ),
+        st.Page(
+            "pages/plans.py",
+            title="Plans",
+            icon=":material/bar_chart:",
+            url_path="plan-distribution",
+        ),
+        st.Page(
+            "pages/webhooks.py",
+            title="Webhooks",
+            icon=":material/webhook:",
+            url_path="webhook-health",
+        ),
+        st.Page(
+            "pages/events.py", title="Events", icon=":material/list_alt:", url_path="event-log"
+        ),
+    ]
+    if viewer.is_admin:
+        pages.append(
             st.Page(
-                "pages/overview.py",
-                title="Overview",
-                icon=":material/dashboard:",
-                url_path="home",
-                default=True,
-            ),
-            st.Page(
-                "pages/plans.py",
-                title="Plans",
-                icon=":material/bar_chart:",
-                url_path="plan-distribution",
-            ),
-            st.Page(
-                "pages/webhooks.py",
-                title="Webhooks",
-                icon=":material/webhook:",
-                url_path="webhook-health",
-            ),
-            st.Page(
-                "pages/events.py", title="Events", icon=":material/list_alt:", url_path="event-log"
-            ),
-        ]
-    )
+                "pages/sync.py", title="Stripe sync", icon=":material/sync:", url_path="stripe-sync"
+            )
+        )
+    page = st.navigation(pages)
 else:
     page = st.navigation([st.Page("pages/forbidden.py", title="No access", url_path="no-access")])
 

@@ -14,10 +14,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dashboard.sync_job import SyncJob, SyncJobs
 from finance_core import event_log, migrate, queries, rejections, users
 from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import ReplayError, dismiss_event, replay_event
+from finance_core.ingest import ReplayError, dismiss_event
+from finance_core.replay import replay_events
 from finance_core.settings import Settings, get_settings
+from finance_core.stripe_api import make_client
+from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_runs, run_sync
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -42,6 +46,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    url = make_url(settings().database_url).render_as_string(hide_password=True)
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return StoreUnavailable(f"The finance database at {url} cannot be read right now ({detail}).")
+
+
 def _store_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a database failure into StoreUnavailable, which the pages show as a message."""
 
@@ -49,11 +59,7 @@ def _store_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except (SQLAlchemyError, OSError) as exc:  # OSError: a SQLite file we cannot open
-            url = make_url(settings().database_url).render_as_string(hide_password=True)
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            raise StoreUnavailable(
-                f"The finance database at {url} cannot be read right now ({detail})."
-            ) from exc
+            raise _unavailable(exc) from exc
 
     wrapper.__doc__ = func.__doc__
     return wrapper
@@ -204,24 +210,82 @@ def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], I
     return build
 
 
+@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
+def _sync_runs(url: str, limit: int) -> list[SyncRun]:
+    with read_transaction(_engine_for(url)) as conn:
+        return latest_runs(conn=conn, limit=limit)
+
+
+@_store_errors
+def sync_runs(limit: int = 10) -> list[SyncRun]:
+    """The latest Stripe sync runs, from the CLI or the dashboard, newest first."""
+    return _sync_runs(settings().database_url, limit)
+
+
 def forget_cached_reads() -> None:
     """Drop cached answers after a write, so that the next run shows its effect."""
-    for cached in (_sync_status, _failed_events, _events_per_hour, _event_page, _event_types):
+    # Every read: a replay or a sync can change subscriptions and plans as well as health.
+    for cached in (
+        _subscription_summary,
+        _sync_status,
+        _status_breakdown,
+        _rejections,
+        _failed_events,
+        _events_per_hour,
+        _event_types,
+        _event_page,
+        _sync_runs,
+    ):
         cached.clear()
+
+
+def stripe_configured() -> bool:
+    """Whether STRIPE_API_KEY is set, which sync and re-fetching events need."""
+    return settings().stripe_api_key is not None
+
+
+@st.cache_resource(show_spinner=False)
+def _sync_jobs(database_url: str) -> SyncJobs:
+    return SyncJobs()
+
+
+def running_sync() -> SyncJob | None:
+    """The sync this dashboard process is running, if any."""
+    return _sync_jobs(settings().database_url).running()
+
+
+@_store_errors
+def start_sync(by: str) -> SyncJob:
+    """Start a sync from Stripe on its own thread, or return the one already running."""
+    config = settings()
+    client = make_client(config)  # SettingsError without a key
+    store = engine()
+
+    def work(progress: Progress) -> SyncReport:
+        try:
+            return run_sync(engine=store, client=client, triggered_by=by, progress=progress)
+        except (SQLAlchemyError, OSError) as exc:  # a store outage stops a sync like Stripe's
+            raise SyncError(str(_unavailable(exc))) from exc
+        finally:
+            forget_cached_reads()
+
+    return _sync_jobs(config.database_url).start(work, triggered_by=by, now=now())
 
 
 @_store_errors
 def replay(event_id: str) -> tuple[bool, str]:
-    """Reprocess a failed event from its kept payload: whether it worked, in words."""
+    """Reprocess a failed event as `python -m finance_core replay` does: whether it worked.
+
+    From its kept payload, or re-fetched from Stripe when none is kept and a key is set.
+    """
+    client = make_client(settings()) if stripe_configured() else None
     try:
-        result = replay_event(engine=engine(), event_id=event_id, now=now())
-    except ReplayError as exc:
-        return False, str(exc)
+        [outcome] = replay_events(engine=engine(), event_ids=[event_id], now=now(), client=client)
     finally:
         forget_cached_reads()
-    if result.error:
-        return False, f"Replay of {event_id} failed again: {result.error}"
-    return True, f"Replayed {event_id}: {result.outcome.value}."
+    if not outcome.ok:
+        return False, f"Could not replay {event_id}: {outcome.message}"
+    return True, f"Replayed {event_id}: {outcome.message}."
 
 
 @_store_errors

@@ -9,6 +9,7 @@ import streamlit as st
 from finance_core.event_log import EventRow
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
+from finance_core.sync import SyncRun
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
@@ -80,6 +81,34 @@ def event_table(rows: Sequence[EventRow], *, with_error: bool = True) -> dict[st
             "Created (UTC)": when,
             # The link shows the event id and opens the event in Stripe.
             "Event": st.column_config.LinkColumn(display_text=r"/events/([^/?#]+)$"),
+            "Error": st.column_config.TextColumn(width="large"),
+        },
+    }
+
+
+def sync_run_table(runs: Sequence[SyncRun]) -> dict[str, Any]:
+    """Sync runs with what each changed, and why a run stopped."""
+    frame = pd.DataFrame(
+        {
+            "Started (UTC)": [run.started_at for run in runs],
+            "Finished (UTC)": [run.finished_at for run in runs],
+            "Status": [run.status for run in runs],
+            "Triggered by": [run.triggered_by for run in runs],
+            # Empty while a run goes on, or for one whose process stopped before its end.
+            "Changes": pd.array([r.report.changed if r.report else None for r in runs], "Int64"),
+            "Failures": pd.array([r.report.failed if r.report else None for r in runs], "Int64"),
+            "Error": [run.error or "" for run in runs],
+        }
+    )
+    when = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Started (UTC)": when,
+            "Finished (UTC)": when,
+            "Changes": st.column_config.NumberColumn(format="localized"),
+            "Failures": st.column_config.NumberColumn(format="localized"),
             "Error": st.column_config.TextColumn(width="large"),
         },
     }

@@ -89,9 +89,15 @@ else:
         replay, dismiss, _ = st.columns([1, 1, 4])
         replay.button("Replay", on_click=act, args=("replay",), icon=":material/replay:")
         dismiss.button("Dismiss", on_click=act, args=("dismiss",), icon=":material/done_all:")
+        refetch = (
+            "or re-fetches it from Stripe when none is kept (Stripe keeps events 30 days)"
+            if data.stripe_configured()
+            else "or, once STRIPE_API_KEY is set, re-fetches it from Stripe when none is kept"
+        )
         st.caption(
-            "Replay reprocesses the kept payload; dismiss records that the event needs no "
-            "more work, so health stops reporting it."
+            f"Replay reprocesses the event from its kept payload, {refetch}: the same as "
+            "`python -m finance_core replay`. Dismiss records that the event needs no more "
+            "work, so health stops reporting it."
         )
     else:
         st.caption("An admin can replay or dismiss these events.")

@@ -101,7 +101,7 @@ def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")},  # no API key
         "DATABASE_URL": store,
         "DASHBOARD_COOKIE_KEY": COOKIE_KEY,
         "PYTHONUNBUFFERED": "1",
@@ -338,11 +338,11 @@ def test_admin_replays_the_fixed_event_and_dismisses_the_broken_one(page, store)
     screenshot(page, "webhooks")
     choose(page, "Failed event", "evt_bug · product.created")
     page.get_by_role("button", name="Replay").click()
-    page.get_by_text("Replayed evt_bug: processed.").wait_for()
+    page.get_by_text("Replayed evt_bug: processed (kept payload).").wait_for()
 
     choose(page, "Failed event", "evt_broken · customer.subscription.updated")
     page.get_by_role("button", name="Replay").click()
-    page.get_by_text("Replay of evt_broken failed again").wait_for()
+    page.get_by_text("Could not replay evt_broken: failed again").wait_for()
     page.get_by_role("button", name="Dismiss").click()
     page.get_by_text("Dismissed evt_broken").wait_for()
     page.get_by_text("No failed events").wait_for()
@@ -350,3 +350,13 @@ def test_admin_replays_the_fixed_event_and_dismisses_the_broken_one(page, store)
     _, status = api_numbers(store)
     assert status.unresolved_failed_events == 0
     assert status.webhook_health.value == "healthy"
+
+
+def test_admin_opens_stripe_sync_which_says_what_to_configure(page):
+    sign_in(page, "ada")
+    metric_values(page)
+    open_page(page, "Stripe sync")
+    page.get_by_text("Sync is not configured.").wait_for()
+    assert page.get_by_role("button", name="Sync now").is_disabled()
+    page.get_by_text("No sync has run yet.").wait_for()
+    screenshot(page, "stripe-sync")

@@ -1,0 +1,87 @@
+"""What the dashboard's AppTest suites share: the store fixture, signed-in runs, readers."""
+
+import itertools
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from finance_core.ingest import StripeEvent, ingest_event
+from finance_core.settings import get_settings
+from finance_core.users import add_user
+from tests.support import stripe_factory as sf
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+COOKIE_KEY = "dashboard-test-cookie-key-0123456789abcdef"
+PASSWORD = "correct horse battery"
+_created = itertools.count(1_790_000_000)
+
+
+@pytest.fixture
+def dashboard(engine, database_url, monkeypatch):
+    """The dashboard's environment pointed at the test store, with no cache left over.
+
+    Users: fiona (finance), ada (admin), nora (no role). No Stripe API key.
+    """
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DASHBOARD_COOKIE_KEY", COOKIE_KEY)
+    for variable in (
+        "WEBHOOK_DELAYED_AFTER",
+        "ACTIVE_SUBSCRIPTION_STATUSES",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    forget()
+    now = datetime.now(UTC)
+    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
+        add_user(
+            engine=engine,
+            username=username,
+            password=PASSWORD,
+            roles=roles,
+            now=now,
+            name=username.capitalize(),
+        )
+    yield engine
+    forget()
+
+
+def forget():
+    """Settings and Streamlit caches as a new dashboard process would find them."""
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def signed_in(username: str, name: str | None = None) -> AppTest:
+    """An app whose session streamlit-authenticator already counts as signed in."""
+    at = app()
+    at.session_state["authentication_status"] = True
+    at.session_state["username"] = username
+    at.session_state["name"] = name or username.capitalize()
+    return at.run()
+
+
+def feed(engine, event_type, obj, *, at=None, event_id=None, livemode=False):
+    event = sf.event(event_type, obj, event_id=event_id, created=next(_created), livemode=livemode)
+    return ingest_event(
+        engine=engine,
+        event=StripeEvent.from_payload(event),
+        received_at=at or datetime.now(UTC),
+    )
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning]
+    return "\n".join(str(part.value) for part in parts)
