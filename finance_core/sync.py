@@ -155,14 +155,14 @@ def run_sync(
     run = _Sync(engine, client, pager or Pager(), progress or (lambda _: None), clock, started)
     try:
         run.run()
-    except KeyboardInterrupt:
-        _finish_run(engine, run_id, clock(), "interrupted", run.report, "interrupted")
-        raise
     except StripeUnavailable as exc:
         _finish_run(engine, run_id, clock(), "failed", run.report, str(exc))
         raise SyncError(str(exc)) from None
     except Exception as exc:
         _finish_run(engine, run_id, clock(), "failed", run.report, f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException:  # Ctrl-C, or a host such as Streamlit stopping the thread's script
+        _finish_run(engine, run_id, clock(), "interrupted", run.report, "interrupted")
         raise
     _finish_run(engine, run_id, clock(), "succeeded", run.report, None)
     return run.report

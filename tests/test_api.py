@@ -225,7 +225,13 @@ def test_unknown_paths_and_methods_under_the_api_answer_in_the_envelope(http, to
 
 def test_the_webhook_route_keeps_its_own_answers(http):
     assert http.get("/nowhere").json() == {"detail": "Not Found"}
-    assert http.get("/webhooks/stripe").json() == {"detail": "Method Not Allowed"}
+    wrong_method = http.get("/webhooks/stripe")
+    assert (wrong_method.status_code, wrong_method.headers["Allow"]) == (405, "POST")
+    assert wrong_method.json() == {
+        "received": False,
+        "error": "method_not_allowed",
+        "message": "use POST",
+    }
     rejected = http.post("/webhooks/stripe", content=b"{}")
     assert rejected.status_code == 400
     assert rejected.json()["received"] is False

@@ -63,14 +63,19 @@ class BatchWriter:
             outcomes: list[object] = list(ingest_batch(engine=self._engine, deliveries=deliveries))
         except Exception as exc:  # handed to every waiting request, which answers 503
             outcomes = [exc] * len(batch)
+        # One wake-up of each event loop per batch, not one per delivery.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[object, object]]] = {}
         for (_, future, loop), outcome in zip(batch, outcomes, strict=True):  # type: ignore[misc]
-            loop.call_soon_threadsafe(_settle, future, outcome)
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
 
-def _settle(future: "asyncio.Future[DeliveryResult]", outcome: object) -> None:
-    if future.cancelled():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)  # type: ignore[arg-type]
+def _settle_all(settled: list[tuple["asyncio.Future[DeliveryResult]", object]]) -> None:
+    for future, outcome in settled:
+        if future.cancelled():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]

@@ -1,0 +1,137 @@
+"""`POST /webhooks/stripe` as a plain ASGI handler: read, verify, hand over, answer.
+
+This is the listener's hot path, so it skips the framework's per-request machinery (routing,
+dependency injection, Request and Response objects), which cost as much as verifying the
+signature. The Finance API and /healthz stay on FastAPI. The rules live in `finance_core`.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from finance_core.ingest import DeliveryResult, Outcome, StripeEvent, ingest_event
+from finance_core.rejections import record_rejection
+from finance_core.settings import Settings
+from webhook_listener.verify import Rejected, verify_delivery
+from webhook_listener.writer import BatchWriter
+
+WEBHOOK_PATH = "/webhooks/stripe"
+log = logging.getLogger("webhook_listener")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one delivery; `state` is the app's state (settings, engine, writer)."""
+    if scope["method"] != "POST":
+        await _answer(
+            send,
+            405,
+            {"received": False, "error": "method_not_allowed", "message": "use POST"},
+            extra_headers=[(b"allow", b"POST")],
+        )
+        return
+    settings: Settings = state.settings
+    engine: Engine = state.engine
+    received_at = datetime.now(UTC)
+    client = scope["client"][0] if scope.get("client") else None
+    try:
+        body = await _read_body(scope, receive, settings.webhook_max_body_bytes)
+        event, raw = verify_delivery(
+            body,
+            _header(scope, b"stripe-signature"),
+            secrets=settings.webhook_secrets(),
+            tolerance=settings.stripe_webhook_tolerance,
+        )
+    except Rejected as rejection:
+        await run_in_threadpool(_count_rejection, engine, rejection.reason, client, received_at)
+        body_json = {"received": False, "error": rejection.reason, "message": rejection.message}
+        await _answer(send, rejection.status_code, body_json)
+        return
+    try:
+        writer: BatchWriter | None = state.writer
+        if writer is not None:
+            result = await writer.ingest(event, received_at, raw)
+        else:
+            result = await run_in_threadpool(_ingest, engine, event, received_at, raw)
+    except SQLAlchemyError:
+        log.exception("database error while storing event %s (%s)", event.id, event.type)
+        await _answer(
+            send, 503, {"received": False, "error": "database_unavailable", "event_id": event.id}
+        )
+        return
+    if result.outcome is Outcome.FAILED:
+        await _answer(
+            send,
+            500,
+            {
+                "received": False,
+                "error": "apply_failed",
+                "message": "the event could not be applied; it is kept for retry and replay",
+                "event_id": event.id,
+            },
+        )
+        return
+    await _answer(send, 200, {"received": True, "outcome": result.outcome.value})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Rejected("body_too_large", f"the body exceeds {limit} bytes", status_code=413)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Rejected("client_disconnected", "the client went away mid-body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Rejected("body_too_large", f"the body exceeds {limit} bytes", status_code=413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _ingest(db: Engine, event: StripeEvent, received_at: datetime, raw: str) -> DeliveryResult:
+    return ingest_event(engine=db, event=event, received_at=received_at, raw_payload=raw)
+
+
+def _count_rejection(db: Engine, reason: str, client: str | None, now: datetime) -> None:
+    try:
+        record_rejection(engine=db, reason=reason, client_address=client, now=now)
+    except SQLAlchemyError:
+        # The answer is a 4xx either way; a failing count must not turn it into a 5xx.
+        log.exception("could not count a rejected delivery (%s)", reason)
