@@ -259,3 +259,12 @@ def test_a_successful_call_records_when_the_token_was_last_used(http, engine, to
     (info,) = tokens(engine)
     assert info.last_used_at is not None
     assert before <= info.last_used_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("path", [*ENDPOINTS, "/healthz"])
+def test_answers_carry_the_servers_own_time_in_server_timing(http, token, path):
+    response = http.get(path, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    match = re.fullmatch(r"app;dur=(\d+\.\d{3})", response.headers["Server-Timing"])
+    assert match, response.headers["Server-Timing"]
+    assert 0 < float(match[1]) < 30_000

@@ -4,8 +4,10 @@ The routes and the auth dependency are plain `def`s, so FastAPI runs their datab
 limit calls in its threadpool, never on the event loop.
 """
 
+import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,6 +26,7 @@ from webhook_listener.api_models import (
     SubscriptionSummaryEnvelope,
 )
 from webhook_listener.ratelimit import RateLimits
+from webhook_listener.webhook import Receive, Scope, Send
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -128,7 +131,35 @@ def get_stripe_sync_status(request: Request) -> StripeSyncStatusEnvelope:
     return StripeSyncStatusEnvelope(data=StripeSyncStatusData.of(status))
 
 
+class ServerTiming:
+    """`Server-Timing: app;dur=<ms>` on every answer FastAPI serves (the API and /healthz).
+
+    The time from the request reaching the app to its response headers: routing, auth, rate
+    limit, query and serialization, without the network, so clients and benchmarks can tell
+    the server's share of a latency from the transport's.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                duration_ms = (time.perf_counter() - started) * 1000
+                timing = f"app;dur={duration_ms:.3f}".encode()
+                message["headers"] = [*message.get("headers", ()), (b"server-timing", timing)]
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 def install_finance_api(app: FastAPI) -> None:
-    """Add the Finance API's routes and its error answers to the listener app."""
+    """Add the Finance API's routes, its error answers and Server-Timing to the listener app."""
     app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(ServerTiming)
