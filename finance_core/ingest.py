@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finance_core import statements
 from finance_core.db import insert_for, write_transaction
@@ -46,6 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 MAX_ERROR_LENGTH = 2000
+# PostgreSQL's deadlock_detected and serialization_failure: retrying alone will succeed.
+RETRY_ALONE_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 class _ApplyFailed(Exception):
@@ -86,11 +88,22 @@ def ingest_batch(*, engine: Engine, deliveries: Sequence[Delivery]) -> list[Deli
 
     Every event's record commits together with its effects, as with `ingest_event`. When one
     event fails to apply, the whole batch rolls back and each delivery is applied on its own,
-    so that only the failing one ends up `failed`.
+    so that only the failing one ends up `failed`; so too when PostgreSQL picks the batch as a
+    deadlock victim (another process's batch locked the same rows in the other order).
     """
     try:
         with write_transaction(engine) as conn:
             return [_ingest(conn, d.event, d.received_at, delivery=True) for d in deliveries]
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in RETRY_ALONE_SQLSTATES:
+            raise
+        log.info("batch of %d deliveries hit %s; applying them one by one", len(deliveries), exc)
+        return [
+            ingest_event(
+                engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
+            )
+            for d in deliveries
+        ]
     except _ApplyFailed:
         return [
             ingest_event(

@@ -1,7 +1,10 @@
 """The numbers of SPEC section 5 for a non-trivial store, and health over time."""
 
 import itertools
+import logging
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
@@ -232,3 +235,63 @@ def test_a_batch_with_one_failing_event_fails_only_that_event(engine):
         engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in clean]
     )
     assert [r.outcome for r in results] == ["processed"] * 3
+
+
+@pytest.mark.postgres
+def test_two_batches_locking_rows_in_opposite_orders_both_land(
+    postgres_server, monkeypatch, caplog
+):
+    """Two listener processes' batches deadlock on PostgreSQL; the victim retries alone."""
+    import threading
+
+    from finance_core import handlers, migrate
+    from finance_core.db import make_engine
+    from finance_core.ingest import Delivery, ingest_batch
+
+    caplog.set_level(logging.INFO, logger="finance_core.ingest")
+    engine = make_engine(postgres_server.create_database("finance_deadlock"))
+    migrate.upgrade(engine)
+
+    for sub in ("sub_d1", "sub_d2"):
+        feed(engine, "customer.subscription.created", sf.subscription(sub, "active", "prod_d"))
+    # Each batch holds the row of its first subscription, then both reach for the other's.
+    both_hold_one = threading.Barrier(2, timeout=10)
+    first_of_batch = threading.local()
+    real = handlers.HANDLERS["customer.subscription.updated"]
+
+    def holding(conn, event, received_at):
+        change = real(conn, event, received_at)
+        if not getattr(first_of_batch, "done", False):
+            first_of_batch.done = True
+            both_hold_one.wait()
+        return change
+
+    monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.updated", holding)
+
+    def batch(order, cancel_at_period_end):
+        # Same plan and status: only the subscription rows are locked, not their counts.
+        objects = [sf.subscription(sub, "active", "prod_d") for sub in order]
+        for obj in objects:
+            obj["cancel_at_period_end"] = cancel_at_period_end
+        events = [sf.event("customer.subscription.updated", obj) for obj in objects]
+        return ingest_batch(
+            engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in events]
+        )
+
+    results: dict[str, list] = {}
+    threads = [
+        threading.Thread(target=lambda: results.update(a=batch(["sub_d1", "sub_d2"], True))),
+        threading.Thread(target=lambda: results.update(b=batch(["sub_d2", "sub_d1"], False))),
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not both_hold_one.broken  # both batches did hold a row at once
+        assert [r.outcome for r in results["a"] + results["b"]] == ["processed"] * 4
+        assert "applying them one by one" in caplog.text  # PostgreSQL did pick a victim
+        with read_transaction(engine) as conn:
+            assert status_breakdown(conn=conn) == {"active": 2}
+    finally:
+        engine.dispose()

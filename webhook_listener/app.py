@@ -71,16 +71,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine = engine or make_engine(current.database_url)
         migrate.upgrade(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
-        # SQLite: one writer thread with group commit (see writer.py); PostgreSQL: the pool.
-        app.state.writer = (
-            BatchWriter(app.state.engine) if app.state.engine.dialect.name == "sqlite" else None
-        )
-        if app.state.writer is not None:
-            app.state.writer.start()
+        # One writer thread with group commit (see writer.py), on SQLite and PostgreSQL alike.
+        app.state.writer = BatchWriter(app.state.engine)
+        app.state.writer.start()
         log.info("listener ready on %s", app.state.engine.url.render_as_string(hide_password=True))
         yield
-        if app.state.writer is not None:
-            app.state.writer.stop()
+        app.state.writer.stop()
         app.state.rate_limits.close()
         if engine is None:
             app.state.engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.ingest import DeliveryResult, Outcome, StripeEvent, ingest_event
+from finance_core.ingest import Outcome
 from finance_core.rejections import record_rejection
 from finance_core.settings import Settings
 from webhook_listener.verify import Rejected, verify_delivery
@@ -57,11 +57,8 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
         await _answer(send, rejection.status_code, body_json)
         return
     try:
-        writer: BatchWriter | None = state.writer
-        if writer is not None:
-            result = await writer.ingest(event, received_at, raw)
-        else:
-            result = await run_in_threadpool(_ingest, engine, event, received_at, raw)
+        writer: BatchWriter = state.writer
+        result = await writer.ingest(event, received_at, raw)
     except SQLAlchemyError:
         log.exception("database error while storing event %s (%s)", event.id, event.type)
         await _answer(
@@ -123,10 +120,6 @@ async def _answer(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
-
-
-def _ingest(db: Engine, event: StripeEvent, received_at: datetime, raw: str) -> DeliveryResult:
-    return ingest_event(engine=db, event=event, received_at=received_at, raw_payload=raw)
 
 
 def _count_rejection(db: Engine, reason: str, client: str | None, now: datetime) -> None:

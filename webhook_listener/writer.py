@@ -1,8 +1,10 @@
-"""SQLite's single writer: one thread applies queued deliveries in batches (group commit).
+"""The listener's writer: one thread applies queued deliveries in batches (group commit).
 
-SQLite takes one writer at a time. Pool threads would queue on its file lock and convoy on the
-GIL; one thread that takes whatever has queued up and commits it together keeps throughput up
-and latency flat. PostgreSQL takes concurrent writers and does not use this.
+SQLite takes one writer at a time: pool threads would queue on its file lock and convoy on the
+GIL. PostgreSQL takes concurrent writers, but a request thread per delivery pays a commit and
+GIL contention per event, and several batching threads deadlock on shared rows (measured:
+1,200 events/s with one thread, 700 with two or four, 600-900 with the pool). One thread that
+takes whatever has queued up and commits it together keeps throughput up and latency flat.
 """
 
 import asyncio
@@ -24,7 +26,7 @@ class BatchWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
