@@ -2,18 +2,26 @@
 
 import argparse
 import json
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
 
 from finance_core import migrate
 from finance_core.db import make_engine
+from finance_core.models import invoices, products, subscriptions, webhook_events
 from tests.support.postgres import PostgresServer, find_pg_bin
 
 RESULTS = Path(__file__).with_name("results")
 INGEST_TARGET_RATIO = 0.85
 INGEST_TARGET_P99_MS = 20
 READ_TARGET_P95_MS = 10
+READ_PATHS = ["subscription-summary", "stripe-sync-status", "healthz"]
+DASHBOARD_TARGET_S = 2
+DASHBOARD_TARGET_RSS_MB = 50
 
 
 def mark(met: bool) -> str:
@@ -51,48 +59,218 @@ def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
+def _read_path_stores(
+    backend: str, workdir: Path, args: argparse.Namespace
+) -> tuple[str, str, PostgresServer | None]:
+    """The store to fill, an empty one beside it, and the PostgreSQL server holding them."""
+    if backend == "sqlite":
+        filled = Path(args.sqlite_store) if args.sqlite_store else workdir / "scale.db"
+        return f"sqlite:///{filled.resolve()}", f"sqlite:///{workdir}/empty.db", None
+    server = PostgresServer(find_pg_bin())  # type: ignore[arg-type]
+    server.start()
+    return server.create_database("scale"), server.create_database("empty"), server
+
+
+def _fill(url: str, args: argparse.Namespace) -> float | None:
+    """Seconds to fill the store, or None for a --sqlite-store that was filled before."""
     from bench import read_path
+
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            filled_before = conn.execute(select(func.count()).select_from(products)).scalar_one()
+        if filled_before:
+            print(f"  reusing the filled store {url}", flush=True)
+            return None
+        print(
+            f"  loading {args.subscriptions:,} subscriptions, {args.scale_events:,} events and "
+            f"{args.scale_invoices:,} invoices...",
+            flush=True,
+        )
+        return read_path.fill(
+            engine,
+            subscriptions_n=args.subscriptions,
+            events_n=args.scale_events,
+            invoices_n=args.scale_invoices,
+        )
+    finally:
+        engine.dispose()
+
+
+def _store_sizes(url: str) -> dict[str, int]:
+    """How many rows the tables the read path touches hold."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in (subscriptions, webhook_events, invoices)
+            }
+    finally:
+        engine.dispose()
+
+
+def _in_process(url: str) -> dict[str, dict[str, float]]:
+    from bench import read_path
+
+    engine = make_engine(url)
+    try:
+        return read_path.measure(engine)
+    finally:
+        engine.dispose()
+
+
+def _read_path_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the read path against what this backend measured."""
+    targets: list[dict[str, Any]] = []
+    http = result.get("http")
+    if http:
+        for path in READ_PATHS[:2]:
+            server = http["server"][path]
+            targets.append(
+                {
+                    "target": f"{path} p95 < {READ_TARGET_P95_MS} ms (server)",
+                    "measured": f"{server['p95_ms']:.2f} ms",
+                    "met": server["p95_ms"] < READ_TARGET_P95_MS,
+                }
+            )
+            targets.append(
+                {
+                    "target": f"{path} p95 <= 2x /healthz p95 (server)",
+                    "measured": f"{server['x_healthz_p95']:.2f}x",
+                    "met": server["x_healthz_p95"] <= 2,
+                }
+            )
+    dashboard = result.get("dashboard")
+    if dashboard:
+        first_visit = dashboard["filled"]["first_visit"]
+        for statistic in ("median", "max"):
+            value = first_visit[f"navigate_to_chart_{statistic}_ms"]
+            targets.append(
+                {
+                    "target": f"dashboard navigate to chart, {statistic} < {DASHBOARD_TARGET_S} s",
+                    "measured": f"{value / 1000:.2f} s",
+                    "met": value < DASHBOARD_TARGET_S * 1000,
+                }
+            )
+        difference = dashboard["rss_difference_mb"]
+        targets.append(
+            {
+                "target": f"dashboard RSS filled - empty <= {DASHBOARD_TARGET_RSS_MB} MB",
+                "measured": f"{difference:+.1f} MB",
+                "met": difference <= DASHBOARD_TARGET_RSS_MB,
+            }
+        )
+    return targets
+
+
+def _median_max(figures: dict[str, Any], name: str) -> str:
+    """A column of seconds: median/max."""
+    median, most = figures[f"{name}_median_ms"] / 1000, figures[f"{name}_max_ms"] / 1000
+    return f" {median:6.2f}/{most:<6.2f}"
+
+
+def _print_read_path(result: dict[str, Any]) -> None:
+    queries = result["in_process"]
+    http = result.get("http")
+    print(
+        f"\n  {'':22} {'in-process':>15}   {'server (Server-Timing)':>24}   "
+        f"{'client (loopback)':>24}"
+    )
+    print(f"  {'path':22} {'p50':>7} {'p95':>7}   {'p50':>7} {'p95':>7} {'x hz':>8}   ", end="")
+    print(f"{'p50':>7} {'p95':>7} {'x hz':>8}   (ms; x hz = p95 / healthz p95)")
+    for path in READ_PATHS:
+        line = f"  {path:22} {queries[path]['p50_ms']:7.2f} {queries[path]['p95_ms']:7.2f}"
+        if http:
+            for side in ("server", "client"):
+                timing = http[side][path]
+                line += (
+                    f"   {timing['p50_ms']:7.2f} {timing['p95_ms']:7.2f} "
+                    f"{timing['x_healthz_p95']:8.2f}"
+                )
+        print(line)
+    dashboard = result.get("dashboard")
+    if dashboard:
+        print(
+            f"\n  dashboard: {dashboard['runs']} sign-ins per store, {dashboard['pause_s']:.0f} s "
+            "apart, the first in a cold process (seconds: median / max)"
+        )
+        if dashboard["streamlit_options"]:
+            print(f"  streamlit run options: {' '.join(dashboard['streamlit_options'])}")
+        print(
+            f"  {'store':7} {'visit':10} {'nav->chart':>13} {'load':>13} {'login->chart':>13} "
+            f"{'->delivered':>13} {'settled':>13} {'RSS MB':>7} {'peak MB':>7}"
+        )
+        for store in ("empty", "filled"):
+            memory = f"{dashboard[store]['rss_mb']:7.1f} {dashboard[store]['peak_rss_mb']:7.1f}"
+            for visit in ("first_visit", "returning_visitor"):
+                figures = dashboard[store][visit]
+                columns = "".join(
+                    _median_max(figures, name)
+                    for name in (
+                        "navigate_to_chart",
+                        "load",
+                        "sign_in_to_chart",
+                        "sign_in_to_delivered",
+                        "sign_in_settled",
+                    )
+                )
+                print(f"  {store:7} {visit.split('_')[0]:10}{columns} {memory}")
+                memory = ""
+    print()
+    for target in result["targets"]:
+        print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
+
+
+def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
+    from bench import dashboard_scale, read_path_http
 
     results: dict[str, object] = {}
     backends = ["sqlite"] + ([] if args.no_postgres or not find_pg_bin() else ["postgresql"])
     for backend in backends:
-        server = None
         workdir = Path(tempfile.mkdtemp(prefix="pmf-read-"))
-        if backend == "sqlite":
-            url = f"sqlite:///{workdir}/scale.db"
-        else:
-            server = PostgresServer(find_pg_bin())  # type: ignore[arg-type]
-            server.start()
-            url = server.create_database("scale")
-        engine = make_engine(url)
+        print(f"\nRead path on {backend}:", flush=True)
+        url, empty_url, server = _read_path_stores(backend, workdir, args)
+        result: dict[str, Any] = {"load_average_before": os.getloadavg()}
         try:
-            migrate.upgrade(engine)
+            result["load_seconds"] = _fill(url, args)
+            if result["load_seconds"] is not None:
+                print(f"  loaded in {result['load_seconds']:.0f} s", flush=True)
+            result["store_rows"] = _store_sizes(url)
             print(
-                f"\nRead path on {backend}: loading {args.subscriptions:,} subscriptions and "
-                f"{args.scale_events:,} events...",
-                flush=True,
+                "  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items())
             )
-            seconds = read_path.fill(
-                engine, subscriptions_n=args.subscriptions, events_n=args.scale_events
-            )
-            figures = read_path.measure(engine)
+            result["in_process"] = _in_process(url)
+            if not args.no_http:
+                print(f"  HTTP: {args.http_requests} requests per path, interleaved", flush=True)
+                result["http"] = read_path_http.measure(
+                    url, workdir=workdir, requests=args.http_requests
+                )
+            if not args.no_dashboard:
+                print(
+                    f"  dashboard: {args.dashboard_runs} sign-ins on an empty and on the filled "
+                    "store",
+                    flush=True,
+                )
+                engine = make_engine(empty_url)
+                migrate.upgrade(engine)
+                engine.dispose()
+                result["dashboard"] = dashboard_scale.measure(
+                    empty_url=empty_url,
+                    filled_url=url,
+                    workdir=workdir,
+                    runs=args.dashboard_runs,
+                    pause=args.dashboard_pause,
+                    options=args.dashboard_option,
+                )
         finally:
-            engine.dispose()
             if server:
                 server.stop()
-        print(f"  loaded in {seconds:.0f} s")
-        print(f"  {'query':22} {'p50 ms':>8} {'p95 ms':>8}")
-        for name, timing in figures.items():
-            print(f"  {name:22} {timing['p50_ms']:8.3f} {timing['p95_ms']:8.3f}")
-        worst = max(
-            figures["subscription-summary"]["p95_ms"], figures["stripe-sync-status"]["p95_ms"]
-        )
-        print(
-            f"  p95 < {READ_TARGET_P95_MS} ms: {mark(worst < READ_TARGET_P95_MS)}; within 2x of "
-            f"healthz: {mark(worst <= 2 * max(figures['healthz']['p95_ms'], 0.001))}"
-        )
-        results[backend] = {"load_seconds": seconds, "queries": figures}
+        result["load_average_after"] = os.getloadavg()
+        result["targets"] = _read_path_targets(result)
+        _print_read_path(result)
+        results[backend] = result
     return results
 
 
@@ -110,7 +288,30 @@ def main() -> None:
     )
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
+    parser.add_argument("--scale-invoices", type=int, default=20_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--sqlite-store",
+        metavar="PATH",
+        help="read path: fill this SQLite file, or reuse it if it was filled before",
+    )
+    parser.add_argument("--http-requests", type=int, default=400, help="per path, read path")
+    parser.add_argument("--no-http", action="store_true", help="read path: skip the listener")
+    parser.add_argument("--dashboard-runs", type=int, default=5)
+    parser.add_argument(
+        "--dashboard-pause",
+        type=float,
+        default=31,
+        help="seconds between sign-ins (past the dashboard's 30 s cache: each reads the store)",
+    )
+    parser.add_argument(
+        "--dashboard-option",
+        action="append",
+        default=[],
+        metavar="SECTION.NAME=VALUE",
+        help="an extra `streamlit run` setting for the dashboard (experiments)",
+    )
+    parser.add_argument("--no-dashboard", action="store_true", help="read path: skip Chromium")
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
