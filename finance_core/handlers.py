@@ -2,13 +2,15 @@
 
 Each Stripe object row remembers the `created` time and id of the event that set its state. An
 older event changes nothing; on an equal `created` the later arrival wins, except that a terminal
-state is never replaced by a non-terminal one (SPEC section 4).
+state is never replaced by a non-terminal one (SPEC section 4). The rule runs inside the one
+statement that writes the state (`statements.upsert_state`), so a webhook costs one round trip
+per object; `subscription_counts` follows the subscriptions by trigger (migration 0003).
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table
 
@@ -36,6 +38,7 @@ TERMINAL_INVOICE_STATUSES = frozenset({"paid", "void", "uncollectible", "deleted
 class Change(StrEnum):
     """What applying one object state did to the store."""
 
+    APPLIED = "applied"  # created or updated (webhooks do not ask which)
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"  # same values; only the state's event and time moved on
@@ -45,43 +48,42 @@ class Change(StrEnum):
 STATE_COLUMNS = frozenset({"state_created", "state_event_id", "updated_at", "livemode"})
 
 
-def _newer(new_created: int, new_terminal: bool, old_created: int, old_terminal: bool) -> bool:
-    """Whether an event's state replaces the stored one (SPEC 4, ordering)."""
-    if new_created != old_created:
-        return new_created > old_created
-    return not (old_terminal and not new_terminal)
-
-
 def _apply_state(
     conn: Connection,
     table: Table,
     row: dict[str, Any],
     *,
-    is_terminal: Callable[[Mapping[str, Any]], bool],
-    keep_when_missing: Iterable[str] = (),
+    terminal_statuses: frozenset[str] | None,
+    keep_when_missing: tuple[str, ...] = (),
     default_when_new: Mapping[str, Any] | None = None,
-) -> tuple[Change, dict[str, Any] | None]:
+    report_change: bool = False,
+) -> Change:
     """Write an object's new state unless the stored one is newer.
 
-    `row` holds stored values (times through `statements.db_time`). Returns what changed and
-    the previous row (None for a new one). Columns in `keep_when_missing` whose new value is
-    None keep their stored value; a new row takes them from `default_when_new`.
+    `row` holds stored values (times through `statements.db_time`). Columns in
+    `keep_when_missing` whose new value is None keep their stored value; a new row takes them
+    from `default_when_new`. `terminal_statuses` None: the `deleted` flag is the terminal state.
+    With `report_change` the stored row is read first, to tell created, updated and unchanged
+    apart (sync reports them); webhooks skip that read.
     """
-    first = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
-    claim = statements.claim(conn.dialect.name, table)
-    if statements.run_with(conn, claim, first).fetchone() is not None:
-        return Change.CREATED, None
-    old = statements.fetch_one(conn, statements.lock(table), {"object_id": row["id"]})
-    if not _newer(row["state_created"], is_terminal(row), old["state_created"], is_terminal(old)):
-        return Change.KEPT_NEWER, old
-    values = {k: v for k, v in row.items() if k != "id"}
-    for column in keep_when_missing:
-        if values.get(column) is None:
-            values[column] = old[column]
-    same = all(old[k] == v for k, v in values.items() if k not in STATE_COLUMNS)
-    values["object_id"] = row["id"]
-    statements.run_with(conn, statements.overwrite(table), values)
-    return (Change.UNCHANGED if same else Change.UPDATED), old
+    old = None
+    if report_change:
+        old = statements.fetch_optional(conn, statements.lock(table), {"object_id": row["id"]})
+    params = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
+    params.update({f"keep_{column}": row[column] for column in keep_when_missing})
+    upsert = statements.upsert_state(
+        conn.dialect.name, table, tuple(row), keep_when_missing, terminal_statuses
+    )
+    applied = statements.run_with(conn, upsert, params, tuple(row)).fetchone() is not None
+    if not applied:
+        return Change.KEPT_NEWER
+    if not report_change:
+        return Change.APPLIED
+    if old is None:
+        return Change.CREATED
+    new = {k: (old[k] if v is None and k in keep_when_missing else v) for k, v in row.items()}
+    same = all(old[k] == v for k, v in new.items() if k not in STATE_COLUMNS)
+    return Change.UNCHANGED if same else Change.UPDATED
 
 
 def _state(conn: Connection, event: StripeEvent, received_at: datetime) -> dict[str, Any]:
@@ -93,27 +95,12 @@ def _state(conn: Connection, event: StripeEvent, received_at: datetime) -> dict[
     }
 
 
-def _move_subscription_count(
-    conn: Connection, old: tuple[str, str] | None, new: tuple[str, str] | None
-) -> None:
-    """Keep subscription_counts equal to the subscriptions table, grouped by plan and status."""
-    if old == new:
-        return
-    # A fixed order of row locks, so that two transactions cannot deadlock on PostgreSQL.
-    changes = sorted((key, delta) for key, delta in ((old, -1), (new, 1)) if key is not None)
-    for (product_id, status), delta in changes:
-        key = {"key_product": product_id, "key_status": status}
-        if delta > 0:
-            statements.run(conn, statements.count_up(conn.dialect.name), key)
-        # A plain UPDATE: an upsert would check the -1 row before it finds the conflict.
-        elif statements.run(conn, statements.count_down(), key).rowcount != 1:
-            raise RuntimeError(f"subscription_counts has no row for {product_id!r}/{status!r}")
-
-
 # --- handlers, one per kind of object -------------------------------------------------
 
 
-def apply_subscription(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
+def apply_subscription(
+    conn: Connection, event: StripeEvent, received_at: datetime, *, report_change: bool = False
+) -> Change:
     obj = event.object
     subscription_id = required_str(obj, "id", "subscription")
     status = required_str(obj, "status", "subscription")
@@ -133,19 +120,18 @@ def apply_subscription(conn: Connection, event: StripeEvent, received_at: dateti
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
         **_state(conn, event, received_at),
     }
-    change, previous = _apply_state(
+    return _apply_state(
         conn,
         subscriptions,
         row,
-        is_terminal=lambda r: r["status"] in TERMINAL_SUBSCRIPTION_STATUSES,
+        terminal_statuses=TERMINAL_SUBSCRIPTION_STATUSES,
+        report_change=report_change,
     )
-    if change is not Change.KEPT_NEWER:
-        old = (previous["product_id"], previous["status"]) if previous is not None else None
-        _move_subscription_count(conn, old, (row["product_id"], status))
-    return change
 
 
-def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
+def apply_product(
+    conn: Connection, event: StripeEvent, received_at: datetime, *, report_change: bool = False
+) -> Change:
     obj = event.object
     deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
     name = optional_str(obj, "name")
@@ -156,13 +142,19 @@ def apply_product(conn: Connection, event: StripeEvent, received_at: datetime) -
         "deleted": deleted,
         **_state(conn, event, received_at),
     }
-    change, _ = _apply_state(
-        conn, products, row, is_terminal=_is_deleted, keep_when_missing=("name",)
+    return _apply_state(
+        conn,
+        products,
+        row,
+        terminal_statuses=None,
+        keep_when_missing=("name",),
+        report_change=report_change,
     )
-    return change
 
 
-def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
+def apply_price(
+    conn: Connection, event: StripeEvent, received_at: datetime, *, report_change: bool = False
+) -> Change:
     obj = event.object
     deleted = event.type.endswith(".deleted") or obj.get("deleted") is True
     fields = price_fields(obj)
@@ -173,14 +165,14 @@ def apply_price(conn: Connection, event: StripeEvent, received_at: datetime) -> 
         "deleted": deleted,
         **_state(conn, event, received_at),
     }
-    change, _ = _apply_state(
+    return _apply_state(
         conn,
         prices,
         row,
-        is_terminal=_is_deleted,
+        terminal_statuses=None,
         keep_when_missing=("product_id", "unit_amount", "currency", "recurring_interval"),
+        report_change=report_change,
     )
-    return change
 
 
 INVOICE_STATUS_BY_EVENT = {
@@ -192,7 +184,9 @@ INVOICE_STATUS_BY_EVENT = {
 }
 
 
-def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -> Change:
+def apply_invoice(
+    conn: Connection, event: StripeEvent, received_at: datetime, *, report_change: bool = False
+) -> Change:
     obj = event.object
     invoice_id = required_str(obj, "id", "invoice")
     status = INVOICE_STATUS_BY_EVENT.get(event.type)
@@ -223,22 +217,27 @@ def apply_invoice(conn: Connection, event: StripeEvent, received_at: datetime) -
         "attempt_count": optional_int(obj, "attempt_count"),
         **_state(conn, event, received_at),
     }
-    change, _ = _apply_state(
+    return _apply_state(
         conn,
         invoices,
         row,
-        is_terminal=lambda r: r["status"] in TERMINAL_INVOICE_STATUSES,
+        terminal_statuses=TERMINAL_INVOICE_STATUSES,
         keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
         default_when_new={"payment_failing": False},
+        report_change=report_change,
     )
-    return change
 
 
-def _is_deleted(row: Mapping[str, Any]) -> bool:
-    return bool(row["deleted"])
+class Handler(Protocol):
+    def __call__(
+        self,
+        conn: Connection,
+        event: StripeEvent,
+        received_at: datetime,
+        *,
+        report_change: bool = False,
+    ) -> Change: ...
 
-
-Handler = Callable[[Connection, StripeEvent, datetime], Change]
 
 SUBSCRIPTION_EVENTS = (
     "created",

@@ -215,7 +215,7 @@ def _ingest(
         "last_received_at": at,
         "processed_at": at,
     }
-    claimed = statements.run_with(conn, claim, record).fetchone() is not None
+    claimed = statements.run_with(conn, claim, record, tuple(record)).fetchone() is not None
     this = {"object_id": event.id, "at": at, **statements.EVENT_UPDATE_CONSTANTS}
     if not claimed:
         previous = statements.fetch_one(conn, statements.lock(webhook_events), this)["status"]

@@ -12,12 +12,24 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Table, bindparam, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from finance_core.db import insert_for_dialect
-from finance_core.models import subscription_counts, webhook_events
+from finance_core.models import webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -39,27 +51,40 @@ def db_time(dialect: str, moment: datetime | None) -> Any:
 
 def run(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
     """Run a hot-path statement in the connection's transaction; returns the DBAPI cursor."""
-    sql = _compiled(conn.dialect.name, statement, None)
-    return _execute(conn, sql, params)
+    return _execute(conn, _compiled(conn.dialect.name, statement, None), params)
 
 
-def run_with(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
-    """Like `run`, for an INSERT or UPDATE whose columns are the keys of `params`."""
-    keys = tuple(key for key in params if key != "object_id")
-    return _execute(conn, _compiled(conn.dialect.name, statement, keys), params)
+def run_with(
+    conn: Connection, statement: Any, params: Mapping[str, Any], columns: Sequence[str]
+) -> Any:
+    """Like `run`, for an INSERT whose VALUES are `columns` (taken from `params`)."""
+    return _execute(conn, _compiled(conn.dialect.name, statement, tuple(columns)), params)
 
 
 def fetch_one(conn: Connection, statement: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     """The one row a SELECT finds, as a dict of stored values."""
+    row = fetch_optional(conn, statement, params)
+    if row is None:
+        raise LookupError(f"no row for {dict(params)!r}")
+    return row
+
+
+def fetch_optional(
+    conn: Connection, statement: Any, params: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The row a SELECT finds, if any, as a dict of stored values."""
     cursor = run(conn, statement, params)
     names = [column[0] for column in cursor.description]
     row = cursor.fetchone()
-    if row is None:
-        raise LookupError(f"no row for {dict(params)!r}")
-    return dict(zip(names, row, strict=True))
+    return None if row is None else dict(zip(names, row, strict=True))
 
 
-def _execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> Any:
+def _execute(
+    conn: Connection, compiled: tuple[str, dict[str, Any]], params: Mapping[str, Any]
+) -> Any:
+    sql, constants = compiled
+    if constants:
+        params = {**constants, **params}
     dialect = conn.dialect
     try:
         return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
@@ -70,9 +95,18 @@ def _execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> Any:
 
 
 @cache
-def _compiled(dialect: str, statement: Any, keys: Sequence[str] | None) -> str:
+def _compiled(
+    dialect: str, statement: Any, keys: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL text, and the values of the parameters the statement itself fixes."""
     column_keys = list(keys) if keys is not None else None
-    return str(statement.compile(dialect=_DIALECTS[dialect], column_keys=column_keys))
+    compiled = statement.compile(dialect=_DIALECTS[dialect], column_keys=column_keys)
+    constants = {
+        name: bind.value
+        for name, bind in compiled.binds.items()
+        if not bind.required and bind.value is not None
+    }
+    return str(compiled), constants
 
 
 # --- the statements -------------------------------------------------------------------
@@ -86,6 +120,53 @@ def claim(dialect: str, table: Table) -> Any:
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(table.c.id)
     )
+
+
+@cache
+def upsert_state(
+    dialect: str,
+    table: Table,
+    columns: tuple[str, ...],
+    keep_when_missing: tuple[str, ...],
+    terminal_statuses: frozenset[str] | None,
+) -> Any:
+    """Insert an object's state, or update to it when it is newer than the stored one.
+
+    The ordering rule of SPEC section 4, as the WHERE of the upsert: a later `created` wins; on
+    an equal `created` the arrival wins unless it would replace a terminal state with a
+    non-terminal one. `keep_when_missing` columns take `keep_<column>` and fall back to the
+    stored value when it is NULL. RETURNING gives a row when the state was written.
+    """
+    statement = insert_for_dialect(dialect, table)
+    stored, new = table.c, statement.excluded
+    if terminal_statuses is None:  # products and prices: deleted is the terminal state
+        stored_terminal, new_terminal = stored.deleted, new.deleted
+    else:  # constants as named parameters: an IN list would be expanded at execution
+        statuses = [
+            bindparam(f"terminal_{n}", value, type_=stored.status.type)
+            for n, value in enumerate(sorted(terminal_statuses))
+        ]
+        stored_terminal = or_(*(stored.status == status for status in statuses))
+        new_terminal = or_(*(new.status == status for status in statuses))
+    newer = or_(
+        new.state_created > stored.state_created,
+        and_(
+            new.state_created == stored.state_created,
+            not_(and_(stored_terminal, not_(new_terminal))),
+        ),
+    )
+    changes = {
+        column: (
+            func.coalesce(bindparam(f"keep_{column}", type_=stored[column].type), stored[column])
+            if column in keep_when_missing
+            else new[column]
+        )
+        for column in columns
+        if column != "id"
+    }
+    return statement.on_conflict_do_update(
+        index_elements=["id"], set_=changes, where=newer
+    ).returning(stored.id)
 
 
 @cache
@@ -129,31 +210,3 @@ EVENT_UPDATE_CONSTANTS = {
     "no_payload": None,
     "no_dismissal": None,
 }
-
-
-@cache
-def count_down() -> Any:
-    counts = subscription_counts.c
-    return (
-        update(subscription_counts)
-        .where(
-            counts.product_id == bindparam("key_product"), counts.status == bindparam("key_status")
-        )
-        .values(subscription_count=counts.subscription_count - _ONE)
-    )
-
-
-@cache
-def count_up(dialect: str) -> Any:
-    return (
-        insert_for_dialect(dialect, subscription_counts)
-        .values(
-            product_id=bindparam("key_product"),
-            status=bindparam("key_status"),
-            subscription_count=_ONE,
-        )
-        .on_conflict_do_update(
-            index_elements=["product_id", "status"],
-            set_={"subscription_count": subscription_counts.c.subscription_count + _ONE},
-        )
-    )

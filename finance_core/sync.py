@@ -284,7 +284,7 @@ class _Sync:
             api_version=None,
             object=obj,
         )
-        return HANDLERS[event_type](conn, event, now)
+        return HANDLERS[event_type](conn, event, now, report_change=True)
 
     def _recheck_failing_invoices(self, open_ids: set[str]) -> None:
         """Invoices the store counts as failing that Stripe no longer lists as open."""
