@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -232,7 +233,7 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
         workdir = Path(tempfile.mkdtemp(prefix="pmf-read-"))
         print(f"\nRead path on {backend}:", flush=True)
         url, empty_url, server = _read_path_stores(backend, workdir, args)
-        result: dict[str, Any] = {"load_average_before": os.getloadavg()}
+        result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
         try:
             result["load_seconds"] = _fill(url, args)
             if result["load_seconds"] is not None:
@@ -267,6 +268,7 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
         finally:
             if server:
                 server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)  # the filled store is gigabytes
         result["load_average_after"] = os.getloadavg()
         result["targets"] = _read_path_targets(result)
         _print_read_path(result)
