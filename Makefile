@@ -31,6 +31,11 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m bench
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		$(PY) -m bench.peer_bench; \
+	else \
+		echo "skipping the stripe-sync-engine comparison: it needs node and npm"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -135,7 +135,9 @@ invoices = Table(
     Index(
         "ix_invoices_failing",
         "payment_failing",
-        sqlite_where=text("payment_failing"),
+        # Spelled as each dialect renders `WHERE invoices.payment_failing`, so that the
+        # failed-payments count reads the failing few, not every invoice (SQLite: `= 1`).
+        sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
     ),
 )

@@ -245,3 +245,25 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
             scans = [d for d in details if d.startswith("SCAN") and "INDEX" not in d]
             assert not [d for d in scans if "webhook_events" in d], (statement, details)
     engine.dispose()
+
+
+def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
+    """The count reads the failing few through the partial index, not every invoice."""
+    from finance_core.queries import failed_payments_count
+
+    engine = make_engine(f"sqlite:///{tmp_path}/failing.db")
+    migrate.upgrade(engine)
+    executed = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _capture(conn, cursor, statement, parameters, context, executemany):
+        if "invoices" in statement and not statement.startswith("EXPLAIN"):
+            executed.append((statement, parameters))
+
+    with read_transaction(engine) as conn:
+        assert failed_payments_count(conn=conn) == 0
+    ((statement, parameters),) = executed
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    assert any("ix_invoices_failing" in str(row[-1]) for row in plan), plan
+    engine.dispose()
