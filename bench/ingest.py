@@ -67,7 +67,7 @@ def _server_command(
     ], env
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -78,6 +78,35 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def wrk(url: str, requests_file: Path, *, duration: int, connections: int) -> str:
+    """Load `url` with the pre-signed requests for `duration` seconds; wrk's output."""
+    return subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(LUA), url],
+        env={**os.environ, "THREADS": "2", "REQUESTS_FILE": str(requests_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def parse_run(out: str, target: str, round_number: int) -> Run:
+    """The figures the Lua script printed."""
+    match = RESULT.search(out)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    requests, duration_us, p50, p99, worst, non2xx, errors = map(int, match.groups())
+    return Run(
+        target,
+        round_number,
+        requests / (duration_us / 1e6),
+        p50 / 1000,
+        p99 / 1000,
+        worst / 1000,
+        non2xx,
+        errors,
+    )
 
 
 def run_target(
@@ -98,32 +127,13 @@ def run_target(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, process)
-        out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(LUA), url],
-            env={**os.environ, "THREADS": "2", "REQUESTS_FILE": str(requests_file)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        wait_ready(url, process)
+        out = wrk(url, requests_file, duration=duration, connections=connections)
     finally:
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
-    match = RESULT.search(out)
-    if not match:
-        raise RuntimeError(f"wrk printed no result:\n{out}")
-    requests, duration_us, p50, p99, worst, non2xx, errors = map(int, match.groups())
-    return Run(
-        target,
-        round_number,
-        requests / (duration_us / 1e6),
-        p50 / 1000,
-        p99 / 1000,
-        worst / 1000,
-        non2xx,
-        errors,
-    )
+    return parse_run(out, target, round_number)
 
 
 def run(

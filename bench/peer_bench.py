@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.events import generate, write_requests
-from bench.ingest import LUA, RESULT, SECRET, Run, _wait_ready, run_target
+from bench.ingest import SECRET, Run, parse_run, run_target, wait_ready, wrk
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 
 PEER_DIR = Path(__file__).with_name("peer")
@@ -70,34 +70,6 @@ def _prepare_cluster(server: PostgresServer) -> None:
             conn.execute("CREATE ROLE postgres NOLOGIN")
 
 
-def _wrk(url: str, requests_file: Path, duration: int, connections: int) -> str:
-    """The same wrk invocation as bench/ingest.py's run_target."""
-    return subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(LUA), url],
-        env={**os.environ, "THREADS": "2", "REQUESTS_FILE": str(requests_file)},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
-def _parse(out: str, target: str, round_number: int) -> Run:
-    match = RESULT.search(out)
-    if not match:
-        raise RuntimeError(f"wrk printed no result:\n{out}")
-    requests, duration_us, p50, p99, worst, non2xx, errors = map(int, match.groups())
-    return Run(
-        target,
-        round_number,
-        requests / (duration_us / 1e6),
-        p50 / 1000,
-        p99 / 1000,
-        worst / 1000,
-        non2xx,
-        errors,
-    )
-
-
 def run_peer(
     requests_file: Path, *, round_number: int, duration: int, connections: int, database_url: str
 ) -> tuple[Run, list[str]]:
@@ -121,16 +93,16 @@ def run_peer(
         try:
             url = f"http://127.0.0.1:{port}"
             try:
-                _wait_ready(url, process)  # answers only once its migrations have run
+                wait_ready(url, process)  # answers only once its migrations have run
             except RuntimeError as exc:
                 raise RuntimeError(f"the peer did not start: {log.read_text()[-2000:]}") from exc
-            out = _wrk(url, requests_file, duration, connections)
+            out = wrk(url, requests_file, duration=duration, connections=connections)
         finally:
             process.terminate()  # server.mjs prints its failure counts on SIGTERM
             process.wait(timeout=30)
     failures = [line for line in log.read_text().splitlines() if line.startswith("failures ")]
     shutil.rmtree(workdir, ignore_errors=True)
-    return _parse(out, PEER, round_number), failures
+    return parse_run(out, PEER, round_number), failures
 
 
 def _table_figures(database_url: str, schema: str, tables: list[str]) -> dict[str, Any]:
