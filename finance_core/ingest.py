@@ -216,7 +216,7 @@ def _ingest(
         "processed_at": at,
     }
     claimed = statements.run_with(conn, claim, record, tuple(record)).fetchone() is not None
-    this = {"object_id": event.id, "at": at, **statements.EVENT_UPDATE_CONSTANTS}
+    this = {"object_id": event.id, "at": at}
     if not claimed:
         previous = statements.fetch_one(conn, statements.lock(webhook_events), this)["status"]
         if delivery:

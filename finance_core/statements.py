@@ -14,13 +14,12 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Integer,
     Table,
     and_,
     bindparam,
     func,
-    literal_column,
     not_,
+    null,
     or_,
     select,
     update,
@@ -36,8 +35,6 @@ _DIALECTS = {
     "sqlite": sqlite.dialect(paramstyle="named"),
     "postgresql": postgresql.psycopg.dialect(),
 }
-# A constant in the SQL text: a plain `+ 1` would become a parameter to supply.
-_ONE = literal_column("1", Integer)
 
 
 def db_time(dialect: str, moment: datetime | None) -> Any:
@@ -102,8 +99,8 @@ def _compiled(
     column_keys = list(keys) if keys is not None else None
     compiled = statement.compile(dialect=_DIALECTS[dialect], column_keys=column_keys)
     constants = {
-        name: bind.value
-        for name, bind in compiled.binds.items()
+        compiled.bind_names[bind]: bind.value
+        for bind in compiled.binds.values()
         if not bind.required and bind.value is not None
     }
     return str(compiled), constants
@@ -184,29 +181,17 @@ def event_update(change: str) -> Any:
     statement = update(webhook_events).where(webhook_events.c.id == bindparam("object_id"))
     if change == "delivered":
         return statement.values(
-            deliveries=webhook_events.c.deliveries + _ONE, last_received_at=bindparam("at")
+            deliveries=webhook_events.c.deliveries + 1, last_received_at=bindparam("at")
         )
     if change == "ignored":
         return statement.values(
-            status=bindparam("ignored"),
-            processed_at=bindparam("at"),
-            error=bindparam("no_error"),
-            payload=bindparam("no_payload"),
+            status="ignored", processed_at=bindparam("at"), error=null(), payload=null()
         )
     return statement.values(  # "processed": a failed event, finished at last
-        status=bindparam("processed"),
-        attempts=webhook_events.c.attempts + _ONE,
+        status="processed",
+        attempts=webhook_events.c.attempts + 1,
         processed_at=bindparam("at"),
-        error=bindparam("no_error"),
-        payload=bindparam("no_payload"),
-        dismissed_by=bindparam("no_dismissal"),
+        error=null(),
+        payload=null(),
+        dismissed_by=null(),
     )
-
-
-EVENT_UPDATE_CONSTANTS = {
-    "ignored": "ignored",
-    "processed": "processed",
-    "no_error": None,
-    "no_payload": None,
-    "no_dismissal": None,
-}
