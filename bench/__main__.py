@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench.ingest import add_load_arguments
 from finance_core import migrate
 from finance_core.db import make_engine
 from finance_core.models import invoices, products, subscriptions, webhook_events
@@ -279,15 +280,7 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", choices=["ingest", "read-path"])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument(
-        "--events",
-        type=int,
-        default=40_000,
-        help="distinct events per round (more than a run can send)",
-    )
+    add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
     parser.add_argument("--scale-invoices", type=int, default=20_000)

@@ -1,5 +1,6 @@
 """Ingest throughput over loopback: wrk against our listener and two yardsticks, alternating."""
 
+import argparse
 import os
 import re
 import shutil
@@ -34,6 +35,26 @@ class Run:
     max_ms: float
     non_2xx: int
     socket_errors: int
+
+    def line(self) -> str:
+        """One round's figures, as printed while the bench runs."""
+        return (
+            f"  round {self.round} {self.target:20} {self.events_per_s:8.0f}/s "
+            f"p50 {self.p50_ms:6.2f} ms p99 {self.p99_ms:6.2f} ms non-2xx {self.non_2xx}"
+        )
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The wrk load's options, shared by `python -m bench` and `python -m bench.peer_bench`."""
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=40_000,
+        help="distinct events per round (more than a run can send)",
+    )
 
 
 def _server_command(
@@ -169,12 +190,7 @@ def run(
                     database_url=url,
                 )
                 runs.append(result)
-                print(
-                    f"  round {round_number} {target:20} {result.events_per_s:8.0f}/s "
-                    f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms "
-                    f"non-2xx {result.non_2xx}",
-                    flush=True,
-                )
+                print(result.line(), flush=True)
     finally:
         if server:
             server.stop()

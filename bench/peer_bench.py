@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.events import generate, write_requests
-from bench.ingest import SECRET, Run, parse_run, run_target, wait_ready, wrk
+from bench.ingest import (
+    SECRET,
+    Run,
+    add_load_arguments,
+    parse_run,
+    run_target,
+    wait_ready,
+    wrk,
+)
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 
 PEER_DIR = Path(__file__).with_name("peer")
@@ -165,12 +173,7 @@ def run(*, rounds: int, duration: int, connections: int, events: int) -> dict[st
                     if database_url:
                         stored[target].append(_table_figures(database_url, "public", OUR_TABLES))
                 runs.append(result)
-                print(
-                    f"  round {round_number} {target:20} {result.events_per_s:8.0f}/s "
-                    f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms "
-                    f"non-2xx {result.non_2xx}",
-                    flush=True,
-                )
+                print(result.line(), flush=True)
                 if target == PEER:
                     for line in peer_failures[round_number]:
                         print(f"    peer {line}", flush=True)
@@ -248,15 +251,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peer_bench", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument(
-        "--events",
-        type=int,
-        default=40_000,
-        help="distinct events per round (more than a run can send)",
-    )
+    add_load_arguments(parser)
     args = parser.parse_args()
     print(
         f"Against the peer: {args.rounds} alternating rounds of {args.duration}s, "
