@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from finance_core.tokens import create_token
 from tests.conftest import make_settings, skip_or_fail
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
+from tests.support.servers import start_listener, wait_healthy
 from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
 from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
 
@@ -128,32 +128,6 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
         raise AssertionError("redis-server did not answer")
     finally:
         client.close()
-
-
-def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"listener exited: {process.stderr.read() if process.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("listener did not become healthy")
 
 
 @pytest.mark.slow

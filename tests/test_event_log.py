@@ -218,52 +218,59 @@ def test_filters_reject_bad_input():
         EventFilter(start=datetime(2026, 1, 1))
 
 
-def test_sqlite_plans_read_index_ranges(tmp_path):
-    """The statements the log runs use an index on SQLite, never a scan of the whole table."""
+def sqlite_query_plans(tmp_path, table, read):
+    """The SQLite query plan of each statement on `table` that `read(conn)` runs."""
     engine = make_engine(f"sqlite:///{tmp_path}/plans.db")
     migrate.upgrade(engine)
     executed = []
 
     @event.listens_for(engine, "before_cursor_execute")
     def _capture(conn, cursor, statement, parameters, context, executemany):
-        if "webhook_events" in statement and not statement.startswith("EXPLAIN"):
+        if table in statement and not statement.startswith("EXPLAIN"):
             executed.append((statement, parameters))
 
-    window = EventFilter(start=T0, end=T0 + timedelta(hours=1))
     with read_transaction(engine) as conn:
+        read(conn)
+    with engine.connect() as conn:
+        plans = [
+            (
+                statement,
+                [
+                    str(row[-1])
+                    for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                ],
+            )
+            for statement, parameters in executed
+        ]
+    engine.dispose()
+    return plans
+
+
+def test_sqlite_plans_read_index_ranges(tmp_path):
+    """The statements the log runs use an index on SQLite, never a scan of the whole table."""
+    window = EventFilter(start=T0, end=T0 + timedelta(hours=1))
+
+    def read(conn):
         event_page(conn=conn, filters=window, after=Cursor(T0, "evt_1"))
         event_page(conn=conn, filters=EventFilter(status="failed", start=T0))
         event_page(conn=conn, filters=EventFilter(event_type="invoice.paid"))
         count_events(conn=conn, filters=window)
         events_per_hour(conn=conn, start=T0, end=T0 + timedelta(days=1))
         event_types(conn=conn)
-    assert len(executed) == 9  # events_per_hour runs one query per status
-    with engine.connect() as conn:
-        for statement, parameters in executed:
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-            details = [str(row[-1]) for row in plan]
-            scans = [d for d in details if d.startswith("SCAN") and "INDEX" not in d]
-            assert not [d for d in scans if "webhook_events" in d], (statement, details)
-    engine.dispose()
+
+    plans = sqlite_query_plans(tmp_path, "webhook_events", read)
+    assert len(plans) == 9  # events_per_hour runs one query per status
+    for statement, details in plans:
+        scans = [d for d in details if d.startswith("SCAN") and "INDEX" not in d]
+        assert not [d for d in scans if "webhook_events" in d], (statement, details)
 
 
 def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
     """The count reads the failing few through the partial index, not every invoice."""
     from finance_core.queries import failed_payments_count
 
-    engine = make_engine(f"sqlite:///{tmp_path}/failing.db")
-    migrate.upgrade(engine)
-    executed = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _capture(conn, cursor, statement, parameters, context, executemany):
-        if "invoices" in statement and not statement.startswith("EXPLAIN"):
-            executed.append((statement, parameters))
-
-    with read_transaction(engine) as conn:
+    def read(conn):
         assert failed_payments_count(conn=conn) == 0
-    ((statement, parameters),) = executed
-    with engine.connect() as conn:
-        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    assert any("ix_invoices_failing" in str(row[-1]) for row in plan), plan
-    engine.dispose()
+
+    ((_, details),) = sqlite_query_plans(tmp_path, "invoices", read)
+    assert any("ix_invoices_failing" in detail for detail in details), details

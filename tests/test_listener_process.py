@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -11,31 +10,7 @@ import pytest
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
-from tests.support.servers import ThreadedServer
-
-
-def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"listener exited: {process.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("listener did not become healthy")
+from tests.support.servers import ThreadedServer, start_listener, wait_healthy
 
 
 @pytest.mark.parametrize(

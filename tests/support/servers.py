@@ -1,9 +1,12 @@
 """A real uvicorn server in a background thread, for HTTP tests against the app in-process."""
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 from tests.support.postgres import free_port
@@ -41,3 +44,31 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    """`python -m webhook_listener` as a real process; its output kept for the assertions."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    """Until the process answers /healthz with 200; its stderr if it exits first."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"listener exited: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("listener did not become healthy")
