@@ -1,6 +1,8 @@
 """One engine per process, SQLite tuned for a writer beside many readers, and write transactions."""
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -35,7 +37,7 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         # NORMAL is durable across application crashes in WAL mode; only an OS crash
         # can lose the last commits, and Stripe redelivers anything not acknowledged.
         cursor.execute("PRAGMA synchronous = NORMAL")
@@ -54,6 +56,26 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
 
     _sqlite_write_locks[engine] = threading.Lock()
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL (persistent), waiting out other processes doing the same.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without the busy handler, when another connection is switching or
+    starting a transaction on a file that is not in WAL yet (two processes migrating a new
+    database at once). A file already in WAL is left as it is.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 @contextmanager

@@ -24,9 +24,12 @@ def upgrade(engine: Engine) -> None:
     config = _config()
     with engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-        conn.commit()
+        # One transaction for the whole upgrade, begun before Alembic looks at the version:
+        # on SQLite Alembic would otherwise commit after each revision, and a second process
+        # could migrate between the version this one read and the revision it applies next.
+        with conn.begin():
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
 
 def is_current(engine: Engine) -> bool:

@@ -1,8 +1,11 @@
-"""Schema: Alembic migrations equal the models, run twice safely, and run from two processes."""
+"""Schema: Alembic migrations equal the models, run twice safely, and run from many processes."""
 
 import subprocess
 import sys
+import time
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -26,13 +29,25 @@ def test_upgrade_is_idempotent(engine):
     assert {"subscriptions", "webhook_events", "api_tokens", "alembic_version"} <= tables
 
 
-def test_two_processes_migrating_a_fresh_database_at_once(database_url):
+@pytest.mark.parametrize("starting_revision", [None, "0001_initial"])
+def test_processes_migrating_one_database_at_once(database_url, starting_revision):
+    """Listener, dashboard and workers all migrate on start, on a new or an older database."""
+    if starting_revision:
+        engine = make_engine(database_url)
+        with engine.connect() as conn, conn.begin():
+            config = migrate._config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, starting_revision)
+        engine.dispose()
+    # Each process imports first, then all start migrating at the same moment.
+    start_at = time.time() + 3
     script = (
-        "from finance_core.db import make_engine; from finance_core import migrate; "
-        f"migrate.upgrade(make_engine({database_url!r}))"
+        "import time; from finance_core.db import make_engine; from finance_core import migrate; "
+        f"engine = make_engine({database_url!r}); time.sleep(max(0, {start_at} - time.time())); "
+        "migrate.upgrade(engine)"
     )
     runs = [
-        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE) for _ in range(2)
+        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE) for _ in range(4)
     ]
     for run in runs:
         _, stderr = run.communicate(timeout=120)
