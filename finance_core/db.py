@@ -12,6 +12,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "finance_write"
@@ -49,10 +50,12 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         # Writers take the write lock up front, so the busy timeout applies and a
         # read-then-write transaction can never fail half way with "database is locked".
         # Readers begin deferred and never wait for a writer in WAL mode.
-        if conn.get_execution_options().get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        # On the driver: SQLAlchemy's execution machinery would cost more than the BEGIN.
+        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+        try:
+            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:  # e.g. still locked after the busy timeout
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
 
     _sqlite_write_locks[engine] = threading.Lock()
     return engine

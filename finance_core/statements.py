@@ -1,4 +1,4 @@
-"""The ingest hot path's statements: built with SQLAlchemy, compiled once, run on the driver.
+"""Hot-path statements (ingest, API reads): built with SQLAlchemy, compiled once, run on the driver.
 
 Running a compiled string with a parameter dict on the transaction's DBAPI connection skips
 SQLAlchemy's per-execution machinery (execution context, parameter processing, result
@@ -44,6 +44,15 @@ def db_time(dialect: str, moment: datetime | None) -> Any:
     naive = moment.astimezone(UTC).replace(tzinfo=None)
     # SQLAlchemy's storage format for DateTime on SQLite ("2026-11-24 22:43:44.000000").
     return naive.isoformat(" ", "microseconds") if dialect == "sqlite" else naive
+
+
+def stored_time(value: Any) -> datetime | None:
+    """A UTCDateTime column's value as the driver returns it, as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite's text storage
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def run(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:

@@ -3,12 +3,15 @@
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from finance_core.db import write_transaction
+from finance_core import statements as hot
+from finance_core.db import read_transaction, write_transaction
 from finance_core.models import api_tokens
 from finance_core.roles import format_roles, parse_roles
 
@@ -35,14 +38,14 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _info(row: object) -> TokenInfo:
+def _info(row: Mapping[str, Any]) -> TokenInfo:
     return TokenInfo(
-        id=row.id,  # type: ignore[attr-defined]
-        name=row.name,  # type: ignore[attr-defined]
-        roles=parse_roles(row.roles),  # type: ignore[attr-defined]
-        created_at=row.created_at,  # type: ignore[attr-defined]
-        last_used_at=row.last_used_at,  # type: ignore[attr-defined]
-        revoked_at=row.revoked_at,  # type: ignore[attr-defined]
+        id=row["id"],
+        name=row["name"],
+        roles=parse_roles(row["roles"]),
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
     )
 
 
@@ -72,7 +75,7 @@ def create_token(*, engine: Engine, name: str, roles: list[str], now: datetime) 
 
 def list_tokens(*, conn: Connection) -> list[TokenInfo]:
     rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.name))
-    return [_info(row) for row in rows]
+    return [_info(row._mapping) for row in rows]
 
 
 def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
@@ -86,21 +89,27 @@ def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
         conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(revoked_at=now))
 
 
+# Run on the driver (finance_core.statements): this lookup precedes every Finance API answer.
+_TOKEN_BY_ID = select(api_tokens).where(api_tokens.c.id == bindparam("token_id"))
+
+
 def authenticate_token(*, engine: Engine, token: str, now: datetime) -> TokenInfo | None:
     """The live token this plaintext belongs to, or None (unknown, malformed or revoked)."""
     prefix, _, rest = token.partition("_")
     token_id, _, secret = rest.partition("_")
     if prefix != TOKEN_PREFIX or not token_id or not secret or len(token) > 200:
         return None
-    with engine.connect() as conn:
-        row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    with read_transaction(engine) as conn:
+        row = hot.fetch_optional(conn, _TOKEN_BY_ID, {"token_id": token_id})
     # Compare hashes even for an unknown id, so timing says nothing about which ids exist.
-    stored = row.secret_hash if row is not None else _hash("")
-    if not hmac.compare_digest(_hash(secret), stored) or row is None or row.revoked_at:
+    stored = row["secret_hash"] if row is not None else _hash("")
+    if not hmac.compare_digest(_hash(secret), stored) or row is None or row["revoked_at"]:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+    for column in ("created_at", "last_used_at", "revoked_at"):
+        row[column] = hot.stored_time(row[column])
+    if row["last_used_at"] is None or now - row["last_used_at"] >= LAST_USED_RESOLUTION:
         with write_transaction(engine) as conn:
             conn.execute(
-                update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now)
+                update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
             )
     return _info(row)
