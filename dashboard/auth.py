@@ -14,7 +14,7 @@ import streamlit as st
 import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
-from dashboard import data
+from dashboard import charts, data
 from finance_core.roles import can_read, is_admin
 
 COOKIE_NAME = "penguinmails_finance_login"
@@ -120,6 +120,8 @@ def _login_form(authenticator: stauth.Authenticate, *, logged_out: bool) -> None
         st.error("Wrong username or password.")
     elif status is None:
         st.caption("Accounts are created by an admin with `python -m finance_core user add`.")
+    if not status:
+        charts.load_plotly_early()
 
 
 def _sidebar_logout(authenticator: stauth.Authenticate) -> None:
