@@ -34,7 +34,7 @@ from typing import Any
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from bench.read_path_http import finance_cli, running, service_env
-from dashboard.charts import WARM_UP_KEY
+from dashboard import PLOTLY_WARM_UP_KEY
 from tests.support.postgres import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -126,8 +126,8 @@ def sign_in_to_overview(page: Page, url: str, username: str, password: str) -> d
     form_ready = _idle_since(page)
     # The sign-in page draws an empty chart off-screen so that plotly loads while the viewer
     # types (dashboard.charts.load_plotly_early): the page has loaded once it is drawn.
-    if page.locator(f".st-key-{WARM_UP_KEY}").count():
-        page.locator(f".st-key-{WARM_UP_KEY} .js-plotly-plot").wait_for(state="attached")
+    if page.locator(f".st-key-{PLOTLY_WARM_UP_KEY}").count():
+        page.locator(f".st-key-{PLOTLY_WARM_UP_KEY} .js-plotly-plot").wait_for(state="attached")
     form_ready = max(form_ready, time.perf_counter())
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_role("textbox", name="Password").fill(password)

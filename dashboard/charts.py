@@ -7,13 +7,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard import PLOTLY_WARM_UP_KEY
 from dashboard.ui import STATUS_COLORS
 from finance_core.event_log import HourlyCount
 from finance_core.models import EVENT_STATUSES
 from finance_core.queries import PlanCount
 
 PLAN_COLOR = "#1f6feb"
-WARM_UP_KEY = "plotly-warm-up"
 FONT = {"family": "Inter, Source Sans Pro, sans-serif", "size": 13}
 
 
@@ -25,10 +25,10 @@ def load_plotly_early() -> None:
     moves that second to while the viewer types, so the Overview's chart follows the sign-in.
     """
     st.html(
-        f"<style>.st-key-{WARM_UP_KEY} {{position: absolute; left: -10000px; width: 320px; "
+        f"<style>.st-key-{PLOTLY_WARM_UP_KEY} {{position: absolute; left: -10000px; width: 320px; "
         "height: 1px; overflow: hidden;}}</style>"
     )
-    with st.container(key=WARM_UP_KEY):
+    with st.container(key=PLOTLY_WARM_UP_KEY):
         st.plotly_chart(_layout(go.Figure(), height=40), config={"staticPlot": True})
 
 

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from dashboard.charts import WARM_UP_KEY
+from dashboard import PLOTLY_WARM_UP_KEY
 from finance_core import handlers, migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
@@ -315,14 +315,14 @@ def test_wrong_password_shows_an_error_and_no_data(page):
 def test_the_sign_in_page_loads_plotly_off_screen_and_without_data(page):
     """Plotly's scripts load while the viewer types; nobody sees the chart that loads them."""
     page.get_by_role("textbox", name="Username").wait_for()
-    warm_up = page.locator(f".st-key-{WARM_UP_KEY} .js-plotly-plot")
+    warm_up = page.locator(f".st-key-{PLOTLY_WARM_UP_KEY} .js-plotly-plot")
     warm_up.wait_for(state="attached")
     box = warm_up.bounding_box()
     assert box is not None and box["x"] + box["width"] <= 0
     assert page.locator(".js-plotly-plot g.point").count() == 0
     sign_in(page, "fiona")
     metric_values(page)
-    assert page.locator(f".st-key-{WARM_UP_KEY}").count() == 0
+    assert page.locator(f".st-key-{PLOTLY_WARM_UP_KEY}").count() == 0
 
 
 def test_a_user_without_a_role_sees_only_the_forbidden_page(page):
