@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "finance_write"
@@ -79,6 +79,27 @@ def _enable_wal(cursor: Any) -> None:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+# What SQLite says when the file is busy or cannot be reached, as against a wrong schema or SQL
+# (also OperationalError there: "no such table").
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database file",
+    "disk i/o error",
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "cannot be reached or busy, try again later"."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.Error):
+        return any(message in str(exc.orig).lower() for message in _SQLITE_UNAVAILABLE)
+    return True  # PostgreSQL: connection lost or refused, server shutting down, timeouts
 
 
 @contextmanager

@@ -3,14 +3,17 @@
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from finance_core.tokens import create_token
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy
+from tests.test_api import SUMMARY
 
 
 @pytest.mark.parametrize(
@@ -74,6 +77,7 @@ def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
 
 
 def test_database_outage_answers_503_loses_nothing_and_recovers():
+    """Webhooks and the Finance API answer 503 while PostgreSQL is away, then carry on."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         from tests.conftest import skip_or_fail
@@ -90,6 +94,7 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         url = server.create_database("outage")
         engine = make_engine(url)
         migrate.upgrade(engine)
+        token = create_token(engine=engine, name="outage", roles=["finance"], now=datetime.now(UTC))
         listener = ThreadedServer(create_app(make_settings(url), engine)).start()
         try:
             with httpx.Client(base_url=listener.url, timeout=30) as http:
@@ -101,6 +106,10 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
                 server.pause()
                 assert http.get("/healthz").status_code == 503
                 assert http.get("/healthz").json()["database"] == "unreachable"
+                api = http.get(SUMMARY, headers={"Authorization": f"Bearer {token}"})
+                assert api.status_code == 503  # an outage, not an internal error
+                assert api.json()["error"]["code"] == "database_unavailable"
+                assert int(api.headers["Retry-After"]) > 0
                 during = sf.event(
                     "customer.subscription.created", sf.subscription("sub_o2", "active", "prod_o")
                 )
@@ -110,6 +119,8 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
 
                 server.resume()
                 assert http.get("/healthz").status_code == 200
+                api = http.get(SUMMARY, headers={"Authorization": f"Bearer {token}"})
+                assert api.status_code == 200
                 assert deliver(http, during).json()["outcome"] == "processed"  # the retry
         finally:
             listener.stop()
@@ -119,3 +130,32 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         engine.dispose()
     finally:
         server.stop()
+
+
+def test_finance_api_answers_503_when_the_rate_limit_storage_is_unreachable(tmp_path):
+    """Redis down: the API says so (and a retry may work); webhooks do not depend on it."""
+    from finance_core import migrate
+    from finance_core.db import make_engine
+    from webhook_listener.app import create_app
+
+    url = f"sqlite:///{tmp_path}/redis-down.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    token = create_token(engine=engine, name="no-redis", roles=["finance"], now=datetime.now(UTC))
+    nothing_there = f"redis://127.0.0.1:{free_port()}"
+    settings = make_settings(url, rate_limit_storage_uri=nothing_there)
+    listener = ThreadedServer(create_app(settings, engine)).start()
+    try:
+        with httpx.Client(base_url=listener.url, timeout=30) as http:
+            response = http.get(SUMMARY, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "rate_limit_unavailable"
+            assert "rate limit storage" in response.json()["error"]["message"]
+            assert int(response.headers["Retry-After"]) > 0
+            event = sf.event(
+                "customer.subscription.created", sf.subscription("sub_r1", "active", "prod_r")
+            )
+            assert deliver(http, event).json() == {"received": True, "outcome": "processed"}
+    finally:
+        listener.stop()
+        engine.dispose()

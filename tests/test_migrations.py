@@ -9,9 +9,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 
 from finance_core import migrate
-from finance_core.db import make_engine
+from finance_core.db import is_unavailable, make_engine, write_transaction
 from finance_core.models import metadata
 
 
@@ -72,3 +73,23 @@ def test_sqlite_creates_the_data_directory(tmp_path):
     migrate.upgrade(engine)
     engine.dispose()
     assert (tmp_path / "nested" / "dir" / "finance.db").exists()
+
+
+def test_sqlite_errors_that_mean_try_later_are_told_from_the_others(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/busy.db")
+    migrate.upgrade(engine)
+    with pytest.raises(OperationalError) as missing, engine.connect() as conn:
+        conn.execute(text("SELECT * FROM no_such_table"))
+    assert not is_unavailable(missing.value)  # a bug or a wrong schema: a 500, not a retry
+
+    with write_transaction(engine) as holder:
+        holder.execute(text("DELETE FROM rejection_totals"))
+        with engine.connect() as other:
+            other.exec_driver_sql("PRAGMA busy_timeout = 0")
+            other.commit()
+            with pytest.raises(OperationalError) as locked:
+                other.exec_driver_sql(
+                    "INSERT INTO rejection_totals VALUES (?, ?, ?)", ("x", 1, "2026-01-01")
+                )
+    assert is_unavailable(locked.value)
+    engine.dispose()

@@ -5,16 +5,19 @@ there together, never on the event loop. (A plain `def` route with a `def` depen
 take three: the dependency, the route, then FastAPI's validation of the returned model.)
 """
 
+import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits.errors import StorageError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.db import read_transaction
+from finance_core.db import is_unavailable, read_transaction
 from finance_core.queries import stripe_sync_status, subscription_summary
 from finance_core.roles import can_read
 from finance_core.settings import Settings
@@ -29,6 +32,10 @@ from webhook_listener.api_models import (
 )
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import Receive, Scope, Send
+
+log = logging.getLogger("webhook_listener.api")
+T = TypeVar("T")
+RETRY_UNAVAILABLE_SECONDS = 5
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -111,7 +118,7 @@ async def get_subscription_summary(
     request: Request, response: Response, credentials: Credentials
 ) -> SubscriptionSummaryEnvelope:
     """Active subscriptions and their distribution over plans, largest first."""
-    return await run_in_threadpool(_subscription_summary, request, response, credentials)
+    return await _answer(_subscription_summary, request, response, credentials)
 
 
 @router.get("/stripe-sync-status", summary="Webhook feed health and failing payments")
@@ -119,7 +126,30 @@ async def get_stripe_sync_status(
     request: Request, response: Response, credentials: Credentials
 ) -> StripeSyncStatusEnvelope:
     """How healthy the Stripe webhook feed is, its latest event and the failing payments."""
-    return await run_in_threadpool(_stripe_sync_status, request, response, credentials)
+    return await _answer(_stripe_sync_status, request, response, credentials)
+
+
+async def _answer(read: Callable[..., T], *args: Any) -> T:
+    """Run one answer's token check, rate limit and reads on the thread pool.
+
+    A store that cannot be reached (the database, or Redis behind the rate limit) is a 503
+    that says which and invites a retry, not an internal error.
+    """
+    try:
+        return await run_in_threadpool(read, *args)
+    except SQLAlchemyError as exc:
+        if not is_unavailable(exc):
+            raise  # a 500: a bug or a wrong schema, not an outage
+        log.exception("the database is unreachable or busy")
+        raise _unavailable("database_unavailable", "the database") from None
+    except StorageError:
+        log.exception("the rate limit storage is unreachable")
+        raise _unavailable("rate_limit_unavailable", "the rate limit storage") from None
+
+
+def _unavailable(code: str, what: str) -> ApiError:
+    message = f"{what} cannot be reached right now; retry shortly"
+    return ApiError(503, code, message, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
 
 
 def _subscription_summary(

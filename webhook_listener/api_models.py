@@ -165,4 +165,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     ),
     500: _error("An unexpected error; the details are in the listener's log"),
+    503: _error(
+        "The database (`database_unavailable`) or the rate limit storage "
+        "(`rate_limit_unavailable`) cannot be reached; retry shortly",
+        {"Retry-After": _header("Seconds to wait before retrying")},
+    ),
 }

@@ -40,7 +40,10 @@ class RateLimits:
     """The Finance API's two limits over one storage, created when the app starts."""
 
     def __init__(self, storage_uri: str, per_token: str) -> None:
-        self.storage: Storage = storage_from_string(storage_uri)  # type: ignore[assignment]
+        # Wrapped, a storage failure (Redis down) is a StorageError whatever the backend.
+        self.storage: Storage = storage_from_string(  # type: ignore[assignment]
+            storage_uri, wrap_exceptions=True
+        )
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_token = parse(per_token)
         self.failed_auth_per_address = parse(FAILED_AUTH_LIMIT_PER_ADDRESS)
@@ -49,7 +52,7 @@ class RateLimits:
     def from_settings(cls, settings: Settings) -> "RateLimits":
         limits = cls(settings.rate_limit_storage_uri, settings.finance_api_rate_limit)
         if not limits.storage.check():
-            # Not fatal: the store may come up after us; until then API calls answer 500.
+            # Not fatal: the store may come up after us; until then API calls answer 503.
             log.error("the rate limit storage is not reachable yet")
         return limits
 
