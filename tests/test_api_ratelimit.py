@@ -162,3 +162,32 @@ def test_two_listener_processes_share_one_limit_through_redis(tmp_path: Path, re
             process.terminate()
         for process in processes:
             process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("trust_proxy", [False, True])
+def test_behind_a_trusted_proxy_failed_logins_count_per_forwarded_address(tmp_path, trust_proxy):
+    """X-Forwarded-For counts only from proxies named in --forwarded-allow-ips."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/proxy.db",
+        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
+    }
+    port = free_port()
+    options = ["--forwarded-allow-ips", "127.0.0.1"] if trust_proxy else []
+    process = start_listener(env, port, *options)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process)
+        with httpx.Client(base_url=url, timeout=10) as http:
+            flooder = {"X-Forwarded-For": "203.0.113.5"}
+            for _ in range(FAILED_AUTH_LIMIT):
+                assert_error(http.get(SUMMARY, headers=flooder), 401, "unauthorized")
+            assert_error(http.get(SUMMARY, headers=flooder), 429, "too_many_failed_attempts")
+            neighbour = http.get(SUMMARY, headers={"X-Forwarded-For": "203.0.113.6"})
+        if trust_proxy:  # another client behind the same proxy is not blocked
+            assert_error(neighbour, 401, "unauthorized")
+        else:  # the header is anyone's to set: everything comes from the proxy's address
+            assert_error(neighbour, 429, "too_many_failed_attempts")
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

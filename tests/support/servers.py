@@ -46,10 +46,11 @@ class ThreadedServer:
         self.thread.join(timeout=30)
 
 
-def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+def start_listener(env: dict[str, str], port: int, *options: str) -> subprocess.Popen[str]:
     """`python -m webhook_listener` as a real process; its output kept for the assertions."""
+    command = [sys.executable, "-m", "webhook_listener", "--port", str(port)]
     return subprocess.Popen(
-        [sys.executable, "-m", "webhook_listener", "--port", str(port), "--log-level", "warning"],
+        [*command, "--log-level", "warning", *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
