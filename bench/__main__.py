@@ -148,10 +148,12 @@ def _read_path_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if dashboard:
         first_visit = dashboard["filled"]["first_visit"]
         for statistic in ("median", "max"):
-            value = first_visit[f"navigate_to_chart_{statistic}_ms"]
+            # "Login to chart": from pressing Login. Loading the sign-in page comes before it
+            # and is reported beside it (load, and navigate to chart).
+            value = first_visit[f"sign_in_to_chart_{statistic}_ms"]
             targets.append(
                 {
-                    "target": f"dashboard navigate to chart, {statistic} < {DASHBOARD_TARGET_S} s",
+                    "target": f"dashboard login to chart, {statistic} < {DASHBOARD_TARGET_S} s",
                     "measured": f"{value / 1000:.2f} s",
                     "met": value < DASHBOARD_TARGET_S * 1000,
                 }
