@@ -93,13 +93,22 @@ def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
 _TOKEN_BY_ID = select(api_tokens).where(api_tokens.c.id == bindparam("token_id"))
 
 
-def authenticate_token(*, engine: Engine, token: str, now: datetime) -> TokenInfo | None:
-    """The live token this plaintext belongs to, or None (unknown, malformed or revoked)."""
+def authenticate_token(
+    *, engine: Engine, token: str, now: datetime, conn: Connection | None = None
+) -> TokenInfo | None:
+    """The live token this plaintext belongs to, or None (unknown, malformed or revoked).
+
+    `conn`: a read transaction the caller has open, to look the token up in (the Finance API
+    reads its answer in the same one: on PostgreSQL a connection costs round trips).
+    """
     prefix, _, rest = token.partition("_")
     token_id, _, secret = rest.partition("_")
     if prefix != TOKEN_PREFIX or not token_id or not secret or len(token) > 200:
         return None
-    with read_transaction(engine) as conn:
+    if conn is None:
+        with read_transaction(engine) as own:
+            row = hot.fetch_optional(own, _TOKEN_BY_ID, {"token_id": token_id})
+    else:
         row = hot.fetch_optional(conn, _TOKEN_BY_ID, {"token_id": token_id})
     # Compare hashes even for an unknown id, so timing says nothing about which ids exist.
     stored = row["secret_hash"] if row is not None else _hash("")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits.errors import StorageError
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -47,15 +48,21 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def finance_reader(
-    request: Request, response: Response, credentials: HTTPAuthorizationCredentials | None
+    request: Request,
+    response: Response,
+    credentials: HTTPAuthorizationCredentials | None,
+    conn: Connection,
 ) -> TokenInfo:
-    """The token of a caller allowed to read finance data, or the error that says why not."""
+    """The token of a caller allowed to read finance data, or the error that says why not.
+
+    The token is read in `conn`, the answer's own read transaction.
+    """
     state = request.app.state
     rate_limits: RateLimits = state.rate_limits
     token = None
     if credentials is not None:
         token = authenticate_token(
-            engine=state.engine, token=credentials.credentials, now=datetime.now(UTC)
+            engine=state.engine, token=credentials.credentials, now=datetime.now(UTC), conn=conn
         )
     if token is None:
         raise _unauthenticated(request, rate_limits, credentials)
@@ -155,9 +162,9 @@ def _unavailable(code: str, what: str) -> ApiError:
 def _subscription_summary(
     request: Request, response: Response, credentials: HTTPAuthorizationCredentials | None
 ) -> SubscriptionSummaryEnvelope:
-    finance_reader(request, response, credentials)
     settings: Settings = request.app.state.settings
     with read_transaction(request.app.state.engine) as conn:
+        finance_reader(request, response, credentials, conn)
         summary = subscription_summary(
             conn=conn,
             active_statuses=settings.active_subscription_statuses,
@@ -169,9 +176,9 @@ def _subscription_summary(
 def _stripe_sync_status(
     request: Request, response: Response, credentials: HTTPAuthorizationCredentials | None
 ) -> StripeSyncStatusEnvelope:
-    finance_reader(request, response, credentials)
     settings: Settings = request.app.state.settings
     with read_transaction(request.app.state.engine) as conn:
+        finance_reader(request, response, credentials, conn)
         status = stripe_sync_status(
             conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
         )
