@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event
 
-from finance_core import migrate
+from finance_core import migrate, statements
 from finance_core.db import make_engine, read_transaction
 from finance_core.event_log import (
     Cursor,
@@ -229,8 +229,21 @@ def sqlite_query_plans(tmp_path, table, read):
         if table in statement and not statement.startswith("EXPLAIN"):
             executed.append((statement, parameters))
 
-    with read_transaction(engine) as conn:
-        read(conn)
+    # Statements compiled once and run on the driver (finance_core.statements) skip the event.
+    run_on_driver = statements._execute
+
+    def _capture_on_driver(conn, compiled, parameters):
+        sql, constants = compiled
+        if table in sql:
+            executed.append((sql, {**constants, **parameters}))
+        return run_on_driver(conn, compiled, parameters)
+
+    statements._execute = _capture_on_driver
+    try:
+        with read_transaction(engine) as conn:
+            read(conn)
+    finally:
+        statements._execute = run_on_driver
     with engine.connect() as conn:
         plans = [
             (
