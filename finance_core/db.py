@@ -3,7 +3,7 @@
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -51,14 +51,29 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         # read-then-write transaction can never fail half way with "database is locked".
         # Readers begin deferred and never wait for a writer in WAL mode.
         # On the driver: SQLAlchemy's execution machinery would cost more than the BEGIN.
-        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
-        try:
-            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
-        except sqlite3.Error as exc:  # e.g. still locked after the busy timeout
-            raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+        execute_on_driver(
+            conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+        )
 
     _sqlite_write_locks[engine] = threading.Lock()
     return engine
+
+
+def execute_on_driver(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+    """Run SQL on the connection's DBAPI connection, skipping SQLAlchemy's execution machinery.
+
+    Returns the DBAPI cursor. A driver error is raised as SQLAlchemy's `DBAPIError` (for
+    example `OperationalError` for a database still locked after the busy timeout), like any
+    other query's, without the parameters in its message.
+    """
+    dialect = conn.dialect
+    driver: Any = conn.connection.driver_connection
+    try:
+        return driver.execute(sql) if params is None else driver.execute(sql, params)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from exc
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -120,21 +120,20 @@ _UNRESOLVED_FAILED_EVENTS = (
     select(func.count()).select_from(webhook_events).where(webhook_events.c.status == "failed")
 )
 _REJECTED_DELIVERIES = select(func.sum(rejection_totals.c.rejection_count))
-_STATUS_TOTAL = func.sum(subscription_counts.c.subscription_count)
+_SUBSCRIPTIONS = func.sum(subscription_counts.c.subscription_count)
 _STATUS_BREAKDOWN = (
-    select(subscription_counts.c.status, _STATUS_TOTAL)
+    select(subscription_counts.c.status, _SUBSCRIPTIONS)
     .group_by(subscription_counts.c.status)
-    .having(_STATUS_TOTAL > 0)
+    .having(_SUBSCRIPTIONS > 0)
 )
 
 
 @cache
 def _plan_counts_statement(statuses: tuple[str, ...]) -> Select[Any]:
-    total = func.sum(subscription_counts.c.subscription_count)
     # One named parameter per status (fixed by the settings), not an expanding IN list.
     wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
     return (
-        select(subscription_counts.c.product_id, products.c.name, total)
+        select(subscription_counts.c.product_id, products.c.name, _SUBSCRIPTIONS)
         .select_from(
             subscription_counts.outerjoin(
                 products, products.c.id == subscription_counts.c.product_id
@@ -142,7 +141,7 @@ def _plan_counts_statement(statuses: tuple[str, ...]) -> Select[Any]:
         )
         .where(subscription_counts.c.status.in_(wanted))
         .group_by(subscription_counts.c.product_id, products.c.name)
-        .having(total > 0)
+        .having(_SUBSCRIPTIONS > 0)
     )
 
 

@@ -25,10 +25,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 
-from finance_core.db import insert_for_dialect
-from finance_core.models import webhook_events
+from finance_core.db import execute_on_driver, insert_for_dialect
+from finance_core.models import as_utc, webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -52,7 +51,7 @@ def stored_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):  # SQLite's text storage
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def run(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
@@ -91,13 +90,7 @@ def _execute(
     sql, constants = compiled
     if constants:
         params = {**constants, **params}
-    dialect = conn.dialect
-    try:
-        return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
-    except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-        ) from exc
+    return execute_on_driver(conn, sql, params)
 
 
 @cache

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,11 +106,8 @@ def authenticate_token(
     token_id, _, secret = rest.partition("_")
     if prefix != TOKEN_PREFIX or not token_id or not secret or len(token) > 200:
         return None
-    if conn is None:
-        with read_transaction(engine) as own:
-            row = hot.fetch_optional(own, _TOKEN_BY_ID, {"token_id": token_id})
-    else:
-        row = hot.fetch_optional(conn, _TOKEN_BY_ID, {"token_id": token_id})
+    with read_transaction(engine) if conn is None else nullcontext(conn) as reading:
+        row = hot.fetch_optional(reading, _TOKEN_BY_ID, {"token_id": token_id})
     # Compare hashes even for an unknown id, so timing says nothing about which ids exist.
     stored = row["secret_hash"] if row is not None else _hash("")
     if not hmac.compare_digest(_hash(secret), stored) or row is None or row["revoked_at"]:

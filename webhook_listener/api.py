@@ -125,7 +125,7 @@ async def get_subscription_summary(
     request: Request, response: Response, credentials: Credentials
 ) -> SubscriptionSummaryEnvelope:
     """Active subscriptions and their distribution over plans, largest first."""
-    return await _answer(_subscription_summary, request, response, credentials)
+    return await _answer(request, response, credentials, _subscription_summary)
 
 
 @router.get("/stripe-sync-status", summary="Webhook feed health and failing payments")
@@ -133,17 +133,28 @@ async def get_stripe_sync_status(
     request: Request, response: Response, credentials: Credentials
 ) -> StripeSyncStatusEnvelope:
     """How healthy the Stripe webhook feed is, its latest event and the failing payments."""
-    return await _answer(_stripe_sync_status, request, response, credentials)
+    return await _answer(request, response, credentials, _stripe_sync_status)
 
 
-async def _answer(read: Callable[..., T], *args: Any) -> T:
-    """Run one answer's token check, rate limit and reads on the thread pool.
+async def _answer(
+    request: Request,
+    response: Response,
+    credentials: HTTPAuthorizationCredentials | None,
+    read: Callable[[Connection, Settings], T],
+) -> T:
+    """Check the caller and `read` the answer, in one read transaction on the thread pool.
 
     A store that cannot be reached (the database, or Redis behind the rate limit) is a 503
     that says which and invites a retry, not an internal error.
     """
+
+    def checked_read() -> T:
+        with read_transaction(request.app.state.engine) as conn:
+            finance_reader(request, response, credentials, conn)
+            return read(conn, request.app.state.settings)
+
     try:
-        return await run_in_threadpool(read, *args)
+        return await run_in_threadpool(checked_read)
     except SQLAlchemyError as exc:
         if not is_unavailable(exc):
             raise  # a 500: a bug or a wrong schema, not an outage
@@ -159,29 +170,17 @@ def _unavailable(code: str, what: str) -> ApiError:
     return ApiError(503, code, message, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
 
 
-def _subscription_summary(
-    request: Request, response: Response, credentials: HTTPAuthorizationCredentials | None
-) -> SubscriptionSummaryEnvelope:
-    settings: Settings = request.app.state.settings
-    with read_transaction(request.app.state.engine) as conn:
-        finance_reader(request, response, credentials, conn)
-        summary = subscription_summary(
-            conn=conn,
-            active_statuses=settings.active_subscription_statuses,
-            now=datetime.now(UTC),
-        )
+def _subscription_summary(conn: Connection, settings: Settings) -> SubscriptionSummaryEnvelope:
+    summary = subscription_summary(
+        conn=conn, active_statuses=settings.active_subscription_statuses, now=datetime.now(UTC)
+    )
     return SubscriptionSummaryEnvelope(data=SubscriptionSummaryData.of(summary))
 
 
-def _stripe_sync_status(
-    request: Request, response: Response, credentials: HTTPAuthorizationCredentials | None
-) -> StripeSyncStatusEnvelope:
-    settings: Settings = request.app.state.settings
-    with read_transaction(request.app.state.engine) as conn:
-        finance_reader(request, response, credentials, conn)
-        status = stripe_sync_status(
-            conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
-        )
+def _stripe_sync_status(conn: Connection, settings: Settings) -> StripeSyncStatusEnvelope:
+    status = stripe_sync_status(
+        conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
+    )
     return StripeSyncStatusEnvelope(data=StripeSyncStatusData.of(status))
 
 
