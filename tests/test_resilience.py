@@ -36,6 +36,7 @@ from finance_core.queries import stripe_sync_status, subscription_summary
 from finance_core.rejections import KEEP_LATEST_REJECTIONS
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
+from tests.support.servers import wait_gone, writer_of
 
 STATUSES = ["active", "trialing", "past_due", "canceled", "unpaid"]
 
@@ -139,6 +140,11 @@ class ListenerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def writer_pid(self) -> int | None:
+        """The writer process the listener started (see webhook_listener/writer.py), if any."""
+        assert self.process is not None
+        return writer_of(self.process.pid)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -194,32 +200,73 @@ def codes(results: dict[str, Any]) -> dict[str, int | None]:
     return {event_id: code for event_id, (code, _) in results.items()}
 
 
+def redeliver_the_unacknowledged(url: str, events: list[dict[str, Any]], first: dict, seed: int):
+    """Stripe redelivers everything that did not get a 2xx, in its own order: all land now."""
+    retry = [e for e in events if first.get(e["id"]) != 200]
+    random.Random(seed).shuffle(retry)
+    assert set(codes(send_all(url, retry)).values()) == {200}
+
+
+def assert_same_as_a_clean_run(tmp_path: Path, url: str, events, acknowledged: set[str]) -> None:
+    store = make_engine(url)
+    clean = clean_store(tmp_path, events)
+    with read_transaction(store) as conn:
+        stored = set(conn.execute(select(webhook_events.c.id)).scalars())
+    assert acknowledged <= stored  # no acknowledged event is missing
+    assert fingerprint(store) == fingerprint(clean)
+    store.dispose()
+    clean.dispose()
+
+
 @pytest.mark.slow
 def test_kill_9_mid_burst_then_redelivery_equals_a_clean_run(tmp_path):
     events = burst(3000, seed=1)
-    listener = ListenerProcess(f"sqlite:///{tmp_path}/crash.db").start()
+    url = f"sqlite:///{tmp_path}/crash.db"
+    listener = ListenerProcess(url).start()
     try:
+        writer = listener.writer_pid()
+        assert writer is not None
         first = codes(send_all(listener.url, events, stop_after_acks=1000, on_stop=listener.kill))
         acknowledged = {event_id for event_id, code in first.items() if code == 200}
         assert 1000 <= len(acknowledged) < len(events)
+        # The writer sees its listener's end of the socket close, and exits: no orphan.
+        assert wait_gone(writer)
 
         listener.start()  # a restart on the same store
-        # Stripe redelivers everything that did not get a 2xx, in its own order.
-        retry = [e for e in events if first.get(e["id"]) != 200]
-        random.Random(2).shuffle(retry)
-        second = codes(send_all(listener.url, retry))
-        assert set(second.values()) == {200}
+        redeliver_the_unacknowledged(listener.url, events, first, seed=2)
     finally:
         listener.stop()
+    assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
 
-    crashed = make_engine(f"sqlite:///{tmp_path}/crash.db")
-    clean = clean_store(tmp_path, events)
-    with read_transaction(crashed) as conn:
-        stored = set(conn.execute(select(webhook_events.c.id)).scalars())
-    assert acknowledged <= stored  # no acknowledged event is missing
-    assert fingerprint(crashed) == fingerprint(clean)
-    crashed.dispose()
-    clean.dispose()
+
+@pytest.mark.slow
+def test_kill_9_of_the_writer_mid_burst_answers_503_then_a_new_writer_carries_on(tmp_path):
+    """The listener outlives its writer: waiting deliveries get 503, later ones a new writer."""
+    events = burst(3000, seed=5)
+    url = f"sqlite:///{tmp_path}/writer-crash.db"
+    listener = ListenerProcess(url).start()
+    try:
+        writer = listener.writer_pid()
+        assert writer is not None
+
+        def kill_writer() -> None:
+            os.kill(writer, signal.SIGKILL)
+
+        answered = send_all(listener.url, events, stop_after_acks=1000, on_stop=kill_writer)
+        first = codes(answered)
+        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        assert set(first.values()) <= {200, 503, None}
+        assert max(seconds for _, seconds in answered.values()) < 5  # none left hanging
+        assert listener.process is not None and listener.process.poll() is None
+
+        deadline = time.monotonic() + 30
+        while listener.writer_pid() in (None, writer) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert listener.writer_pid() not in (None, writer)  # another writer took over
+        redeliver_the_unacknowledged(listener.url, events, first, seed=6)
+    finally:
+        listener.stop()
+    assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
 
 
 # --- fuzz ------------------------------------------------------------------------------

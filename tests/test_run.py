@@ -14,6 +14,7 @@ from finance_core.db import make_engine, read_transaction
 from finance_core.models import webhook_events
 from finance_core.queries import stripe_sync_status, subscription_summary
 from tests.support.postgres import free_port
+from tests.support.servers import child_processes, wait_gone, writer_of
 
 
 def wait_for(url: str, seconds: float = 90) -> None:
@@ -82,10 +83,17 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
         assert len(summary.plan_distribution) == 4
         assert status.webhook_health == "healthy"
         assert status.stripe_dashboard_url.startswith("https://dashboard.stripe.com/test/")
+        started = {  # the listener, the dashboard, and the listener's writer process
+            grandchild
+            for child in child_processes(process.pid)
+            for grandchild in [child, *child_processes(child)]
+        }
+        assert any(writer_of(pid) for pid in started)
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
+    assert all(wait_gone(pid) for pid in started)  # nothing left running
     assert "Log in as demo / " in output
     assert port_closed(listener) and port_closed(dashboard)
     assert (tmp_path / "data" / "demo.env").stat().st_mode & 0o077 == 0

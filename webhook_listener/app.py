@@ -71,12 +71,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine = engine or make_engine(current.database_url)
         migrate.upgrade(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
-        # One writer thread with group commit (see writer.py), on SQLite and PostgreSQL alike.
-        app.state.writer = BatchWriter(app.state.engine)
-        app.state.writer.start()
+        # One writer process with group commit (see writer.py), on SQLite and PostgreSQL alike.
+        app.state.writer = BatchWriter(
+            app.state.engine.url.render_as_string(hide_password=False),
+            log_level=log.getEffectiveLevel(),
+        )
+        await app.state.writer.start()
         log.info("listener ready on %s", app.state.engine.url.render_as_string(hide_password=True))
         yield
-        app.state.writer.stop()
+        await app.state.writer.stop()
         app.state.rate_limits.close()
         if engine is None:
             app.state.engine.dispose()

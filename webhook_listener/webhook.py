@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from finance_core.ingest import Outcome
 from finance_core.rejections import record_rejection
 from finance_core.settings import Settings
-from webhook_listener.verify import Rejected, verify_delivery
-from webhook_listener.writer import BatchWriter
+from webhook_listener.verify import Rejected, verify_signature
+from webhook_listener.writer import BatchWriter, WriterError, WriterUnavailable
 
 WEBHOOK_PATH = "/webhooks/stripe"
 log = logging.getLogger("webhook_listener")
@@ -40,32 +40,41 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
         )
         return
     settings: Settings = state.settings
-    engine: Engine = state.engine
     received_at = datetime.now(UTC)
-    client = scope["client"][0] if scope.get("client") else None
     try:
         body = await _read_body(scope, receive, settings.webhook_max_body_bytes)
-        event, raw = verify_delivery(
+        verify_signature(
             body,
             _header(scope, b"stripe-signature"),
             secrets=settings.webhook_secrets(),
             tolerance=settings.stripe_webhook_tolerance,
         )
+        writer: BatchWriter = state.writer
+        stored = await writer.store(received_at, body)  # parsed there, off this process
     except Rejected as rejection:
-        await run_in_threadpool(_count_rejection, engine, rejection.reason, client, received_at)
+        client = scope["client"][0] if scope.get("client") else None
+        await run_in_threadpool(
+            _count_rejection, state.engine, rejection.reason, client, received_at
+        )
         body_json = {"received": False, "error": rejection.reason, "message": rejection.message}
         await _answer(send, rejection.status_code, body_json)
         return
-    try:
-        writer: BatchWriter = state.writer
-        result = await writer.ingest(event, received_at, raw)
-    except SQLAlchemyError:
-        log.exception("database error while storing event %s (%s)", event.id, event.type)
+    except WriterUnavailable as exc:
+        log.warning("delivery not stored (event %s): %s", exc.event_id or "unknown", exc)
         await _answer(
-            send, 503, {"received": False, "error": "database_unavailable", "event_id": event.id}
+            send,
+            503,
+            {"received": False, "error": "database_unavailable", "event_id": exc.event_id},
         )
         return
-    if result.outcome is Outcome.FAILED:
+    except WriterError as exc:
+        await _answer(
+            send,
+            500,
+            {"received": False, "error": "internal_error", "event_id": exc.event_id},
+        )
+        return
+    if stored.outcome is Outcome.FAILED:
         await _answer(
             send,
             500,
@@ -73,11 +82,11 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
                 "received": False,
                 "error": "apply_failed",
                 "message": "the event could not be applied; it is kept for retry and replay",
-                "event_id": event.id,
+                "event_id": stored.event_id,
             },
         )
         return
-    await _answer(send, 200, {"received": True, "outcome": result.outcome.value})
+    await _answer(send, 200, {"received": True, "outcome": stored.outcome.value})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,9 +1,10 @@
-"""A real uvicorn server in a background thread, for HTTP tests against the app in-process."""
+"""Servers for the tests: the app in-process on a thread, or the listener as a real process."""
 
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,3 +74,40 @@ def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError("listener did not become healthy")
+
+
+def child_processes(parent_pid: int) -> dict[int, bytes]:
+    """The processes whose parent is `parent_pid`, with their command lines (from /proc)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid:
+            children[int(entry.name)] = command
+    return children
+
+
+def writer_of(listener_pid: int) -> int | None:
+    """The pid of the writer process a listener process started (webhook_listener/writer.py)."""
+    for pid, command in child_processes(listener_pid).items():
+        if b"webhook_listener.writer_process" in command:
+            return pid
+    return None
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    """Whether process `pid` ends (or is a zombie) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
