@@ -76,6 +76,28 @@ def execute_on_driver(conn: Connection, sql: str, params: Mapping[str, Any] | No
         ) from exc
 
 
+@contextmanager
+def pipeline(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, statements go out without waiting for each answer until a result is read.
+
+    psycopg's pipeline mode: a batch of writes costs a few round trips instead of one or two
+    per event. A server error comes out at the next read or at the end of the block, as
+    SQLAlchemy's `DBAPIError` like any other query's. On SQLite, which has no round trips,
+    nothing changes.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with conn.connection.driver_connection.pipeline():
+            yield
+    except dbapi_error as exc:
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, hide_parameters=True, dialect=conn.dialect
+        ) from exc
+
+
 def _enable_wal(cursor: Any) -> None:
     """Switch the file to WAL (persistent), waiting out other processes doing the same.
 

@@ -3,8 +3,9 @@
 Each Stripe object row remembers the `created` time and id of the event that set its state. An
 older event changes nothing; on an equal `created` the later arrival wins, except that a terminal
 state is never replaced by a non-terminal one (SPEC section 4). The rule runs inside the one
-statement that writes the state (`statements.upsert_state`), so a webhook costs one round trip
-per object; `subscription_counts` follows the subscriptions by trigger (migration 0003).
+statement that writes the state (`statements.upsert_state`), so a webhook costs one statement
+per object, which a batch sends pipelined on PostgreSQL; `subscription_counts` follows the
+subscriptions by trigger (migration 0003).
 """
 
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ TERMINAL_INVOICE_STATUSES = frozenset({"paid", "void", "uncollectible", "deleted
 class Change(StrEnum):
     """What applying one object state did to the store."""
 
-    APPLIED = "applied"  # created or updated (webhooks do not ask which)
+    APPLIED = "applied"  # written unless the stored state is newer (webhooks do not ask which)
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"  # same values; only the state's event and time moved on
@@ -64,7 +65,8 @@ def _apply_state(
     `keep_when_missing` whose new value is None keep their stored value; a new row takes them
     from `default_when_new`. `terminal_statuses` None: the `deleted` flag is the terminal state.
     With `report_change` the stored row is read first, to tell created, updated and unchanged
-    apart (sync reports them); webhooks skip that read.
+    apart (sync reports them); webhooks skip that read, and do not read whether the state was
+    written either: the ordering rule is the upsert's own WHERE.
     """
     old = None
     if report_change:
@@ -74,11 +76,12 @@ def _apply_state(
     upsert = statements.upsert_state(
         conn.dialect.name, table, tuple(row), keep_when_missing, terminal_statuses
     )
-    applied = statements.run_with(conn, upsert, params, tuple(row)).fetchone() is not None
-    if not applied:
-        return Change.KEPT_NEWER
+    cursor = statements.run_with(conn, upsert, params, tuple(row))
     if not report_change:
+        # Not read: on PostgreSQL reading it would wait for the answer (see db.pipeline).
         return Change.APPLIED
+    if cursor.fetchone() is None:
+        return Change.KEPT_NEWER
     if old is None:
         return Change.CREATED
     new = {k: (old[k] if v is None and k in keep_when_missing else v) for k, v in row.items()}

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finance_core import statements
-from finance_core.db import insert_for, write_transaction
+from finance_core.db import insert_for, is_unavailable, pipeline, write_transaction
 from finance_core.events import DeliveryResult, NotAStripeEvent, Outcome, StripeEvent
 from finance_core.handlers import (
     HANDLERS,
@@ -48,6 +48,19 @@ log = logging.getLogger(__name__)
 MAX_ERROR_LENGTH = 2000
 # PostgreSQL's deadlock_detected and serialization_failure: retrying alone will succeed.
 RETRY_ALONE_SQLSTATES = frozenset({"40P01", "40001"})
+CLAIM_COLUMNS = (
+    "id",
+    "type",
+    "created",
+    "api_version",
+    "livemode",
+    "status",
+    "attempts",
+    "deliveries",
+    "first_received_at",
+    "last_received_at",
+    "processed_at",
+)
 
 
 class _ApplyFailed(Exception):
@@ -86,31 +99,29 @@ class Delivery:
 def ingest_batch(*, engine: Engine, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
     """Apply several deliveries in one transaction (group commit), each exactly as alone.
 
-    Every event's record commits together with its effects, as with `ingest_event`. When one
-    event fails to apply, the whole batch rolls back and each delivery is applied on its own,
-    so that only the failing one ends up `failed`; so too when PostgreSQL picks the batch as a
-    deadlock victim (another process's batch locked the same rows in the other order).
+    Every event's record commits together with its effects, as with `ingest_event`. The batch
+    claims all its event ids in one statement, then applies the effects in order; on
+    PostgreSQL these go out pipelined, a few round trips for the whole batch. When anything
+    fails other than the database being unreachable (an event that cannot be applied, or
+    PostgreSQL picking the batch as a deadlock victim), the batch rolls back and each delivery
+    is applied on its own, so that only a failing event ends up `failed`.
     """
     try:
-        with write_transaction(engine) as conn:
-            return [_ingest(conn, d.event, d.received_at, delivery=True) for d in deliveries]
+        with write_transaction(engine) as conn, pipeline(conn):
+            return _ingest_all(conn, deliveries)
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in RETRY_ALONE_SQLSTATES:
+        deadlock = getattr(exc.orig, "sqlstate", None) in RETRY_ALONE_SQLSTATES
+        if is_unavailable(exc) and not deadlock:
             raise
         log.info("batch of %d deliveries hit %s; applying them one by one", len(deliveries), exc)
-        return [
-            ingest_event(
-                engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
-            )
-            for d in deliveries
-        ]
     except _ApplyFailed:
-        return [
-            ingest_event(
-                engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
-            )
-            for d in deliveries
-        ]
+        pass
+    return [
+        ingest_event(
+            engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
+        )
+        for d in deliveries
+    ]
 
 
 def replay_event(
@@ -200,23 +211,71 @@ def _ingest(
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
-    at = statements.db_time(conn.dialect.name, received_at)
-    claim = statements.claim(conn.dialect.name, webhook_events)
-    record = {
-        "id": event.id,
-        "type": event.type,
-        "created": event.created,
-        "api_version": event.api_version,
-        "livemode": event.livemode,
-        "status": "processed",
-        "attempts": 1,
-        "deliveries": 1 if delivery else 0,
-        "first_received_at": at,
-        "last_received_at": at,
-        "processed_at": at,
-    }
-    claimed = statements.run_with(conn, claim, record, tuple(record)).fetchone() is not None
-    this = {"object_id": event.id, "at": at}
+    (claimed,) = _claim(conn, [(event, received_at)], delivery=delivery)
+    return _apply(
+        conn,
+        event,
+        received_at,
+        claimed=claimed,
+        delivery=delivery,
+        retry_dismissed=retry_dismissed,
+    )
+
+
+def _ingest_all(conn: Connection, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
+    """Deliveries in one transaction: every id claimed in one statement, then each applied."""
+    claims = _claim(conn, [(d.event, d.received_at) for d in deliveries], delivery=True)
+    return [
+        _apply(conn, d.event, d.received_at, claimed=claimed, delivery=True)
+        for d, claimed in zip(deliveries, claims, strict=True)
+    ]
+
+
+def _claim(
+    conn: Connection, events: Sequence[tuple[StripeEvent, datetime]], *, delivery: bool
+) -> list[bool]:
+    """Record each event as processed unless its id is stored already; which ones were new.
+
+    An id given twice is new the first time only.
+    """
+    dialect = conn.dialect.name
+    params: dict[str, Any] = {}
+    for n, (event, received_at) in enumerate(events):
+        at = statements.db_time(dialect, received_at)
+        record = {
+            "id": event.id,
+            "type": event.type,
+            "created": event.created,
+            "api_version": event.api_version,
+            "livemode": event.livemode,
+            "status": "processed",
+            "attempts": 1,
+            "deliveries": 1 if delivery else 0,
+            "first_received_at": at,
+            "last_received_at": at,
+            "processed_at": at,
+        }
+        params.update({f"{column}_{n}": value for column, value in record.items()})
+    claim = statements.claim(dialect, webhook_events, CLAIM_COLUMNS, len(events))
+    new_ids = {row[0] for row in statements.run(conn, claim, params).fetchall()}
+    claimed = []
+    for event, _ in events:
+        claimed.append(event.id in new_ids)
+        new_ids.discard(event.id)
+    return claimed
+
+
+def _apply(
+    conn: Connection,
+    event: StripeEvent,
+    received_at: datetime,
+    *,
+    claimed: bool,
+    delivery: bool,
+    retry_dismissed: bool = False,
+) -> DeliveryResult:
+    """Apply a claimed event's effects; for an id stored before, decide from its status."""
+    this = {"object_id": event.id, "at": statements.db_time(conn.dialect.name, received_at)}
     if not claimed:
         previous = statements.fetch_one(conn, statements.lock(webhook_events), this)["status"]
         if delivery:

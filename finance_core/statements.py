@@ -79,9 +79,10 @@ def fetch_optional(
 ) -> dict[str, Any] | None:
     """The row a SELECT finds, if any, as a dict of stored values."""
     cursor = run(conn, statement, params)
-    names = [column[0] for column in cursor.description]
-    row = cursor.fetchone()
-    return None if row is None else dict(zip(names, row, strict=True))
+    row = cursor.fetchone()  # first: in a pipeline the description comes with the rows
+    if row is None:
+        return None
+    return dict(zip([column[0] for column in cursor.description], row, strict=True))
 
 
 def _execute(
@@ -112,10 +113,16 @@ def _compiled(
 
 
 @cache
-def claim(dialect: str, table: Table) -> Any:
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+def claim(dialect: str, table: Table, columns: tuple[str, ...], rows: int) -> Any:
+    """Insert `rows` rows of `columns` (parameters `<column>_<n>`), skipping ids stored already.
+
+    RETURNING gives the ids inserted (not rowcount: drivers disagree on it for ON CONFLICT DO
+    NOTHING). An id given twice in one statement is inserted once.
+    """
+    values = [{column: bindparam(f"{column}_{n}") for column in columns} for n in range(rows)]
     return (
         insert_for_dialect(dialect, table)
+        .values(values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(table.c.id)
     )

@@ -34,6 +34,15 @@ def test_listener_refuses_to_start_without_a_real_secret(tmp_path, secret, messa
     assert message in stderr
 
 
+def test_listener_refuses_an_in_memory_database():
+    """Its writer process could not see the same store: say so instead of losing webhooks."""
+    env = {**os.environ, "DATABASE_URL": "sqlite://", "STRIPE_WEBHOOK_SECRET": sf.SECRET}
+    process = start_listener(env, free_port())
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "DATABASE_URL is an in-memory SQLite database" in stderr
+
+
 def test_uvicorn_entry_point_refuses_to_start_without_a_secret(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
     env.pop("STRIPE_WEBHOOK_SECRET", None)

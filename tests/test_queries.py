@@ -5,9 +5,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
+from finance_core.models import webhook_events
 from finance_core.queries import (
     plan_id_for,
     status_breakdown,
@@ -235,6 +237,52 @@ def test_a_batch_with_one_failing_event_fails_only_that_event(engine):
         engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in clean]
     )
     assert [r.outcome for r in results] == ["processed"] * 3
+
+
+def test_a_batch_claims_an_id_given_twice_once(engine):
+    from finance_core.ingest import Delivery, ingest_batch
+
+    created = sf.event(
+        "customer.subscription.created", sf.subscription("sub_t1", "active", "prod_t")
+    )
+    other = sf.event("product.created", sf.product("prod_t", "Team"))
+    deliveries = [Delivery(StripeEvent.from_payload(e), T0) for e in (created, other, created)]
+    results = ingest_batch(engine=engine, deliveries=deliveries)
+    assert [r.outcome for r in results] == ["processed", "processed", "duplicate"]
+    with read_transaction(engine) as conn:
+        rows = conn.execute(select(webhook_events.c.id, webhook_events.c.deliveries))
+        deliveries_of = {row.id: row.deliveries for row in rows}
+    assert deliveries_of == {created["id"]: 2, other["id"]: 1}
+    assert summary(engine).active_subscriptions == 1
+
+
+@pytest.mark.postgres
+def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_server, caplog):
+    """PostgreSQL reports a statement's error only when the batch is sent; the rest still land."""
+    from finance_core import migrate
+    from finance_core.db import make_engine
+    from finance_core.ingest import Delivery, ingest_batch
+
+    caplog.set_level(logging.INFO, logger="finance_core.ingest")
+    engine = make_engine(postgres_server.create_database("finance_pipeline_error"))
+    migrate.upgrade(engine)
+    # A status longer than its column: no check in Python catches it, the server refuses it.
+    too_long = sf.subscription("sub_p2", "x" * 100, "prod_p")
+    events = [
+        sf.event("customer.subscription.created", sf.subscription("sub_p1", "active", "prod_p")),
+        sf.event("customer.subscription.created", too_long),
+        sf.event("customer.subscription.created", sf.subscription("sub_p3", "active", "prod_p")),
+    ]
+    try:
+        results = ingest_batch(
+            engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in events]
+        )
+        assert [r.outcome for r in results] == ["processed", "failed", "processed"]
+        assert "value too long" in (results[1].error or "")
+        assert "applying them one by one" in caplog.text
+        assert summary(engine).active_subscriptions == 2
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.postgres

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from finance_core import migrate
 from finance_core.db import make_engine
-from finance_core.settings import Settings, get_settings
+from finance_core.settings import Settings, SettingsError, get_settings
 from webhook_listener.api import install_finance_api
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         current.webhook_secrets()  # refuse to start without a signing secret
         app.state.settings = current
         app.state.engine = engine or make_engine(current.database_url)
+        _check_shareable(app.state.engine)
         migrate.upgrade(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
         # One writer process with group commit (see writer.py), on SQLite and PostgreSQL alike.
@@ -104,6 +105,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
 
     return app
+
+
+def _check_shareable(db: Engine) -> None:
+    """The writer process opens the store itself: a private in-memory database cannot work."""
+    if db.url.get_backend_name() == "sqlite" and db.url.database in (None, "", ":memory:"):
+        raise SettingsError(
+            "DATABASE_URL is an in-memory SQLite database, which the listener's writer process "
+            "cannot share: use a file (sqlite:///path/to/finance.db) or PostgreSQL"
+        )
 
 
 def _database_reachable(db: Engine) -> bool:
