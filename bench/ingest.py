@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench.events import generate, write_requests
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
@@ -76,6 +77,14 @@ def _server_command(
     if target == "minimal":
         env["MINIMAL_DB"] = str(workdir / "minimal.db")
         return [*uvicorn, "bench.yardsticks:minimal_app"], env
+    if target == "minimal-postgresql":
+        assert database_url is not None
+        env["MINIMAL_PG"] = (
+            make_url(database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        return [*uvicorn, "bench.yardsticks:minimal_postgresql_app"], env
     env["DATABASE_URL"] = database_url or f"sqlite:///{workdir}/listener.db"
     return [
         sys.executable,
@@ -168,7 +177,7 @@ def run(
     if postgres and find_pg_bin():
         server = PostgresServer(find_pg_bin())  # type: ignore[arg-type]
         server.start()
-        targets.append("listener-postgresql")
+        targets += ["minimal-postgresql", "listener-postgresql"]
     payload = generate(events)
     requests_file = Path(tempfile.mkdtemp(prefix="pmf-bench-")) / "requests.txt"
     runs: list[Run] = []
@@ -177,8 +186,8 @@ def run(
             mean_size = write_requests(payload, SECRET, requests_file)  # fresh timestamps
             for target in targets:
                 url = (
-                    server.create_database(f"bench_{round_number}")
-                    if target == "listener-postgresql" and server
+                    server.create_database(f"bench_{target.split('-')[0]}_{round_number}")
+                    if target.endswith("postgresql") and server
                     else None
                 )
                 result = run_target(
@@ -215,8 +224,12 @@ def run(
         }
         for target in targets
     }
-    for target in targets[2:]:
-        summary[target]["ratio_to_minimal"] = ratio(target, "minimal")
+    # Each listener against the minimal receiver on the same database.
+    summary["listener-sqlite"]["ratio_to_minimal"] = ratio("listener-sqlite", "minimal")
+    if "listener-postgresql" in summary:
+        summary["listener-postgresql"]["ratio_to_minimal"] = ratio(
+            "listener-postgresql", "minimal-postgresql"
+        )
     return {
         "mean_event_bytes": round(mean_size),
         "connections": connections,

@@ -1,7 +1,8 @@
-"""The two yardsticks our listener is measured against, as bare ASGI apps.
+"""The yardsticks our listener is measured against, as bare ASGI apps.
 
 `bare_app` only answers 200: the HTTP ceiling of uvicorn here. `minimal_app` does the least a
-correct receiver must: verify the signature, parse the JSON, insert one row and commit.
+correct receiver must: verify the signature, parse the JSON, insert one row and commit, in
+SQLite; `minimal_postgresql_app` does the same in PostgreSQL, for the listener on PostgreSQL.
 """
 
 import json
@@ -9,6 +10,7 @@ import os
 import sqlite3
 from typing import Any
 
+import psycopg
 import stripe
 
 SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
@@ -63,6 +65,37 @@ async def minimal_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     with db:  # one transaction: commit, or roll back on error
         db.execute(
             "INSERT OR IGNORE INTO events VALUES (?, ?, ?)",
+            (event["id"], event["type"], event["created"]),
+        )
+    await send(OK)
+    await send(BODY)
+
+
+_pg: psycopg.Connection | None = None
+
+
+def _pg_connection() -> psycopg.Connection:
+    global _pg
+    if _pg is None:
+        _pg = psycopg.connect(os.environ["MINIMAL_PG"])
+        _pg.execute(
+            "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, type TEXT, created INT)"
+        )
+        _pg.commit()
+    return _pg
+
+
+async def minimal_postgresql_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = (await _read(receive)).decode()
+    header = dict(scope["headers"]).get(b"stripe-signature", b"").decode()
+    stripe.WebhookSignature.verify_header(body, header, SECRET, 300)
+    event = json.loads(body)
+    db = _pg_connection()
+    with db.transaction():  # one transaction: commit, or roll back on error
+        db.execute(
+            "INSERT INTO events VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
             (event["id"], event["type"], event["created"]),
         )
     await send(OK)
