@@ -52,7 +52,9 @@ def main() -> None:
     write_requests(generate(40_000), SECRET, requests_file)
     port = free_port()
     command, env = _server_command(target, port, workdir, database_url)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)

@@ -54,13 +54,18 @@ def _connection() -> sqlite3.Connection:
     return _db
 
 
-async def minimal_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
+async def _verified_event(receive: Any, scope: dict[str, Any]) -> dict[str, Any]:
     body = (await _read(receive)).decode()
     header = dict(scope["headers"]).get(b"stripe-signature", b"").decode()
     stripe.WebhookSignature.verify_header(body, header, SECRET, 300)
-    event = json.loads(body)
+    event: dict[str, Any] = json.loads(body)
+    return event
+
+
+async def minimal_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    event = await _verified_event(receive, scope)
     db = _connection()
     with db:  # one transaction: commit, or roll back on error
         db.execute(
@@ -88,10 +93,7 @@ def _pg_connection() -> psycopg.Connection:
 async def minimal_postgresql_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = (await _read(receive)).decode()
-    header = dict(scope["headers"]).get(b"stripe-signature", b"").decode()
-    stripe.WebhookSignature.verify_header(body, header, SECRET, 300)
-    event = json.loads(body)
+    event = await _verified_event(receive, scope)
     db = _pg_connection()
     with db.transaction():  # one transaction: commit, or roll back on error
         db.execute(
