@@ -232,7 +232,8 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     from bench import dashboard_scale, read_path_http
 
     results: dict[str, object] = {}
-    backends = ["sqlite"] + ([] if args.no_postgres or not find_pg_bin() else ["postgresql"])
+    backends = [] if args.no_sqlite else ["sqlite"]
+    backends += [] if args.no_postgres or not find_pg_bin() else ["postgresql"]
     for backend in backends:
         workdir = Path(tempfile.mkdtemp(prefix="pmf-read-"))
         print(f"\nRead path on {backend}:", flush=True)
@@ -288,6 +289,7 @@ def main() -> None:
     parser.add_argument("--scale-events", type=int, default=10_000_000)
     parser.add_argument("--scale-invoices", type=int, default=20_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true", help="read path: PostgreSQL only")
     parser.add_argument(
         "--sqlite-store",
         metavar="PATH",
