@@ -409,6 +409,17 @@ def test_unused_event_types_are_ignored_with_200(http, engine):
     ok(deliver(http, event), "duplicate")
 
 
+def test_failed_apply_names_an_event_id_beyond_ascii_exactly(http, engine):
+    """The writer's reply carries the id and the error as UTF-8; neither comes back garbled."""
+    broken = sf.subscription("sub_brökén", "active", "prod_a")
+    del broken["items"]
+    event = sf.event("customer.subscription.updated", broken, event_id="evt_ünïcödé_€")
+    response = deliver(http, event)
+    assert response.status_code == 500
+    assert response.json()["event_id"] == "evt_ünïcödé_€"
+    assert event_row(engine, "evt_ünïcödé_€").status == "failed"
+
+
 def test_failed_apply_answers_500_keeps_the_event_and_heals_on_redelivery(http, engine):
     now = int(time.time())
     broken = sf.subscription("sub_broken", "active", "prod_a")

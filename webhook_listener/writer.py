@@ -150,6 +150,8 @@ class BatchWriter:
             self._stream.write(encode_request(request_id, received_at, body))
             await self._stream.drain()
             return await future
+        except ConnectionError:  # the writer died while this was being handed over
+            raise WriterUnavailable("the writer process ended") from None
         finally:
             self._pending.pop(request_id, None)
 
@@ -159,10 +161,10 @@ class BatchWriter:
         try:
             while True:
                 request_id, code, first, second = REPLY.unpack(await reader.readexactly(REPLY.size))
-                texts = (await reader.readexactly(first + second)).decode()
+                texts = await reader.readexactly(first + second)
                 future = self._pending.get(request_id)
                 if future is not None and not future.done():
-                    _settle(future, code, texts[:first], texts[first:])
+                    _settle(future, code, texts[:first].decode(), texts[first:].decode())
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the writer ended
         # In one step, so that no delivery is handed over in between and left waiting.
