@@ -151,11 +151,7 @@ def _scalar(conn: Connection, statement: Any) -> Any:
 
 def latest_event(*, conn: Connection) -> LastEvent | None:
     """The event of the latest verified delivery (duplicates included)."""
-    return _latest_event_from(hot.run(conn, _LATEST_EVENT, {}))
-
-
-def _latest_event_from(cursor: Any) -> LastEvent | None:
-    row = cursor.fetchone()
+    row = hot.run(conn, _LATEST_EVENT, {}).fetchone()
     if row is None:
         return None
     event_id, event_type, created_at, livemode, received_at = row
@@ -165,12 +161,15 @@ def _latest_event_from(cursor: Any) -> LastEvent | None:
     return LastEvent(event_id, event_type, created, bool(livemode), received)
 
 
+def is_livemode(*, conn: Connection) -> bool:
+    """Test mode when the latest verified event has livemode false; live with no events."""
+    last = latest_event(conn=conn)
+    return last.livemode if last else True
+
+
 def plan_counts(*, conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:
     """Subscriptions per plan among the given statuses, largest first."""
-    return _plan_counts_from(hot.run(conn, _plan_counts_statement(tuple(statuses)), {}))
-
-
-def _plan_counts_from(cursor: Any) -> list[PlanCount]:
+    rows = hot.run(conn, _plan_counts_statement(tuple(statuses)), {}).fetchall()
     counts = [
         PlanCount(
             plan_id=plan_id_for(product_id),
@@ -178,7 +177,7 @@ def _plan_counts_from(cursor: Any) -> list[PlanCount]:
             plan_name=name or product_id or NO_PLAN_NAME,
             count=int(total),
         )
-        for product_id, name, total in cursor.fetchall()
+        for product_id, name, total in rows
     ]
     counts.sort(key=lambda plan: (-plan.count, plan.plan_name, plan.product_id))
     return counts
@@ -194,15 +193,11 @@ def subscription_summary(
     *, conn: Connection, active_statuses: Sequence[str], now: datetime
 ) -> SubscriptionSummary:
     """Active subscriptions and their plan distribution (SPEC 5 and 6)."""
-    # Both statements sent before either is read: one round trip in a pipeline (db.pipeline).
-    plans = hot.run(conn, _plan_counts_statement(tuple(active_statuses)), {})
-    latest = hot.run(conn, _LATEST_EVENT, {})
-    distribution = _plan_counts_from(plans)
-    last = _latest_event_from(latest)
+    distribution = plan_counts(conn=conn, statuses=active_statuses)
     return SubscriptionSummary(
         active_subscriptions=sum(plan.count for plan in distribution),
         plan_distribution=distribution,
-        livemode=last.livemode if last else True,
+        livemode=is_livemode(conn=conn),
         as_of=now,
     )
 
@@ -212,20 +207,20 @@ def failed_payments_count(*, conn: Connection) -> int:
     return int(_scalar(conn, _FAILED_PAYMENTS))
 
 
+def unresolved_failed_events(*, conn: Connection) -> int:
+    """Verified events whose latest attempt failed, neither processed since nor dismissed."""
+    return int(_scalar(conn, _UNRESOLVED_FAILED_EVENTS))
+
+
+def rejected_deliveries_total(*, conn: Connection) -> int:
+    """All rejected deliveries ever counted, across reasons."""
+    return int(_scalar(conn, _REJECTED_DELIVERIES) or 0)
+
+
 def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:
     """Webhook feed health, the latest event and failing payments (SPEC 5 and 6)."""
-    # All sent before any is read: one round trip in a pipeline (db.pipeline).
-    latest, failed, failing_invoices, rejected = [
-        hot.run(conn, statement, {})
-        for statement in (
-            _LATEST_EVENT,
-            _UNRESOLVED_FAILED_EVENTS,
-            _FAILED_PAYMENTS,
-            _REJECTED_DELIVERIES,
-        )
-    ]
-    last = _latest_event_from(latest)
-    failed_events = int(failed.fetchone()[0])
+    last = latest_event(conn=conn)
+    failed_events = unresolved_failed_events(conn=conn)
     quiet_limit = timedelta(seconds=delayed_after)
     if failed_events:
         health = WebhookHealth.ERROR
@@ -245,9 +240,9 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
         webhook_health=health,
         health_reason=reason,
         last_event=last,
-        failed_payments_count=int(failing_invoices.fetchone()[0]),
+        failed_payments_count=failed_payments_count(conn=conn),
         unresolved_failed_events=failed_events,
-        rejected_deliveries=int(rejected.fetchone()[0] or 0),
+        rejected_deliveries=rejected_deliveries_total(conn=conn),
         as_of=now,
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.db import is_unavailable, pipeline, read_transaction
+from finance_core.db import is_unavailable, read_transaction
 from finance_core.queries import stripe_sync_status, subscription_summary
 from finance_core.roles import can_read
 from finance_core.settings import Settings
@@ -149,8 +149,7 @@ async def _answer(
     """
 
     def checked_read() -> T:
-        # Pipelined on PostgreSQL: the token's lookup, then the answer's statements together.
-        with read_transaction(request.app.state.engine) as conn, pipeline(conn):
+        with read_transaction(request.app.state.engine) as conn:
             finance_reader(request, response, credentials, conn)
             return read(conn, request.app.state.settings)
 
