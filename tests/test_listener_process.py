@@ -1,8 +1,10 @@
 """The listener as operators run it: a real process, real HTTP, and a database that goes away."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -12,7 +14,7 @@ from finance_core.tokens import create_token
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
-from tests.support.servers import ThreadedServer, start_listener, wait_healthy
+from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
 from tests.test_api import SUMMARY
 
 
@@ -70,7 +72,7 @@ def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
         wait_healthy(url, process)
         with httpx.Client(base_url=url) as http:
             health = http.get("/healthz").json()
-            assert health == {"status": "ok", "database": "reachable"}
+            assert health == {"status": "ok", "database": "reachable", "writer": "running"}
             event = sf.event(
                 "customer.subscription.created", sf.subscription("sub_live", "active", "prod_live")
             )
@@ -83,6 +85,41 @@ def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
     assert process.returncode in (0, -15)
     assert "Traceback" not in stderr
     assert sf.SECRET not in stdout + stderr
+
+
+def test_healthz_says_503_while_a_dead_writer_is_replaced(tmp_path):
+    """A load balancer stops routing webhooks to a listener that cannot store them."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/writer.db",
+        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
+    }
+    process = start_listener(env, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        writer = writer_of(process.pid)
+        assert writer is not None
+        os.kill(writer, signal.SIGKILL)
+        seen = []
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=url) as http:
+            while time.monotonic() < deadline:  # the listener waits a second before restarting
+                health = http.get("/healthz")
+                seen.append((health.status_code, health.json()["writer"]))
+                if seen[-1] == (200, "running") and (503, "restarting") in seen:
+                    break
+                time.sleep(0.01)
+            assert (503, "restarting") in seen
+            assert seen[-1] == (200, "running")
+            assert writer_of(process.pid) not in (None, writer)
+            event = sf.event("product.created", sf.product("prod_after", "After"))
+            assert deliver(http, event).json() == {"received": True, "outcome": "processed"}
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "the writer process ended" in stderr
 
 
 def test_database_outage_answers_503_loses_nothing_and_recovers():

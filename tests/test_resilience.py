@@ -263,6 +263,7 @@ def test_kill_9_of_the_writer_mid_burst_answers_503_then_a_new_writer_carries_on
         while listener.writer_pid() in (None, writer) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert listener.writer_pid() not in (None, writer)  # another writer took over
+        assert httpx.get(f"{listener.url}/healthz").json()["writer"] == "running"
         redeliver_the_unacknowledged(listener.url, events, first, seed=6)
     finally:
         listener.stop()

@@ -96,12 +96,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
         reachable = await run_in_threadpool(_database_reachable, request.app.state.engine)
+        # Without its writer the listener can only answer webhooks 503: route elsewhere.
+        writing = request.app.state.writer.running
         return JSONResponse(
             {
-                "status": "ok" if reachable else "degraded",
+                "status": "ok" if reachable and writing else "degraded",
                 "database": "reachable" if reachable else "unreachable",
+                "writer": "running" if writing else "restarting",
             },
-            status_code=200 if reachable else 503,
+            status_code=200 if reachable and writing else 503,
         )
 
     return app

@@ -103,6 +103,11 @@ class BatchWriter:
         """The writer process's id (None before start)."""
         return self._process.pid if self._process else None
 
+    @property
+    def running(self) -> bool:
+        """Whether deliveries can be handed over now (false while a dead writer is replaced)."""
+        return self._stream is not None and not self._stream.is_closing()
+
     async def start(self) -> None:
         """Start the writer process; deliveries may be handed over at once."""
         ours, theirs = socket.socketpair()
@@ -141,14 +146,15 @@ class BatchWriter:
         Raises Rejected for a body that is not a Stripe event, WriterUnavailable when it
         could not be stored now, WriterError on a bug.
         """
-        if self._stream is None or self._stream.is_closing():
+        stream = self._stream
+        if stream is None or stream.is_closing():
             raise WriterUnavailable("the writer is restarting")
         request_id = next(self._ids)
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._stream.write(encode_request(request_id, received_at, body))
-            await self._stream.drain()
+            stream.write(encode_request(request_id, received_at, body))
+            await stream.drain()
             return await future
         except ConnectionError:  # the writer died while this was being handed over
             raise WriterUnavailable("the writer process ended") from None
