@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,6 +141,25 @@ def parse_run(out: str, target: str, round_number: int) -> Run:
     )
 
 
+@contextmanager
+def serving(target: str, database_url: str | None = None) -> Iterator[tuple[str, int]]:
+    """One target's server, ready on a free port: its URL and process id, until the block ends."""
+    workdir = Path(tempfile.mkdtemp(prefix="pmf-bench-"))
+    port = free_port()
+    command, env = _server_command(target, port, workdir, database_url)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_target(
     target: str,
     requests_file: Path,
@@ -149,20 +170,8 @@ def run_target(
     database_url: str | None = None,
 ) -> Run:
     """Start one server, load it with wrk for `duration` seconds, stop it."""
-    workdir = Path(tempfile.mkdtemp(prefix="pmf-bench-"))
-    port = free_port()
-    command, env = _server_command(target, port, workdir, database_url)
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process)
+    with serving(target, database_url) as (url, _):
         out = wrk(url, requests_file, duration=duration, connections=connections)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
     return parse_run(out, target, round_number)
 
 

@@ -9,14 +9,13 @@ read from /proc. It tells which process is the bottleneck; the ratios come from 
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.events import generate, write_requests
-from bench.ingest import SECRET, _server_command, parse_run, wait_ready, wrk
-from tests.support.postgres import PostgresServer, find_pg_bin, free_port
+from bench.ingest import SECRET, parse_run, serving, wrk
+from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.servers import child_processes
 
 DURATION_S = 10
@@ -50,28 +49,20 @@ def main() -> None:
         database_url = server.create_database("cpu")
     requests_file = workdir / "requests.txt"
     write_requests(generate(40_000), SECRET, requests_file)
-    port = free_port()
-    command, env = _server_command(target, port, workdir, database_url)
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process)
-        pids = {"server": process.pid}
-        for pid, command_line in child_processes(process.pid).items():
-            name = "writer" if b"writer_process" in command_line else f"child {pid}"
-            pids[name] = pid
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        postgres_before = postgres_cpu_seconds() if server else 0.0
-        out = wrk(url, requests_file, duration=DURATION_S, connections=CONNECTIONS)
-        load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        postgres_after = postgres_cpu_seconds() if server else 0.0
-        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        with serving(target, database_url) as (url, server_pid):
+            pids = {"server": server_pid}
+            for pid, command_line in child_processes(server_pid).items():
+                name = "writer" if b"writer_process" in command_line else f"child {pid}"
+                pids[name] = pid
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            postgres_before = postgres_cpu_seconds() if server else 0.0
+            out = wrk(url, requests_file, duration=DURATION_S, connections=CONNECTIONS)
+            load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            postgres_after = postgres_cpu_seconds() if server else 0.0
+            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         if server:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

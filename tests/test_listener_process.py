@@ -59,17 +59,24 @@ def test_uvicorn_entry_point_refuses_to_start_without_a_secret(tmp_path):
     assert "STRIPE_WEBHOOK_SECRET is not set" in process.stderr
 
 
-def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
+def healthy_listener(database_url: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m webhook_listener` with the tests' secret, once healthy: process and URL."""
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/live.db",
-        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
-    }
+    env = {**os.environ, "DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
     process = start_listener(env, port)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=30)
+        raise
+    return process, url
+
+
+def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
+    process, url = healthy_listener(f"sqlite:///{tmp_path}/live.db")
+    try:
         with httpx.Client(base_url=url) as http:
             health = http.get("/healthz").json()
             assert health == {"status": "ok", "database": "reachable", "writer": "running"}
@@ -89,16 +96,8 @@ def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
 
 def test_healthz_says_503_while_a_dead_writer_is_replaced(tmp_path):
     """A load balancer stops routing webhooks to a listener that cannot store them."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/writer.db",
-        "STRIPE_WEBHOOK_SECRET": sf.SECRET,
-    }
-    process = start_listener(env, port)
-    url = f"http://127.0.0.1:{port}"
+    process, url = healthy_listener(f"sqlite:///{tmp_path}/writer.db")
     try:
-        wait_healthy(url, process)
         writer = writer_of(process.pid)
         assert writer is not None
         os.kill(writer, signal.SIGKILL)

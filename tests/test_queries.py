@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from finance_core import statements
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
-from finance_core.models import webhook_events
+from finance_core.models import subscriptions, webhook_events
 from finance_core.queries import (
     plan_id_for,
     status_breakdown,
@@ -257,13 +258,12 @@ def test_a_batch_claims_an_id_given_twice_once(engine):
 
 
 @pytest.mark.postgres
-def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_server, caplog):
+def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_server):
     """PostgreSQL reports a statement's error only when the batch is sent; the rest still land."""
     from finance_core import migrate
     from finance_core.db import make_engine
     from finance_core.ingest import Delivery, ingest_batch
 
-    caplog.set_level(logging.INFO, logger="finance_core.ingest")
     engine = make_engine(postgres_server.create_database("finance_pipeline_error"))
     migrate.upgrade(engine)
     # A status longer than its column: no check in Python catches it, the server refuses it.
@@ -277,9 +277,10 @@ def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_ser
         results = ingest_batch(
             engine=engine, deliveries=[Delivery(StripeEvent.from_payload(e), T0) for e in events]
         )
+        # The error may surface at a later statement of the batch or at its end: either way
+        # the batch is applied again one delivery at a time, and the error lands on its event.
         assert [r.outcome for r in results] == ["processed", "failed", "processed"]
         assert "value too long" in (results[1].error or "")
-        assert "applying them one by one" in caplog.text
         assert summary(engine).active_subscriptions == 2
     finally:
         engine.dispose()
@@ -311,6 +312,11 @@ def test_two_batches_locking_rows_in_opposite_orders_both_land(
         change = real(conn, event, received_at)
         if not getattr(first_of_batch, "done", False):
             first_of_batch.done = True
+            # Read the row back: in a pipeline this waits until the upsert has run, so the
+            # batch does hold its lock before waiting for the other one.
+            statements.fetch_one(
+                conn, statements.lock(subscriptions), {"object_id": event.object["id"]}
+            )
             both_hold_one.wait()
         return change
 
