@@ -16,23 +16,24 @@ from pathlib import Path
 from bench.events import generate, write_requests
 from bench.ingest import SECRET, parse_run, serving, wrk
 from tests.support.postgres import PostgresServer, find_pg_bin
-from tests.support.servers import child_processes
+from tests.support.servers import child_processes, process_ids, process_stat
 
 DURATION_S = 10
 CONNECTIONS = 16
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User and system time of process `pid` so far (proc(5) fields 14 and 15)."""
+    fields = process_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_seconds() -> float:
     total = 0.0
-    for entry in Path("/proc").iterdir():
+    for pid in process_ids():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().startswith("postgres"):
-                total += cpu_seconds(int(entry.name))
+            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                total += cpu_seconds(pid)
         except OSError:
             continue  # it ended meanwhile
     return total

@@ -66,14 +66,21 @@ def execute_on_driver(conn: Connection, sql: str, params: Mapping[str, Any] | No
     example `OperationalError` for a database still locked after the busy timeout), like any
     other query's, without the parameters in its message.
     """
-    dialect = conn.dialect
     driver: Any = conn.connection.driver_connection
     try:
         return driver.execute(sql) if params is None else driver.execute(sql, params)
-    except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-        ) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(conn, exc, sql, params) from exc
+
+
+def _as_sqlalchemy_error(
+    conn: Connection, exc: Exception, sql: str | None, params: Mapping[str, Any] | None
+) -> DBAPIError:
+    """A driver error as SQLAlchemy raises it (OperationalError, IntegrityError, ...)."""
+    dialect = conn.dialect
+    return DBAPIError.instance(
+        sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+    )
 
 
 @contextmanager
@@ -88,14 +95,11 @@ def pipeline(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "postgresql":
         yield
         return
-    dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
         with conn.connection.driver_connection.pipeline():
             yield
-    except dbapi_error as exc:
-        raise DBAPIError.instance(
-            None, None, exc, dbapi_error, hide_parameters=True, dialect=conn.dialect
-        ) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _as_sqlalchemy_error(conn, exc, None, None) from exc
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -48,19 +48,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_LENGTH = 2000
 # PostgreSQL's deadlock_detected and serialization_failure: retrying alone will succeed.
 RETRY_ALONE_SQLSTATES = frozenset({"40P01", "40001"})
-CLAIM_COLUMNS = (
-    "id",
-    "type",
-    "created",
-    "api_version",
-    "livemode",
-    "status",
-    "attempts",
-    "deliveries",
-    "first_received_at",
-    "last_received_at",
-    "processed_at",
-)
 
 
 class _ApplyFailed(Exception):
@@ -240,6 +227,7 @@ def _claim(
     """
     dialect = conn.dialect.name
     params: dict[str, Any] = {}
+    record: dict[str, Any] = {}
     for n, (event, received_at) in enumerate(events):
         at = statements.db_time(dialect, received_at)
         record = {
@@ -256,7 +244,8 @@ def _claim(
             "processed_at": at,
         }
         params.update({f"{column}_{n}": value for column, value in record.items()})
-    claim = statements.claim(dialect, webhook_events, CLAIM_COLUMNS, len(events))
+    # Every record has the same columns: the last one names them.
+    claim = statements.claim(dialect, webhook_events, tuple(record), len(events))
     new_ids = {row[0] for row in statements.run(conn, claim, params).fetchall()}
     claimed = []
     for event, _ in events:

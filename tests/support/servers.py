@@ -76,19 +76,28 @@ def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError("listener did not become healthy")
 
 
+def process_ids() -> list[int]:
+    """Every process running now (from /proc)."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def process_stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, parent pid, ...] (proc(5), fields 3 on).
+
+    Raises OSError once the process is gone.
+    """
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def child_processes(parent_pid: int) -> dict[int, bytes]:
     """The processes whose parent is `parent_pid`, with their command lines (from /proc)."""
     children = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in process_ids():
         try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
+            if int(process_stat(pid)[1]) == parent_pid:
+                children[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue  # it ended meanwhile
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid:
-            children[int(entry.name)] = command
     return children
 
 
@@ -105,7 +114,7 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            if process_stat(pid)[0] == "Z":
                 return True
         except OSError:
             return True
