@@ -160,6 +160,22 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def statement_reads(engine: Engine) -> Iterator[Connection]:
+    """A connection outside any transaction, for reads that are each one statement.
+
+    One statement sees one state, so an answer that is one statement needs no transaction.
+    On PostgreSQL the connection is in autocommit while it is out of the pool: no BEGIN and
+    COMMIT, each a round trip to the server. SQLite's reads run on the driver outside a
+    transaction until a BEGIN of ours, and it has no round trips to save.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # The pool sets the usual isolation back when the connection returns to it.
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
 def insert_for(conn: Connection, table: Any) -> Any:
     """An INSERT that supports ON CONFLICT on this connection's dialect."""
     return insert_for_dialect(conn.dialect.name, table)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, select
+from sqlalchemy import Connection, Select, bindparam, func, literal, select, true
 
 from finance_core import statements as hot
 from finance_core.models import (
@@ -133,7 +133,11 @@ def _plan_counts_statement(statuses: tuple[str, ...]) -> Select[Any]:
     # One named parameter per status (fixed by the settings), not an expanding IN list.
     wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
     return (
-        select(subscription_counts.c.product_id, products.c.name, _SUBSCRIPTIONS)
+        select(
+            subscription_counts.c.product_id,
+            products.c.name,
+            _SUBSCRIPTIONS.label("subscriptions"),
+        )
         .select_from(
             subscription_counts.outerjoin(
                 products, products.c.id == subscription_counts.c.product_id
@@ -145,6 +149,31 @@ def _plan_counts_statement(statuses: tuple[str, ...]) -> Select[Any]:
     )
 
 
+# Each Finance API answer is one statement: one snapshot without a transaction, and on
+# PostgreSQL one round trip instead of one per number. What it reads is LEFT JOINed to a
+# one-row anchor, so that an empty store still answers a row.
+_ANCHOR = select(literal(1).label("anchor")).subquery("anchor")
+
+
+@cache
+def _summary_statement(statuses: tuple[str, ...]) -> Select[Any]:
+    """A row per plan (none: one row of NULLs), each with the latest event's livemode."""
+    plans = _plan_counts_statement(statuses).subquery("plans")
+    livemode = _LATEST_EVENT.with_only_columns(webhook_events.c.livemode).scalar_subquery()
+    return select(
+        plans.c.product_id, plans.c.name, plans.c.subscriptions, livemode.label("livemode")
+    ).select_from(_ANCHOR.outerjoin(plans, true()))
+
+
+_LATEST = _LATEST_EVENT.subquery("latest")
+_SYNC_STATUS = select(
+    *_LATEST.c,
+    _UNRESOLVED_FAILED_EVENTS.scalar_subquery().label("unresolved_failed_events"),
+    _FAILED_PAYMENTS.scalar_subquery().label("failed_payments"),
+    _REJECTED_DELIVERIES.scalar_subquery().label("rejected_deliveries"),
+).select_from(_ANCHOR.outerjoin(_LATEST, true()))
+
+
 def _scalar(conn: Connection, statement: Any) -> Any:
     return hot.run(conn, statement, {}).fetchone()[0]
 
@@ -152,9 +181,14 @@ def _scalar(conn: Connection, statement: Any) -> Any:
 def latest_event(*, conn: Connection) -> LastEvent | None:
     """The event of the latest verified delivery (duplicates included)."""
     row = hot.run(conn, _LATEST_EVENT, {}).fetchone()
-    if row is None:
+    return None if row is None else _last_event(*row)
+
+
+def _last_event(
+    event_id: str | None, event_type: str, created_at: int, livemode: Any, received_at: Any
+) -> LastEvent | None:
+    if event_id is None:
         return None
-    event_id, event_type, created_at, livemode, received_at = row
     created = timestamp(created_at)
     received = hot.stored_time(received_at)
     assert created is not None and received is not None
@@ -170,6 +204,10 @@ def is_livemode(*, conn: Connection) -> bool:
 def plan_counts(*, conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:
     """Subscriptions per plan among the given statuses, largest first."""
     rows = hot.run(conn, _plan_counts_statement(tuple(statuses)), {}).fetchall()
+    return _plan_distribution(rows)
+
+
+def _plan_distribution(rows: Sequence[Sequence[Any]]) -> list[PlanCount]:
     counts = [
         PlanCount(
             plan_id=plan_id_for(product_id),
@@ -192,12 +230,15 @@ def status_breakdown(*, conn: Connection) -> dict[str, int]:
 def subscription_summary(
     *, conn: Connection, active_statuses: Sequence[str], now: datetime
 ) -> SubscriptionSummary:
-    """Active subscriptions and their plan distribution (SPEC 5 and 6)."""
-    distribution = plan_counts(conn=conn, statuses=active_statuses)
+    """Active subscriptions and their plan distribution (SPEC 5 and 6), in one statement."""
+    rows = hot.run(conn, _summary_statement(tuple(active_statuses)), {}).fetchall()
+    # No plan: the anchor's row alone, product_id NULL (a primary key is never NULL).
+    distribution = _plan_distribution([row[:3] for row in rows if row[0] is not None])
+    livemode = rows[0][3]  # the latest event's, on every row; none yet: live
     return SubscriptionSummary(
         active_subscriptions=sum(plan.count for plan in distribution),
         plan_distribution=distribution,
-        livemode=is_livemode(conn=conn),
+        livemode=True if livemode is None else bool(livemode),
         as_of=now,
     )
 
@@ -218,9 +259,9 @@ def rejected_deliveries_total(*, conn: Connection) -> int:
 
 
 def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:
-    """Webhook feed health, the latest event and failing payments (SPEC 5 and 6)."""
-    last = latest_event(conn=conn)
-    failed_events = unresolved_failed_events(conn=conn)
+    """Webhook feed health, the latest event and failing payments (SPEC 5 and 6), one statement."""
+    *latest, failed_events, failed_payments, rejected = hot.run(conn, _SYNC_STATUS, {}).fetchone()
+    last = _last_event(*latest)
     quiet_limit = timedelta(seconds=delayed_after)
     if failed_events:
         health = WebhookHealth.ERROR
@@ -240,9 +281,9 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
         webhook_health=health,
         health_reason=reason,
         last_event=last,
-        failed_payments_count=failed_payments_count(conn=conn),
-        unresolved_failed_events=failed_events,
-        rejected_deliveries=rejected_deliveries_total(conn=conn),
+        failed_payments_count=int(failed_payments),
+        unresolved_failed_events=int(failed_events),
+        rejected_deliveries=int(rejected or 0),
         as_of=now,
     )
 

@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,29 +93,44 @@ def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
 _TOKEN_BY_ID = select(api_tokens).where(api_tokens.c.id == bindparam("token_id"))
 
 
-def authenticate_token(
-    *, engine: Engine, token: str, now: datetime, conn: Connection | None = None
-) -> TokenInfo | None:
+def authenticate_token(*, engine: Engine, token: str, now: datetime) -> TokenInfo | None:
+    """The live token this plaintext belongs to, or None; its use is recorded."""
+    with read_transaction(engine) as conn:
+        info = find_token(conn=conn, token=token)
+    if info is not None:
+        record_use(engine=engine, token=info, now=now)
+    return info
+
+
+def find_token(*, conn: Connection, token: str) -> TokenInfo | None:
     """The live token this plaintext belongs to, or None (unknown, malformed or revoked).
 
-    `conn`: a read transaction the caller has open, to look the token up in (the Finance API
-    reads its answer in the same one: on PostgreSQL a connection costs round trips).
+    Only reads, in `conn`: the Finance API reads its answer on the same connection and
+    records the use (`record_use`) once that connection is back in the pool.
     """
     prefix, _, rest = token.partition("_")
     token_id, _, secret = rest.partition("_")
     if prefix != TOKEN_PREFIX or not token_id or not secret or len(token) > 200:
         return None
-    with read_transaction(engine) if conn is None else nullcontext(conn) as reading:
-        row = hot.fetch_optional(reading, _TOKEN_BY_ID, {"token_id": token_id})
+    row = hot.fetch_optional(conn, _TOKEN_BY_ID, {"token_id": token_id})
     # Compare hashes even for an unknown id, so timing says nothing about which ids exist.
     stored = row["secret_hash"] if row is not None else _hash("")
     if not hmac.compare_digest(_hash(secret), stored) or row is None or row["revoked_at"]:
         return None
     for column in ("created_at", "last_used_at", "revoked_at"):
         row[column] = hot.stored_time(row[column])
-    if row["last_used_at"] is None or now - row["last_used_at"] >= LAST_USED_RESOLUTION:
+    return _info(row)
+
+
+def record_use(*, engine: Engine, token: TokenInfo, now: datetime) -> None:
+    """Write the token's last use, unless it was written within the last minute.
+
+    A transaction of its own: a caller still holding a connection for its reads could wait
+    for this one forever on a pool with no connection left.
+    """
+    last = token.last_used_at
+    if last is None or now - last >= LAST_USED_RESOLUTION:
         with write_transaction(engine) as conn:
             conn.execute(
-                update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
+                update(api_tokens).where(api_tokens.c.id == token.id).values(last_used_at=now)
             )
-    return _info(row)

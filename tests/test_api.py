@@ -9,11 +9,13 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from finance_core.db import read_transaction
+from finance_core import migrate, statements
+from finance_core.db import make_engine, read_transaction, write_transaction
 from finance_core.queries import plan_id_for
 from finance_core.tokens import create_token, list_tokens, revoke_token
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
+from tests.support.servers import ThreadedServer
 
 SUMMARY = "/api/v1/platform/finance/subscription-summary"
 SYNC_STATUS = "/api/v1/platform/finance/stripe-sync-status"
@@ -268,3 +270,59 @@ def test_answers_carry_the_servers_own_time_in_server_timing(http, token, path):
     match = re.fullmatch(r"app;dur=(\d+\.\d{3})", response.headers["Server-Timing"])
     assert match, response.headers["Server-Timing"]
     assert 0 < float(match[1]) < 30_000
+
+
+def _in_transaction(conn) -> bool:
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite":
+        return driver.in_transaction
+    return driver.info.transaction_status.name != "IDLE"  # psycopg
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_an_answer_is_two_statements_outside_a_transaction(http, token, path, monkeypatch):
+    """The token, then the answer, one snapshot each: on PostgreSQL two round trips, no BEGIN."""
+    read(http, path, token)  # the token's last use is recorded once, in a transaction of its own
+    executed = []
+    run_on_driver = statements._execute
+
+    def capture(conn, compiled, parameters):
+        cursor = run_on_driver(conn, compiled, parameters)
+        executed.append((compiled[0], _in_transaction(conn)))
+        return cursor
+
+    monkeypatch.setattr(statements, "_execute", capture)
+    read(http, path, token)
+    (token_sql, token_in_transaction), (answer_sql, answer_in_transaction) = executed
+    assert "FROM api_tokens" in token_sql
+    tables = {
+        SUMMARY: ["subscription_counts", "products", "webhook_events"],
+        SYNC_STATUS: ["webhook_events", "invoices", "rejection_totals"],
+    }
+    read_from = set(re.findall(r"(?:FROM|JOIN) (\w+)", answer_sql))
+    assert read_from >= set(tables[path]), answer_sql
+    assert not token_in_transaction and not answer_in_transaction
+
+
+def test_answers_return_their_connection_ready_for_transactions(database_url, settings):
+    """On a pool of one connection: the first answer records the token's use only once its
+    own connection is back (it waited for itself before); after answers served outside a
+    transaction, a write still rolls back whole (PostgreSQL's autocommit did not outlive
+    them)."""
+    from webhook_listener.app import create_app
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    migrate.upgrade(engine)
+    token = make_token(engine, "finance")
+    server = ThreadedServer(create_app(settings, engine)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for path in ENDPOINTS * 2:
+                read(client, path, token)
+        with pytest.raises(RuntimeError), write_transaction(engine) as conn:
+            conn.execute(text("DELETE FROM api_tokens"))
+            raise RuntimeError("a failure half way through a write")
+        assert len(tokens(engine)) == 1
+    finally:
+        server.stop()
+        engine.dispose()

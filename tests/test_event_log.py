@@ -279,11 +279,30 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
 
 
 def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
-    """The count reads the failing few through the partial index, not every invoice."""
-    from finance_core.queries import failed_payments_count
+    """The count reads the failing few through the partial index, not every invoice, alone
+    and in the Finance API's one-statement answer."""
+    from finance_core.queries import failed_payments_count, stripe_sync_status
 
     def read(conn):
         assert failed_payments_count(conn=conn) == 0
+        stripe_sync_status(conn=conn, delayed_after=3600, now=T0)
 
-    ((_, details),) = sqlite_query_plans(tmp_path, "invoices", read)
-    assert any("ix_invoices_failing" in detail for detail in details), details
+    plans = sqlite_query_plans(tmp_path, "invoices", read)
+    assert len(plans) == 2
+    for statement, details in plans:
+        assert any("ix_invoices_failing" in detail for detail in details), (statement, details)
+
+
+def test_the_api_answers_read_events_through_indexes_on_sqlite(tmp_path):
+    """The latest delivery and the failed count never scan every event."""
+    from finance_core.queries import stripe_sync_status, subscription_summary
+
+    def read(conn):
+        subscription_summary(conn=conn, active_statuses=["active"], now=T0)
+        stripe_sync_status(conn=conn, delayed_after=3600, now=T0)
+
+    plans = sqlite_query_plans(tmp_path, "webhook_events", read)
+    assert len(plans) == 2
+    for statement, details in plans:
+        scans = [d for d in details if d.startswith("SCAN") and "INDEX" not in d]
+        assert not [d for d in scans if "webhook_events" in d], (statement, details)

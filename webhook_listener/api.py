@@ -1,8 +1,11 @@
 """The Finance API (SPEC 6): two read-only endpoints over `finance_core.queries`, behind tokens.
 
-Each answer is one trip to the thread pool: the token check, the rate limit and the queries run
+Each answer is one trip to the thread pool: the token check, the rate limit and the query run
 there together, never on the event loop. (A plain `def` route with a `def` dependency would
 take three: the dependency, the route, then FastAPI's validation of the returned model.)
+
+The token is one statement and the answer another, each its own snapshot, outside a
+transaction: on PostgreSQL two round trips after the pool's ping, and no BEGIN or COMMIT.
 """
 
 import logging
@@ -18,11 +21,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.db import is_unavailable, read_transaction
+from finance_core.db import is_unavailable, statement_reads
 from finance_core.queries import stripe_sync_status, subscription_summary
 from finance_core.roles import can_read
 from finance_core.settings import Settings
-from finance_core.tokens import TokenInfo, authenticate_token
+from finance_core.tokens import TokenInfo, find_token, record_use
 from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
 from webhook_listener.api_models import (
     RESPONSES,
@@ -47,26 +50,23 @@ bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def finance_reader(
-    request: Request,
-    response: Response,
-    credentials: HTTPAuthorizationCredentials | None,
-    conn: Connection,
+def authenticated(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, conn: Connection
 ) -> TokenInfo:
-    """The token of a caller allowed to read finance data, or the error that says why not.
-
-    The token is read in `conn`, the answer's own read transaction.
-    """
-    state = request.app.state
-    rate_limits: RateLimits = state.rate_limits
+    """The live token the caller sent, read in `conn`, or the 401 (or 429) that says why not."""
+    rate_limits: RateLimits = request.app.state.rate_limits
     token = None
     if credentials is not None:
-        token = authenticate_token(
-            engine=state.engine, token=credentials.credentials, now=datetime.now(UTC), conn=conn
-        )
+        token = find_token(conn=conn, token=credentials.credentials)
     if token is None:
         raise _unauthenticated(request, rate_limits, credentials)
+    return token
 
+
+def authorize(request: Request, response: Response, token: TokenInfo) -> None:
+    """Let a token with a reading role through, within its rate limit, or raise why not."""
+    state = request.app.state
+    rate_limits: RateLimits = state.rate_limits
     decision = rate_limits.hit_token(token.id)
     headers = decision.headers()
     if not decision.allowed:
@@ -84,7 +84,6 @@ def finance_reader(
     if request.url.query:
         raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
     response.headers.update(headers)
-    return token
 
 
 def _unauthenticated(
@@ -142,16 +141,24 @@ async def _answer(
     credentials: HTTPAuthorizationCredentials | None,
     read: Callable[[Connection, Settings], T],
 ) -> T:
-    """Check the caller and `read` the answer, in one read transaction on the thread pool.
+    """Check the caller and `read` the answer, on one connection, on the thread pool.
 
     A store that cannot be reached (the database, or Redis behind the rate limit) is a 503
     that says which and invites a retry, not an internal error.
     """
 
+    state = request.app.state
+
     def checked_read() -> T:
-        with read_transaction(request.app.state.engine) as conn:
-            finance_reader(request, response, credentials, conn)
-            return read(conn, request.app.state.settings)
+        token = None
+        try:
+            with statement_reads(state.engine) as conn:
+                token = authenticated(request, credentials, conn)
+                authorize(request, response, token)
+                return read(conn, state.settings)
+        finally:
+            if token is not None:  # with the connection back in the pool
+                record_use(engine=state.engine, token=token, now=datetime.now(UTC))
 
     try:
         return await run_in_threadpool(checked_read)
