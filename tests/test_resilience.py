@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,6 +126,7 @@ class ListenerProcess:
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, as a service manager gives
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -139,6 +141,11 @@ class ListenerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def terminate_group(self) -> None:
+        """SIGTERM to the listener and its writer at once, as systemd stops a service."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
 
     def writer_pid(self) -> int | None:
         """The writer process the listener started (see webhook_listener/writer.py), if any."""
@@ -265,6 +272,33 @@ def test_kill_9_of_the_writer_mid_burst_answers_503_then_a_new_writer_carries_on
         assert listener.writer_pid() not in (None, writer)  # another writer took over
         assert httpx.get(f"{listener.url}/healthz").json()["writer"] == "running"
         redeliver_the_unacknowledged(listener.url, events, first, seed=6)
+    finally:
+        listener.stop()
+    assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_mid_burst_answers_what_is_in_flight(tmp_path):
+    """A service stop signals every process of the listener: deliveries already taken in are
+    still stored and answered 200 (none 503), then both processes exit."""
+    events = burst(3000, seed=7)
+    url = f"sqlite:///{tmp_path}/sigterm.db"
+    listener = ListenerProcess(url).start()
+    try:
+        writer = listener.writer_pid()
+        assert writer is not None
+        first = codes(
+            send_all(listener.url, events, stop_after_acks=1000, on_stop=listener.terminate_group)
+        )
+        assert set(first.values()) <= {200, None}, Counter(first.values())
+        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        assert listener.process is not None
+        # uvicorn shuts down gracefully, then ends by the signal it caught, as is customary.
+        assert listener.process.wait(timeout=30) == -signal.SIGTERM
+        assert wait_gone(writer)
+
+        listener.start()
+        redeliver_the_unacknowledged(listener.url, events, first, seed=8)
     finally:
         listener.stop()
     assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)

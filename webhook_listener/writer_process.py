@@ -35,8 +35,10 @@ Frame = tuple[int, int, bytes]  # request id, received at (µs since the epoch),
 def main() -> int:
     channel_fd, level = int(sys.argv[1]), sys.argv[2]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Ctrl-C reaches the whole process group: the listener ends the writer when it is done.
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the listener
+    # answers what it has taken in, then ends the writer (EOF on the socket; a kill if stuck).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     frames = FrameReader(socket.socket(fileno=channel_fd))
     setup = frames.batch(1)
     if not setup or setup[0][0] != SETUP_ID:
