@@ -115,10 +115,13 @@ _LATEST_EVENT = (
     .order_by(webhook_events.c.last_received_at.desc())
     .limit(1)
 )
+# Invoices whose latest payment attempt failed and that are still open.
 _FAILED_PAYMENTS = select(func.count()).select_from(invoices).where(invoices.c.payment_failing)
+# Verified events whose latest attempt failed, neither processed since nor dismissed.
 _UNRESOLVED_FAILED_EVENTS = (
     select(func.count()).select_from(webhook_events).where(webhook_events.c.status == "failed")
 )
+# All rejected deliveries ever counted, across reasons.
 _REJECTED_DELIVERIES = select(func.sum(rejection_totals.c.rejection_count))
 _SUBSCRIPTIONS = func.sum(subscription_counts.c.subscription_count)
 _STATUS_BREAKDOWN = (
@@ -195,12 +198,6 @@ def _last_event(
     return LastEvent(event_id, event_type, created, bool(livemode), received)
 
 
-def is_livemode(*, conn: Connection) -> bool:
-    """Test mode when the latest verified event has livemode false; live with no events."""
-    last = latest_event(conn=conn)
-    return last.livemode if last else True
-
-
 def plan_counts(*, conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:
     """Subscriptions per plan among the given statuses, largest first."""
     rows = hot.run(conn, _plan_counts_statement(tuple(statuses)), {}).fetchall()
@@ -246,16 +243,6 @@ def subscription_summary(
 def failed_payments_count(*, conn: Connection) -> int:
     """Distinct invoices whose latest payment attempt failed and that are still open."""
     return int(_scalar(conn, _FAILED_PAYMENTS))
-
-
-def unresolved_failed_events(*, conn: Connection) -> int:
-    """Verified events whose latest attempt failed, neither processed since nor dismissed."""
-    return int(_scalar(conn, _UNRESOLVED_FAILED_EVENTS))
-
-
-def rejected_deliveries_total(*, conn: Connection) -> int:
-    """All rejected deliveries ever counted, across reasons."""
-    return int(_scalar(conn, _REJECTED_DELIVERIES) or 0)
 
 
 def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:

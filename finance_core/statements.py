@@ -86,9 +86,13 @@ def fetch_optional(
 
 
 def _execute(
-    conn: Connection, compiled: tuple[str, dict[str, Any]], params: Mapping[str, Any]
+    conn: Connection, compiled: tuple[str, dict[str, Any] | None], params: Mapping[str, Any]
 ) -> Any:
     sql, constants = compiled
+    if constants is None:  # its values are in its text
+        if params:
+            raise TypeError(f"this statement takes no parameters, not {sorted(params)}")
+        return execute_on_driver(conn, sql)
     if constants:
         params = {**constants, **params}
     return execute_on_driver(conn, sql, params)
@@ -97,10 +101,22 @@ def _execute(
 @cache
 def _compiled(
     dialect: str, statement: Any, keys: Sequence[str] | None
-) -> tuple[str, dict[str, Any]]:
-    """The SQL text, and the values of the parameters the statement itself fixes."""
+) -> tuple[str, dict[str, Any] | None]:
+    """The SQL text, and the values of the parameters the statement itself fixes (None: it
+    takes no parameters)."""
     column_keys = list(keys) if keys is not None else None
     compiled = statement.compile(dialect=_DIALECTS[dialect], column_keys=column_keys)
+    if not any(bind.required for bind in compiled.binds.values()):
+        # Nothing left for the caller to give: the values go into the text. PostgreSQL then
+        # plans the prepared statement once, instead of on every run as it does for a
+        # statement with parameters whose generic plan it does not trust (the API's answers:
+        # 150 us of their 450).
+        literal = statement.compile(
+            dialect=_DIALECTS[dialect],
+            column_keys=column_keys,
+            compile_kwargs={"literal_binds": True},
+        )
+        return str(literal), None
     constants = {
         compiled.bind_names[bind]: bind.value
         for bind in compiled.binds.values()

@@ -235,7 +235,7 @@ def sqlite_query_plans(tmp_path, table, read):
     def _capture_on_driver(conn, compiled, parameters):
         sql, constants = compiled
         if table in sql:
-            executed.append((sql, {**constants, **parameters}))
+            executed.append((sql, {**(constants or {}), **parameters}))
         return run_on_driver(conn, compiled, parameters)
 
     statements._execute = _capture_on_driver

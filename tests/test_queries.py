@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from finance_core import statements
-from finance_core.db import read_transaction
+from finance_core import migrate, statements
+from finance_core.db import make_engine, read_transaction, statement_reads
 from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
 from finance_core.models import subscriptions, webhook_events
 from finance_core.queries import (
@@ -123,6 +123,41 @@ def test_active_statuses_are_configurable(engine):
     with read_transaction(engine) as conn:
         only_active = subscription_summary(conn=conn, active_statuses=["active"], now=T0)
     assert only_active.active_subscriptions == 5
+
+
+def test_a_status_with_a_quote_is_a_value_not_sql(engine):
+    """The statuses go into the statement's text (see statements._compiled): quoted."""
+    build_scenario(engine)
+    with read_transaction(engine) as conn:
+        odd = subscription_summary(conn=conn, active_statuses=["active'); --", "trialing"], now=T0)
+        assert odd.active_subscriptions == summary_of(conn, ["trialing"]).active_subscriptions
+
+
+def summary_of(conn, statuses):
+    return subscription_summary(conn=conn, active_statuses=statuses, now=T0)
+
+
+def test_a_statement_with_its_values_in_its_text_refuses_parameters(engine):
+    with read_transaction(engine) as conn, pytest.raises(TypeError, match="no parameters"):
+        statements.run(conn, select(subscriptions.c.id).limit(1), {"id": "sub_1"})
+
+
+def test_the_answers_are_planned_once_on_postgresql(postgres_server):
+    """Prepared without parameters, PostgreSQL keeps one plan: planning each run cost 150 us."""
+    engine = make_engine(postgres_server.create_database("planned_once"))
+    migrate.upgrade(engine)
+    build_scenario(engine)
+    engine.dispose()  # a new connection, with none of the ingest's statements prepared
+    with statement_reads(engine) as conn:
+        for _ in range(10):
+            summary_of(conn, ACTIVE)
+            stripe_sync_status(conn=conn, delayed_after=3600, now=T0)
+        plans = conn.exec_driver_sql(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+        ).all()
+    engine.dispose()
+    assert len(plans) == 2  # psycopg prepares a statement from its fifth run on
+    assert all(custom == 0 and generic > 0 for generic, custom in plans), plans
 
 
 def test_plan_ids_never_change_between_releases():
