@@ -18,6 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal,
     not_,
     null,
     or_,
@@ -126,6 +127,9 @@ def _compiled(
 
 
 # --- the statements -------------------------------------------------------------------
+
+# /healthz's round trip.
+SELECT_ONE = select(literal(1))
 
 
 @cache

@@ -3,6 +3,7 @@
 import itertools
 import re
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,7 +14,7 @@ from finance_core import migrate, statements
 from finance_core.db import make_engine, read_transaction, write_transaction
 from finance_core.queries import plan_id_for
 from finance_core.tokens import create_token, list_tokens, revoke_token
-from tests.conftest import deliver
+from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.servers import ThreadedServer
 
@@ -304,25 +305,49 @@ def test_an_answer_is_two_statements_outside_a_transaction(http, token, path, mo
     assert not token_in_transaction and not answer_in_transaction
 
 
+@contextmanager
+def served_on_one_connection(database_url, settings):
+    """The listener on an engine whose pool holds a single connection; the engine, a client."""
+    from webhook_listener.app import create_app
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    migrate.upgrade(engine)
+    server = ThreadedServer(create_app(settings, engine)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield engine, client
+    finally:
+        server.stop()
+        engine.dispose()
+
+
 def test_answers_return_their_connection_ready_for_transactions(database_url, settings):
     """On a pool of one connection: the first answer records the token's use only once its
     own connection is back (it waited for itself before); after answers served outside a
     transaction, a write still rolls back whole (PostgreSQL's autocommit did not outlive
     them)."""
-    from webhook_listener.app import create_app
-
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
-    migrate.upgrade(engine)
-    token = make_token(engine, "finance")
-    server = ThreadedServer(create_app(settings, engine)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for path in ENDPOINTS * 2:
-                read(client, path, token)
+    with served_on_one_connection(database_url, settings) as (engine, client):
+        token = make_token(engine, "finance")
+        for path in ENDPOINTS * 2:
+            read(client, path, token)
         with pytest.raises(RuntimeError), write_transaction(engine) as conn:
             conn.execute(text("DELETE FROM api_tokens"))
             raise RuntimeError("a failure half way through a write")
         assert len(tokens(engine)) == 1
-    finally:
-        server.stop()
-        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_polling_healthz_keeps_the_answers_prepared(postgres_server):
+    """/healthz runs outside a transaction: a ROLLBACK would have psycopg deallocate every
+    statement prepared on the connection, and the answers be planned again each time."""
+    database_url = postgres_server.create_database("healthz_prepared")
+    with served_on_one_connection(database_url, make_settings(database_url)) as (engine, client):
+        token = make_token(engine, "finance")
+        for _ in range(6):  # psycopg prepares a statement from its fifth run on
+            read(client, SUMMARY, token)
+            assert client.get("/healthz").status_code == 200
+        with engine.connect() as conn:  # the one connection the answers and /healthz used
+            prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")
+            statements_prepared = prepared.scalars().all()
+    assert any("FROM api_tokens" in sql for sql in statements_prepared), statements_prepared
+    assert any("subscription_counts" in sql for sql in statements_prepared)

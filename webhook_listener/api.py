@@ -146,7 +146,6 @@ async def _answer(
     A store that cannot be reached (the database, or Redis behind the rate limit) is a 503
     that says which and invites a retry, not an internal error.
     """
-
     state = request.app.state
 
     def checked_read() -> T:

@@ -11,12 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from finance_core import migrate
-from finance_core.db import make_engine
+from finance_core import statements as hot
+from finance_core.db import make_engine, statement_reads
 from finance_core.settings import Settings, SettingsError, get_settings
 from webhook_listener.api import install_finance_api
 from webhook_listener.ratelimit import RateLimits
@@ -120,9 +121,15 @@ def _check_shareable(db: Engine) -> None:
 
 
 def _database_reachable(db: Engine) -> bool:
+    """One statement on a pooled connection, outside a transaction.
+
+    A transaction would end in ROLLBACK, after which psycopg forgets the statements it has
+    prepared on that connection (and deallocates them): a load balancer's polling would
+    then have the Finance API's answers planned again on every run.
+    """
     try:
-        with db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with statement_reads(db) as conn:
+            hot.run(conn, hot.SELECT_ONE, {}).fetchall()
         return True
     except SQLAlchemyError:
         return False
