@@ -81,7 +81,7 @@ def authorize(request: Request, response: Response, token: TokenInfo) -> None:
     if not can_read(token.roles):
         message = "this token has neither the finance nor the admin role"
         raise ApiError(403, "forbidden", message, headers)
-    if request.url.query:
+    if request.scope["query_string"]:
         raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
     response.headers.update(headers)
 
