@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -225,24 +227,35 @@ def assert_same_as_a_clean_run(tmp_path: Path, url: str, events, acknowledged: s
     clean.dispose()
 
 
-@pytest.mark.slow
-def test_kill_9_mid_burst_then_redelivery_equals_a_clean_run(tmp_path):
-    events = burst(3000, seed=1)
-    url = f"sqlite:///{tmp_path}/crash.db"
+@contextmanager
+def listener_and_writer(url: str) -> Iterator[tuple[ListenerProcess, int]]:
+    """A listener process on `url` and the pid of its writer; the listener is stopped after."""
     listener = ListenerProcess(url).start()
     try:
         writer = listener.writer_pid()
         assert writer is not None
+        yield listener, writer
+    finally:
+        listener.stop()
+
+
+def acknowledged_in(first: dict[str, int | None]) -> set[str]:
+    return {event_id for event_id, code in first.items() if code == 200}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_burst_then_redelivery_equals_a_clean_run(tmp_path):
+    events = burst(3000, seed=1)
+    url = f"sqlite:///{tmp_path}/crash.db"
+    with listener_and_writer(url) as (listener, writer):
         first = codes(send_all(listener.url, events, stop_after_acks=1000, on_stop=listener.kill))
-        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        acknowledged = acknowledged_in(first)
         assert 1000 <= len(acknowledged) < len(events)
         # The writer sees its listener's end of the socket close, and exits: no orphan.
         assert wait_gone(writer)
 
         listener.start()  # a restart on the same store
         redeliver_the_unacknowledged(listener.url, events, first, seed=2)
-    finally:
-        listener.stop()
     assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
 
 
@@ -251,17 +264,14 @@ def test_kill_9_of_the_writer_mid_burst_answers_503_then_a_new_writer_carries_on
     """The listener outlives its writer: waiting deliveries get 503, later ones a new writer."""
     events = burst(3000, seed=5)
     url = f"sqlite:///{tmp_path}/writer-crash.db"
-    listener = ListenerProcess(url).start()
-    try:
-        writer = listener.writer_pid()
-        assert writer is not None
+    with listener_and_writer(url) as (listener, writer):
 
         def kill_writer() -> None:
             os.kill(writer, signal.SIGKILL)
 
         answered = send_all(listener.url, events, stop_after_acks=1000, on_stop=kill_writer)
         first = codes(answered)
-        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        acknowledged = acknowledged_in(first)
         assert set(first.values()) <= {200, 503, None}
         assert max(seconds for _, seconds in answered.values()) < 5  # none left hanging
         assert listener.process is not None and listener.process.poll() is None
@@ -272,8 +282,6 @@ def test_kill_9_of_the_writer_mid_burst_answers_503_then_a_new_writer_carries_on
         assert listener.writer_pid() not in (None, writer)  # another writer took over
         assert httpx.get(f"{listener.url}/healthz").json()["writer"] == "running"
         redeliver_the_unacknowledged(listener.url, events, first, seed=6)
-    finally:
-        listener.stop()
     assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
 
 
@@ -283,15 +291,12 @@ def test_sigterm_to_the_process_group_mid_burst_answers_what_is_in_flight(tmp_pa
     still stored and answered 200 (none 503), then both processes exit."""
     events = burst(3000, seed=7)
     url = f"sqlite:///{tmp_path}/sigterm.db"
-    listener = ListenerProcess(url).start()
-    try:
-        writer = listener.writer_pid()
-        assert writer is not None
+    with listener_and_writer(url) as (listener, writer):
         first = codes(
             send_all(listener.url, events, stop_after_acks=1000, on_stop=listener.terminate_group)
         )
         assert set(first.values()) <= {200, None}, Counter(first.values())
-        acknowledged = {event_id for event_id, code in first.items() if code == 200}
+        acknowledged = acknowledged_in(first)
         assert listener.process is not None
         # uvicorn shuts down gracefully, then ends by the signal it caught, as is customary.
         assert listener.process.wait(timeout=30) == -signal.SIGTERM
@@ -299,8 +304,6 @@ def test_sigterm_to_the_process_group_mid_burst_answers_what_is_in_flight(tmp_pa
 
         listener.start()
         redeliver_the_unacknowledged(listener.url, events, first, seed=8)
-    finally:
-        listener.stop()
     assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
 
 
