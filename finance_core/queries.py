@@ -177,16 +177,6 @@ _SYNC_STATUS = select(
 ).select_from(_ANCHOR.outerjoin(_LATEST, true()))
 
 
-def _scalar(conn: Connection, statement: Any) -> Any:
-    return hot.run(conn, statement, {}).fetchone()[0]
-
-
-def latest_event(*, conn: Connection) -> LastEvent | None:
-    """The event of the latest verified delivery (duplicates included)."""
-    row = hot.run(conn, _LATEST_EVENT, {}).fetchone()
-    return None if row is None else _last_event(*row)
-
-
 def _last_event(
     event_id: str | None, event_type: str, created_at: int, livemode: Any, received_at: Any
 ) -> LastEvent | None:
@@ -196,12 +186,6 @@ def _last_event(
     received = hot.stored_time(received_at)
     assert created is not None and received is not None
     return LastEvent(event_id, event_type, created, bool(livemode), received)
-
-
-def plan_counts(*, conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:
-    """Subscriptions per plan among the given statuses, largest first."""
-    rows = hot.run(conn, _plan_counts_statement(tuple(statuses)), {}).fetchall()
-    return _plan_distribution(rows)
 
 
 def _plan_distribution(rows: Sequence[Sequence[Any]]) -> list[PlanCount]:
@@ -238,11 +222,6 @@ def subscription_summary(
         livemode=True if livemode is None else bool(livemode),
         as_of=now,
     )
-
-
-def failed_payments_count(*, conn: Connection) -> int:
-    """Distinct invoices whose latest payment attempt failed and that are still open."""
-    return int(_scalar(conn, _FAILED_PAYMENTS))
 
 
 def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:

@@ -15,6 +15,7 @@ from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import webhook_events
 from tests.support import stripe_factory as sf
+from tests.support.reads import latest_event
 from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -153,7 +154,7 @@ def test_replay_without_ids_reprocesses_every_failed_event(cli, engine):
     with read_transaction(engine) as conn:
         names = {row[0] for row in conn.exec_driver_sql("SELECT name FROM products")}
         assert names == {"A", "B"}
-        assert queries.latest_event(conn=conn).id == "evt_broken"  # a replay is no delivery
+        assert latest_event(conn).id == "evt_broken"  # a replay is no delivery
 
 
 def test_replay_of_named_events_and_the_refusals(cli, engine):

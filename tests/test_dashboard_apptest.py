@@ -7,12 +7,13 @@ import pytest
 
 from finance_core import handlers
 from finance_core.db import read_transaction
-from finance_core.queries import plan_counts, status_breakdown, stripe_sync_status
+from finance_core.queries import status_breakdown, stripe_sync_status
 from finance_core.queries import subscription_summary as api_summary
 from tests.support import apptest
 from tests.support import stripe_factory as sf
 from tests.support.apptest import PASSWORD, app, feed, forget, metrics, signed_in, texts
 from tests.support.postgres import free_port
+from tests.support.reads import plan_counts
 
 PAGES = ["pages/overview.py", "pages/plans.py", "pages/webhooks.py", "pages/events.py"]
 ACTIVE = ["active", "trialing", "past_due"]
@@ -184,7 +185,7 @@ def test_plans_page_table_and_breakdown_match_the_queries(dashboard):
     at = signed_in("fiona").switch_page("pages/plans.py").run()
     assert not at.exception
     with read_transaction(dashboard) as conn:
-        plans = plan_counts(conn=conn, statuses=ACTIVE)
+        plans = plan_counts(conn, ACTIVE)
         breakdown = status_breakdown(conn=conn)
     plan_table, status_table = (frame.value for frame in at.dataframe)
     assert list(plan_table["Plan"]) == [plan.plan_name for plan in plans]

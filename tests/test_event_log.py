@@ -279,16 +279,15 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
 
 
 def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
-    """The count reads the failing few through the partial index, not every invoice, alone
-    and in the Finance API's one-statement answer."""
-    from finance_core.queries import failed_payments_count, stripe_sync_status
+    """The count reads the failing few through the partial index, not every invoice, inside
+    the Finance API's one-statement answer."""
+    from finance_core.queries import stripe_sync_status
 
     def read(conn):
-        assert failed_payments_count(conn=conn) == 0
-        stripe_sync_status(conn=conn, delayed_after=3600, now=T0)
+        assert stripe_sync_status(conn=conn, delayed_after=3600, now=T0).failed_payments_count == 0
 
     plans = sqlite_query_plans(tmp_path, "invoices", read)
-    assert len(plans) == 2
+    assert len(plans) == 1
     for statement, details in plans:
         assert any("ix_invoices_failing" in detail for detail in details), (statement, details)
 

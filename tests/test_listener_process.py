@@ -130,7 +130,7 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
     from finance_core import migrate
     from finance_core.db import make_engine, read_transaction
-    from finance_core.queries import plan_counts
+    from tests.support.reads import plan_counts
     from webhook_listener.app import create_app
 
     server = PostgresServer(bin_dir)
@@ -170,7 +170,7 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         finally:
             listener.stop()
         with read_transaction(engine) as conn:
-            (plan,) = plan_counts(conn=conn, statuses=["active"])
+            (plan,) = plan_counts(conn, ["active"])
         assert plan.count == 2
         engine.dispose()
     finally:

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import invoices, subscription_counts, subscriptions
-from finance_core.queries import failed_payments_count
 from tests.support import stripe_factory as sf
+from tests.support.reads import failed_payments_count
 
 SUB_STATUSES = ["incomplete", "trialing", "active", "past_due", "unpaid", "paused", "canceled"]
 INVOICE_EVENTS = {
@@ -108,4 +108,4 @@ def test_final_state_is_the_newest_event_in_any_delivery_order(engine, history):
         failing_rows = conn.execute(
             select(func.count()).select_from(invoices).where(invoices.c.payment_failing.is_(True))
         ).scalar_one()
-        assert failed_payments_count(conn=conn) == failing_rows
+        assert failed_payments_count(conn) == failing_rows

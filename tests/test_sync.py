@@ -20,6 +20,7 @@ from finance_core.stripe_api import Backoff, Pager, make_client
 from finance_core.sync import SyncError, SyncReport, latest_runs, run_sync
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
+from tests.support.reads import latest_event
 from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
 
 ACTIVE = ["active", "trialing", "past_due"]
@@ -119,7 +120,7 @@ def test_sync_brings_an_empty_store_to_the_numbers_webhooks_give(
     assert pages[1]["starting_after"] == ["sub_sync_0130"]
     # Sync is no webhook: the synced store has no delivery, so no "last webhook received".
     with read_transaction(empty) as conn:
-        assert queries.latest_event(conn=conn) is None
+        assert latest_event(conn) is None
 
 
 def test_an_api_answer_never_overwrites_a_newer_webhook_state(engine, http, stripe_api):
@@ -237,7 +238,7 @@ def test_missed_events_are_recovered_but_are_not_webhook_deliveries(engine, http
         stripe_api.put("events", {**event, "_delivery_success": False})
     stripe_api.put("events", sf.event("product.updated", sf.product("prod_ok", "Ok")))
     with read_transaction(engine) as conn:
-        before = queries.latest_event(conn=conn)
+        before = latest_event(conn)
 
     report = sync(engine, stripe_api)
 
@@ -253,7 +254,7 @@ def test_missed_events_are_recovered_but_are_not_webhook_deliveries(engine, http
             )
         ).one()
         assert tuple(row) == ("processed", 0)
-        assert queries.latest_event(conn=conn) == before  # still the webhook, not the recovery
+        assert latest_event(conn) == before  # still the webhook, not the recovery
     assert numbers(engine)["failed_payments"] == 1
 
 

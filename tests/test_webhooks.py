@@ -11,9 +11,10 @@ from sqlalchemy import Engine, select
 
 from finance_core.db import read_transaction
 from finance_core.models import invoices, prices, products, subscriptions, webhook_events
-from finance_core.queries import failed_payments_count, plan_counts, stripe_sync_status
+from finance_core.queries import stripe_sync_status
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
+from tests.support.reads import failed_payments_count, plan_counts
 
 SHAPES = ["old", "new", "legacy"]
 
@@ -29,7 +30,7 @@ def event_row(engine: Engine, event_id: str):
 
 def counts(engine: Engine, *statuses: str) -> dict[str, int]:
     with read_transaction(engine) as conn:
-        return {p.product_id: p.count for p in plan_counts(conn=conn, statuses=statuses)}
+        return {p.product_id: p.count for p in plan_counts(conn, statuses)}
 
 
 def ok(response: httpx.Response, outcome: str = "processed") -> None:
@@ -114,7 +115,7 @@ def test_subscription_without_items_counts_under_no_plan(http, engine):
         )
     )
     with read_transaction(engine) as conn:
-        (plan,) = plan_counts(conn=conn, statuses=["incomplete"])
+        (plan,) = plan_counts(conn, ["incomplete"])
     assert (plan.product_id, plan.plan_name, plan.count) == ("", "No plan", 1)
 
 
@@ -154,10 +155,10 @@ def test_every_closing_invoice_event_takes_it_out_of_failed_payments(
         )
     )
     with read_transaction(engine) as conn:
-        assert failed_payments_count(conn=conn) == 1
+        assert failed_payments_count(conn) == 1
     ok(deliver(http, sf.event(event_type, sf.invoice("in_c", status), created=created + 1)))
     with read_transaction(engine) as conn:
-        assert failed_payments_count(conn=conn) == 0
+        assert failed_payments_count(conn) == 0
     assert row(engine, invoices, "in_c").status == status
 
 
@@ -172,7 +173,7 @@ def test_one_off_invoice_without_subscription_still_counts(http, engine):
     ok(deliver(http, sf.event("invoice.payment_failed", sf.invoice("in_one", "open"))))
     assert row(engine, invoices, "in_one").subscription_id is None
     with read_transaction(engine) as conn:
-        assert failed_payments_count(conn=conn) == 1
+        assert failed_payments_count(conn) == 1
 
 
 def test_products_and_prices_keep_names_and_amounts(http, engine):
@@ -198,7 +199,7 @@ def test_products_and_prices_keep_names_and_amounts(http, engine):
         )
     )
     with read_transaction(engine) as conn:
-        (plan,) = plan_counts(conn=conn, statuses=["active"])
+        (plan,) = plan_counts(conn, ["active"])
     assert plan.plan_name == "Pro 2026"
     stored_price = row(engine, prices, "price_n")
     assert (stored_price.product_id, stored_price.unit_amount, stored_price.currency) == (
@@ -237,7 +238,7 @@ def test_plan_name_is_the_product_id_until_the_name_is_known(http, engine):
         )
     )
     with read_transaction(engine) as conn:
-        (plan,) = plan_counts(conn=conn, statuses=["active"])
+        (plan,) = plan_counts(conn, ["active"])
     assert plan.plan_name == "prod_unnamed"
 
 
@@ -327,7 +328,7 @@ def test_late_older_payment_failure_does_not_bring_a_paid_invoice_back(http, eng
         )
     )
     with read_transaction(engine) as conn:
-        assert failed_payments_count(conn=conn) == 0
+        assert failed_payments_count(conn) == 0
 
 
 def test_same_second_later_arrival_wins(http, engine):
@@ -387,7 +388,7 @@ def test_same_second_never_replaces_a_terminal_state(http, engine):
     )
     assert row(engine, invoices, "in_term").status == "paid"
     with read_transaction(engine) as conn:
-        assert failed_payments_count(conn=conn) == 0
+        assert failed_payments_count(conn) == 0
 
 
 def test_same_second_terminal_replaces_non_terminal(http, engine):
