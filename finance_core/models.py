@@ -228,3 +228,13 @@ dashboard_users = Table(
     Column("roles", String(1000), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Jobs that must run in one place at a time (alert evaluation, housekeeping): whoever holds an
+# unexpired lease does the work; a process that dies leaves it to expire and be taken over.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -1,9 +1,10 @@
-"""`python -m webhook_listener [--host H] [--port P] [--forwarded-allow-ips IPS]`: the listener.
+"""`python -m webhook_listener [--host H] [--port P] [--forwarded-allow-ips IPS] [--jobs J]`.
 
 Behind a reverse proxy, `--forwarded-allow-ips` names the proxies (comma-separated addresses or
 networks, as uvicorn takes them) whose X-Forwarded-For is trusted, so that the failed-login limit
 and the rejection log see the client's address rather than the proxy's. Without it the header is
-ignored, since any client could set it.
+ignored, since any client could set it. `--jobs` picks the background jobs this listener's worker
+process runs (all by default; `none` for a listener that only answers).
 """
 
 import argparse
@@ -13,6 +14,8 @@ import sys
 import uvicorn
 
 from finance_core.settings import SettingsError, get_settings
+from webhook_listener.app import create_app
+from webhook_listener.background_process import JOBS
 
 
 def main() -> int:
@@ -25,6 +28,12 @@ def main() -> int:
         metavar="IPS",
         help="trust X-Forwarded-For from these proxies (e.g. 10.0.0.5 or 10.0.0.0/8)",
     )
+    parser.add_argument(
+        "--jobs",
+        metavar="JOBS",
+        help="background jobs to run, comma-separated, or 'none' "
+        f"(default: all of {', '.join(JOBS) or 'none'})",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,8 +43,12 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        jobs = _jobs(args.jobs)
+    except ValueError as exc:
+        parser.error(str(exc))
     uvicorn.run(
-        "webhook_listener.app:app",
+        create_app(jobs=jobs),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -44,6 +57,19 @@ def main() -> int:
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
+
+
+def _jobs(option: str | None) -> list[str]:
+    """The --jobs option as a list of job names (all of them when not given)."""
+    if option is None:
+        return list(JOBS)
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
+    unknown = sorted(set(names) - set(JOBS))
+    if unknown:
+        raise ValueError(f"--jobs: unknown job {', '.join(unknown)} (known: {', '.join(JOBS)})")
+    return names
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Settings are read when the app starts (lifespan), never at import.
 """
 
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,8 @@ from finance_core import statements as hot
 from finance_core.db import make_engine, statement_reads
 from finance_core.settings import Settings, SettingsError, get_settings
 from webhook_listener.api import install_finance_api
+from webhook_listener.background import BackgroundWorker
+from webhook_listener.background_process import JOBS
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
 from webhook_listener.writer import BatchWriter
@@ -61,8 +63,15 @@ async def _guarded(handler: Any, state: Any, scope: Scope, receive: Receive, sen
             await send({"type": "http.response.body", "body": b"Internal Server Error"})
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the listener app; settings and engine default to the process's own."""
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    jobs: Sequence[str] | None = None,
+) -> FastAPI:
+    """Build the listener app; settings and engine default to the process's own.
+
+    `jobs` names the background jobs its worker process runs (default: all of them).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,8 +88,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             log_level=log.getEffectiveLevel(),
         )
         await app.state.writer.start()
+        app.state.background = BackgroundWorker(
+            current, list(JOBS) if jobs is None else jobs, log_level=log.getEffectiveLevel()
+        )
+        await app.state.background.start()
         log.info("listener ready on %s", app.state.engine.url.render_as_string(hide_password=True))
         yield
+        await app.state.background.stop()
         await app.state.writer.stop()
         app.state.rate_limits.close()
         if engine is None:

@@ -1,0 +1,115 @@
+"""The listener's background worker: a child process for the jobs that run off the request path.
+
+Resolving thin events, evaluating alert rules and housekeeping wait on Stripe, on mail and chat
+services and on long deletes. In a process of their own they neither take the event loop's
+core nor its GIL, so webhook answers stay fast however slow those services are. The listener
+starts the worker beside its writer, starts another should it die, and ends it on shutdown by
+closing its stdin. Settings go to it over that pipe, secrets included, never on a command line.
+Jobs that must run once however many listeners share a store take a lease there
+(`finance_core.leases`); the rest claim their work row by row.
+"""
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from finance_core.settings import Settings
+from webhook_listener.background_process import JOBS
+
+log = logging.getLogger("webhook_listener")
+
+RESTART_DELAY_S = 1.0
+STOP_TIMEOUT_S = 30
+
+
+def settings_to_json(settings: Settings) -> str:
+    """The settings as the worker process reads them back, secrets in the clear (a pipe only)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return json.dumps({name: plain(getattr(settings, name)) for name in Settings.model_fields})
+
+
+class BackgroundWorker:
+    """Starts the worker process with the given jobs, restarts it if it dies, ends it on stop."""
+
+    def __init__(
+        self, settings: Settings, jobs: Sequence[str], *, log_level: int = logging.INFO
+    ) -> None:
+        unknown = sorted(set(jobs) - set(JOBS))
+        if unknown:
+            raise ValueError(f"unknown background jobs: {', '.join(unknown)}")
+        self._settings = settings
+        self._jobs = list(jobs)
+        self._log_level = log_level
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id (None without jobs, or before start)."""
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        """Start the worker process, unless there is no job to run."""
+        if not self._jobs:
+            return
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook_listener.background_process",
+                logging.getLevelName(self._log_level),
+                *self._jobs,
+            ],
+            stdin=subprocess.PIPE,
+        )
+        assert process.stdin is not None
+        process.stdin.write(settings_to_json(self._settings).encode() + b"\n")
+        process.stdin.flush()
+        self._process = process
+        self._watch = asyncio.create_task(self._restart_when_it_ends(process))
+
+    async def stop(self) -> None:
+        """Ask the worker to finish its jobs' current steps and end; kill it if it will not."""
+        self._stopping = True
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()  # end of file: the worker's signal to stop
+        await asyncio.to_thread(_end, process)
+        if self._watch is not None:
+            await asyncio.wait([self._watch], timeout=STOP_TIMEOUT_S)
+
+    async def _restart_when_it_ends(self, process: subprocess.Popen[bytes]) -> None:
+        code = await asyncio.to_thread(process.wait)
+        if self._stopping:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        log.error("the background worker ended (exit code %s); starting another", code)
+        await asyncio.sleep(RESTART_DELAY_S)
+        if not self._stopping:
+            await self.start()
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.error("the background worker did not stop within %s s; killing it", STOP_TIMEOUT_S)
+        process.kill()
+        process.wait()

@@ -1,0 +1,85 @@
+"""The worker process the listener starts: runs its background jobs until its stdin closes.
+
+`python -m webhook_listener.background_process LEVEL JOB...`; the settings arrive as one JSON
+line on stdin (see `background.py`). Each job runs on a thread of its own, so that one waiting
+on a slow service never holds up another. A job is a `finance_core` function
+`job(*, engine, settings, stop)` that works until `stop` is set; one that raises is logged and
+started again after a pause. The process ends once the listener closes its end of the pipe or
+dies, after letting each job finish the step it is in.
+"""
+
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from finance_core.settings import Settings
+
+log = logging.getLogger("webhook_listener.background")
+
+# Job name -> "module:function", imported only by a worker that runs it.
+JOBS: dict[str, str] = {}
+JOB_RESTART_DELAY_S = 5.0
+JOIN_TIMEOUT_S = 20.0
+
+Job = Callable[..., None]
+
+
+def main() -> int:
+    level, names = sys.argv[1], sys.argv[2:]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the listener
+    # ends the worker itself (end of file on stdin) once it has answered what it took in.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0  # the listener went away before saying how to run
+    from finance_core.db import make_engine
+    from finance_core.settings import load_settings
+
+    settings = load_settings(_env_file=None, **json.loads(line))
+    engine = make_engine(settings.database_url)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=run_job, args=(name, _load(JOBS[name]), engine, settings, stop), name=name
+        )
+        for name in names
+    ]
+    for thread in threads:
+        thread.start()
+    sys.stdin.buffer.read()  # until the listener closes its end, or dies
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=JOIN_TIMEOUT_S)
+        if thread.is_alive():
+            log.warning("background job %s did not finish its step in time", thread.name)
+    engine.dispose()
+    return 0
+
+
+def run_job(name: str, job: Job, engine: Engine, settings: Settings, stop: threading.Event) -> None:
+    """Run a job until `stop`; if it raises, log it and start it again after a pause."""
+    while not stop.is_set():
+        try:
+            job(engine=engine, settings=settings, stop=stop)
+            return
+        except Exception:
+            log.exception("background job %s failed; starting it again", name)
+            stop.wait(JOB_RESTART_DELAY_S)
+
+
+def _load(path: str) -> Any:
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
