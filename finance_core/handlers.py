@@ -26,6 +26,7 @@ from finance_core.stripe_shapes import (
     optional_bool,
     optional_int,
     optional_str,
+    pause_reason,
     price_fields,
     required_str,
     subscription_items,
@@ -34,6 +35,21 @@ from finance_core.stripe_shapes import (
 
 TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
 TERMINAL_INVOICE_STATUSES = frozenset({"paid", "void", "uncollectible", "deleted"})
+# The handler an object read from Stripe's API goes through (sync, thin events), as if a
+# webhook of this type carried it; and for one Stripe no longer has (a 404).
+API_STATE_EVENT_TYPES = {
+    "product": "product.updated",
+    "price": "price.updated",
+    "plan": "plan.updated",
+    "subscription": "customer.subscription.updated",
+    "invoice": "invoice.updated",
+}
+DELETED_EVENT_TYPES = {
+    "product": "product.deleted",
+    "price": "price.deleted",
+    "plan": "plan.deleted",
+    "invoice": "invoice.deleted",
+}
 
 
 class Change(StrEnum):
@@ -121,6 +137,7 @@ def apply_subscription(
         "current_period_start": statements.db_time(dialect, period_start),
         "current_period_end": statements.db_time(dialect, period_end),
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
+        "pause_reason": pause_reason(obj) if status == "paused" else None,
         **_state(conn, event, received_at),
     }
     return _apply_state(

@@ -3,14 +3,19 @@
 `ingest_event` is the one entry point for webhooks, replays, sync and the demo. The event
 record and its effects commit together; when applying fails the effects roll back and the
 event is kept as `failed` with its error and payload, so that a redelivery or a replay can
-finish the work.
+finish the work. A thin event about an object we keep is stored as `pending`, with its
+payload, for the resolver (`finance_core.resolver`) to fetch the object and finish.
 """
 
 import json
 import logging
+import os
+import socket
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
@@ -18,7 +23,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finance_core import statements
 from finance_core.db import insert_for, is_unavailable, pipeline, write_transaction
-from finance_core.events import DeliveryResult, NotAStripeEvent, Outcome, StripeEvent
+from finance_core.events import (
+    DeliveryResult,
+    NotAStripeEvent,
+    Outcome,
+    StripeEvent,
+    ThinEvent,
+    parse_payload,
+)
 from finance_core.handlers import (
     HANDLERS,
     TERMINAL_INVOICE_STATUSES,
@@ -36,6 +48,7 @@ __all__ = [
     "Outcome",
     "ReplayError",
     "StripeEvent",
+    "ThinEvent",
     "dismiss_event",
     "failed_event_ids",
     "ingest_batch",
@@ -48,6 +61,18 @@ log = logging.getLogger(__name__)
 MAX_ERROR_LENGTH = 2000
 # PostgreSQL's deadlock_detected and serialization_failure: retrying alone will succeed.
 RETRY_ALONE_SQLSTATES = frozenset({"40P01", "40001"})
+# A snapshot event in one of these has been applied (or needs no work): its thin twin too.
+SETTLED_STATUSES = frozenset({"processed", "ignored", "dismissed"})
+# API paths of the objects a thin event may point at (when its payload must be rebuilt).
+RESOURCE_PATHS = {
+    "subscription": "subscriptions",
+    "invoice": "invoices",
+    "product": "products",
+    "price": "prices",
+    "plan": "plans",
+}
+
+AnyEvent = StripeEvent | ThinEvent
 
 
 class _ApplyFailed(Exception):
@@ -57,7 +82,7 @@ class _ApplyFailed(Exception):
 
 
 def ingest_event(
-    *, engine: Engine, event: StripeEvent, received_at: datetime, raw_payload: str | None = None
+    *, engine: Engine, event: AnyEvent, received_at: datetime, raw_payload: str | None = None
 ) -> DeliveryResult:
     """Record one verified delivery and apply its event once, in one transaction."""
     return _process(engine, event, received_at, raw_payload, delivery=True)
@@ -78,7 +103,7 @@ def recover_event(
 class Delivery:
     """One verified delivery waiting to be applied."""
 
-    event: StripeEvent
+    event: AnyEvent
     received_at: datetime
     raw_payload: str | None = None
 
@@ -132,7 +157,7 @@ def replay_event(
     if not text:
         raise ReplayError(f"event {event_id!r} has no kept payload; re-fetch it from Stripe")
     try:
-        event = StripeEvent.from_payload(json.loads(text))
+        event = parse_payload(json.loads(text), received_at=now)
     except (ValueError, NotAStripeEvent) as exc:
         raise ReplayError(f"event {event_id!r} has an unreadable payload: {exc}") from None
     if event.id != event_id:
@@ -170,7 +195,7 @@ class ReplayError(ValueError):
 
 def _process(
     engine: Engine,
-    event: StripeEvent,
+    event: AnyEvent,
     now: datetime,
     raw_payload: str | None,
     *,
@@ -179,7 +204,9 @@ def _process(
 ) -> DeliveryResult:
     try:
         with write_transaction(engine) as conn:
-            return _ingest(conn, event, now, delivery=delivery, retry_dismissed=retry_dismissed)
+            return _ingest(
+                conn, event, now, raw_payload, delivery=delivery, retry_dismissed=retry_dismissed
+            )
     except _ApplyFailed as failure:
         log.warning("event %s (%s) failed: %s", event.id, event.type, failure.message)
         payload = raw_payload if raw_payload is not None else _event_json(event)
@@ -190,19 +217,21 @@ def _process(
 
 def _ingest(
     conn: Connection,
-    event: StripeEvent,
+    event: AnyEvent,
     received_at: datetime,
+    raw_payload: str | None,
     *,
     delivery: bool,
     retry_dismissed: bool = False,
 ) -> DeliveryResult:
     # Claim the id first: on PostgreSQL a concurrent delivery of the same id waits here
     # until this transaction ends, then sees the committed row.
-    (claimed,) = _claim(conn, [(event, received_at)], delivery=delivery)
+    (claimed,) = _claim(conn, [Delivery(event, received_at, raw_payload)], delivery=delivery)
     return _apply(
         conn,
         event,
         received_at,
+        raw_payload,
         claimed=claimed,
         delivery=delivery,
         retry_dismissed=retry_dismissed,
@@ -211,53 +240,86 @@ def _ingest(
 
 def _ingest_all(conn: Connection, deliveries: Sequence[Delivery]) -> list[DeliveryResult]:
     """Deliveries in one transaction: every id claimed in one statement, then each applied."""
-    claims = _claim(conn, [(d.event, d.received_at) for d in deliveries], delivery=True)
+    claims = _claim(conn, deliveries, delivery=True)
     return [
-        _apply(conn, d.event, d.received_at, claimed=claimed, delivery=True)
+        _apply(conn, d.event, d.received_at, d.raw_payload, claimed=claimed, delivery=True)
         for d, claimed in zip(deliveries, claims, strict=True)
     ]
 
 
-def _claim(
-    conn: Connection, events: Sequence[tuple[StripeEvent, datetime]], *, delivery: bool
-) -> list[bool]:
-    """Record each event as processed unless its id is stored already; which ones were new.
+def _claim(conn: Connection, deliveries: Sequence[Delivery], *, delivery: bool) -> list[bool]:
+    """Record each event unless its id is stored already; which ones were new.
 
-    An id given twice is new the first time only.
+    A snapshot event is recorded as processed (its effects follow in the same transaction),
+    a thin event about an object we keep as pending with its payload, any other thin event
+    as ignored. An id given twice is new the first time only. Deliveries (not events
+    recovered by sync) are counted per day, kind and API version.
     """
     dialect = conn.dialect.name
     params: dict[str, Any] = {}
     record: dict[str, Any] = {}
-    for n, (event, received_at) in enumerate(events):
+    for n, (event, received_at, raw_payload) in enumerate(
+        (d.event, d.received_at, d.raw_payload) for d in deliveries
+    ):
         at = statements.db_time(dialect, received_at)
+        status, payload = "processed", None
+        if isinstance(event, ThinEvent):
+            pending = event.about_kept_object
+            status = "pending" if pending else "ignored"
+            payload = (raw_payload or _event_json(event)) if pending else None
         record = {
             "id": event.id,
             "type": event.type,
             "created": event.created,
             "api_version": event.api_version,
             "livemode": event.livemode,
-            "status": "processed",
+            "status": status,
             "attempts": 1,
             "deliveries": 1 if delivery else 0,
             "first_received_at": at,
             "last_received_at": at,
-            "processed_at": at,
+            "processed_at": None if status == "pending" else at,
+            "payload": payload,
         }
         params.update({f"{column}_{n}": value for column, value in record.items()})
     # Every record has the same columns: the last one names them.
-    claim = statements.claim(dialect, webhook_events, tuple(record), len(events))
+    claim = statements.claim(dialect, webhook_events, tuple(record), len(deliveries))
     new_ids = {row[0] for row in statements.run(conn, claim, params).fetchall()}
     claimed = []
-    for event, _ in events:
-        claimed.append(event.id in new_ids)
-        new_ids.discard(event.id)
+    for d in deliveries:
+        new = d.event.id in new_ids
+        claimed.append(new)
+        new_ids.discard(d.event.id)
+    if delivery:
+        _count_api_versions(conn, [d for d, new in zip(deliveries, claimed, strict=True) if new])
     return claimed
+
+
+def _count_api_versions(conn: Connection, deliveries: Sequence[Delivery]) -> None:
+    """Add new deliveries to the per-day counts of kinds and API versions, in one statement."""
+    counts: Counter[tuple[str, str, str]] = Counter(
+        (
+            d.received_at.astimezone(UTC).date().isoformat(),
+            "thin" if isinstance(d.event, ThinEvent) else "snapshot",
+            d.event.api_version or "",
+        )
+        for d in deliveries
+    )
+    if not counts:
+        return
+    params: dict[str, Any] = {"writer": _writer_name()}
+    for n, ((day, kind, version), count) in enumerate(sorted(counts.items())):
+        params.update(
+            {f"day_{n}": day, f"kind_{n}": kind, f"api_version_{n}": version, f"count_{n}": count}
+        )
+    statements.run(conn, statements.add_api_version_counts(conn.dialect.name, len(counts)), params)
 
 
 def _apply(
     conn: Connection,
-    event: StripeEvent,
+    event: AnyEvent,
     received_at: datetime,
+    raw_payload: str | None,
     *,
     claimed: bool,
     delivery: bool,
@@ -269,11 +331,15 @@ def _apply(
         previous = statements.fetch_one(conn, statements.lock(webhook_events), this)["status"]
         if delivery:
             statements.run(conn, statements.event_update("delivered"), this)
-        # A dismissed event is settled; only an explicit replay retries it.
-        if previous in ("processed", "ignored") or (
+        # A dismissed event is settled; only an explicit replay retries it. A pending one
+        # is the resolver's already.
+        if previous in ("processed", "ignored", "pending") or (
             previous == "dismissed" and not retry_dismissed
         ):
             return DeliveryResult(Outcome.DUPLICATE, event.id)
+
+    if isinstance(event, ThinEvent):
+        return _take_thin(conn, event, this, raw_payload, claimed=claimed)
 
     handler = HANDLERS.get(event.type)
     if handler is None:
@@ -292,9 +358,44 @@ def _apply(
     return DeliveryResult(Outcome.PROCESSED, event.id)
 
 
+def _writer_name() -> str:
+    """This thread's own rows of the API-version counts (see models.event_api_versions)."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{threading.get_ident()}"[:100]
+
+
+def _take_thin(
+    conn: Connection,
+    event: ThinEvent,
+    this: dict[str, Any],
+    raw_payload: str | None,
+    *,
+    claimed: bool,
+) -> DeliveryResult:
+    """A thin event: ignored, a duplicate of its applied snapshot twin, or queued (pending)."""
+    if not event.about_kept_object:
+        if not claimed:
+            statements.run(conn, statements.event_update("ignored"), this)
+        return DeliveryResult(Outcome.IGNORED, event.id)
+    if event.related_id is None:
+        # Guessing which object changed would corrupt the numbers: kept as failed, like a
+        # snapshot event whose object has no id.
+        raise _ApplyFailed(f"{event.type} names no {event.related_type} id in related_object")
+    if event.snapshot_event is not None:
+        twin = statements.fetch_optional(
+            conn, statements.event_status, {"object_id": event.snapshot_event}
+        )
+        if twin is not None and twin["status"] in SETTLED_STATUSES:
+            statements.run(conn, statements.event_update("settled"), this)
+            return DeliveryResult(Outcome.DUPLICATE, event.id)
+    if not claimed:  # it failed before; queued at last from this delivery's payload
+        payload = raw_payload or _event_json(event)
+        statements.run(conn, statements.event_update("pending"), {**this, "payload": payload})
+    return DeliveryResult(Outcome.QUEUED, event.id)
+
+
 def _record_failure(
     conn: Connection,
-    event: StripeEvent,
+    event: AnyEvent,
     received_at: datetime,
     error: str,
     payload: str,
@@ -339,7 +440,30 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
 
 
-def _event_json(event: StripeEvent) -> str:
+def _event_json(event: AnyEvent) -> str:
+    """The event as Stripe would have delivered it, for a caller that did not keep the body."""
+    if isinstance(event, ThinEvent):
+        related = None
+        if event.related_type is not None and event.related_id is not None:
+            path = RESOURCE_PATHS.get(event.related_type, f"{event.related_type}s")
+            related = {
+                "id": event.related_id,
+                "type": event.related_type,
+                "url": f"/v1/{path}/{event.related_id}",
+            }
+        created = datetime.fromtimestamp(event.created, UTC)
+        return json.dumps(
+            {
+                "id": event.id,
+                "object": "v2.core.event",
+                "type": event.type,
+                "livemode": event.livemode,
+                "created": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "context": event.context,
+                "related_object": related,
+                "snapshot_event": event.snapshot_event,
+            }
+        )
     return json.dumps(
         {
             "id": event.id,

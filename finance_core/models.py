@@ -47,7 +47,8 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-EVENT_STATUSES = ("processed", "ignored", "failed", "dismissed")
+# `pending`: a thin event stored and acknowledged, waiting for its object from Stripe's API.
+EVENT_STATUSES = ("processed", "ignored", "failed", "dismissed", "pending")
 SYNC_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 metadata = MetaData(
@@ -106,9 +107,18 @@ subscriptions = Table(
     Column("current_period_start", UTCDateTime),
     Column("current_period_end", UTCDateTime),
     Column("cancel_at_period_end", Boolean),
+    # Why Stripe paused it (status_details.paused.subscription.type, from 2026-09-30.endive);
+    # None unless paused.
+    Column("pause_reason", String(64)),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
     CheckConstraint("length(status) > 0", name="status_not_empty"),
+    Index(
+        "ix_subscriptions_paused",
+        "pause_reason",
+        sqlite_where=text("status = 'paused'"),
+        postgresql_where=text("status = 'paused'"),
+    ),
 )
 
 # Maintained in the same transaction as `subscriptions`, so that the summary reads a few
@@ -163,6 +173,10 @@ webhook_events = Table(
     # Kept only while the event is failed, so that it can be replayed; cleared on success.
     Column("payload", Text),
     Column("dismissed_by", String(255)),
+    # A pending thin event: which resolver has it, until when, and when it may be tried again.
+    Column("claimed_by", String(255)),
+    Column("claimed_until", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),
     CheckConstraint(
         "status IN ({})".format(", ".join(f"'{s}'" for s in EVENT_STATUSES)), name="status"
     ),
@@ -170,6 +184,20 @@ webhook_events = Table(
     Index("ix_webhook_events_status_received", "status", "first_received_at"),
     Index("ix_webhook_events_type_received", "type", "first_received_at"),
     Index("ix_webhook_events_first_received_at", "first_received_at"),
+)
+
+# Deliveries per day (UTC, "YYYY-MM-DD") by kind (snapshot or thin) and API version ("" when the
+# event names none), kept as events arrive so that "which versions reach us" costs a few rows.
+# Each writing thread counts in rows of its own (`writer`), summed when read: writers of
+# several listener processes never wait for each other's row lock.
+event_api_versions = Table(
+    "event_api_versions",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("api_version", String(64), primary_key=True),
+    Column("writer", String(100), primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
 )
 
 # One row per `sync` run: when, who asked, what it changed (a JSON report) or why it stopped.

@@ -85,6 +85,10 @@ class SyncStatus:
     unresolved_failed_events: int
     rejected_deliveries: int
     as_of: datetime
+    # Thin events stored and acknowledged, waiting for their objects from Stripe's API.
+    thin_events_pending: int = 0
+    oldest_pending_since: datetime | None = None
+    pending_reason: str | None = None
 
     @property
     def last_webhook_received(self) -> datetime | None:
@@ -123,6 +127,16 @@ _UNRESOLVED_FAILED_EVENTS = (
 )
 # All rejected deliveries ever counted, across reasons.
 _REJECTED_DELIVERIES = select(func.sum(rejection_totals.c.rejection_count))
+# Thin events waiting for their objects: how many, since when, and why (the oldest's reason).
+_PENDING = webhook_events.c.status == "pending"
+_PENDING_THIN_EVENTS = select(func.count()).select_from(webhook_events).where(_PENDING)
+_OLDEST_PENDING = select(func.min(webhook_events.c.first_received_at)).where(_PENDING)
+_PENDING_REASON = (
+    select(webhook_events.c.error)
+    .where(_PENDING)
+    .order_by(webhook_events.c.first_received_at)
+    .limit(1)
+)
 _SUBSCRIPTIONS = func.sum(subscription_counts.c.subscription_count)
 _STATUS_BREAKDOWN = (
     select(subscription_counts.c.status, _SUBSCRIPTIONS)
@@ -174,6 +188,9 @@ _SYNC_STATUS = select(
     _UNRESOLVED_FAILED_EVENTS.scalar_subquery().label("unresolved_failed_events"),
     _FAILED_PAYMENTS.scalar_subquery().label("failed_payments"),
     _REJECTED_DELIVERIES.scalar_subquery().label("rejected_deliveries"),
+    _PENDING_THIN_EVENTS.scalar_subquery().label("thin_events_pending"),
+    _OLDEST_PENDING.scalar_subquery().label("oldest_pending_since"),
+    _PENDING_REASON.scalar_subquery().label("pending_reason"),
 ).select_from(_ANCHOR.outerjoin(_LATEST, true()))
 
 
@@ -226,15 +243,24 @@ def subscription_summary(
 
 def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -> SyncStatus:
     """Webhook feed health, the latest event and failing payments (SPEC 5 and 6), one statement."""
-    *latest, failed_events, failed_payments, rejected = hot.run(conn, _SYNC_STATUS, {}).fetchone()
+    row = hot.run(conn, _SYNC_STATUS, {}).fetchone()
+    *latest, failed_events, failed_payments, rejected = row[:8]
+    pending, oldest_pending, pending_reason = row[8:]
     last = _last_event(*latest)
+    oldest_pending = hot.stored_time(oldest_pending)
     quiet_limit = timedelta(seconds=delayed_after)
-    if failed_events:
+    thin_waiting = oldest_pending is not None and now - oldest_pending > quiet_limit
+    if failed_events or thin_waiting:
         health = WebhookHealth.ERROR
-        reason = (
-            f"{failed_events} event{'s' if failed_events != 1 else ''} failed to apply "
-            "and await a redelivery, a replay or an admin's dismissal"
-        )
+        problems = []
+        if failed_events:
+            problems.append(
+                f"{failed_events} event{'s' if failed_events != 1 else ''} failed to apply "
+                "and await a redelivery, a replay or an admin's dismissal"
+            )
+        if thin_waiting:
+            problems.append(_thin_wait(int(pending), quiet_limit, pending_reason))
+        reason = "; ".join(problems)
     elif last is None:
         health, reason = WebhookHealth.DELAYED, "no webhook has been received yet"
     elif now - last.received_at > quiet_limit:
@@ -251,6 +277,20 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
         unresolved_failed_events=int(failed_events),
         rejected_deliveries=int(rejected or 0),
         as_of=now,
+        thin_events_pending=int(pending),
+        oldest_pending_since=oldest_pending,
+        pending_reason=pending_reason,
+    )
+
+
+def _thin_wait(pending: int, waited: timedelta, reason: str | None) -> str:
+    plural = pending != 1
+    why = reason or (
+        "no listener has tried to fetch them yet (is one running with its background jobs?)"
+    )
+    return (
+        f"{pending} thin event{'s' if plural else ''} waited more than {_duration(waited)} "
+        f"for {'their objects' if plural else 'its object'} from Stripe: {why}"
     )
 
 

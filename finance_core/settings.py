@@ -33,8 +33,11 @@ class Settings(BaseSettings):
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     stripe_webhook_tolerance: int = Field(default=300, ge=0)
     stripe_api_key: SecretStr | None = None
-    # Where `sync` and `replay` reach Stripe's API; a local stand-in (stripe-mock) in tests.
+    # Where `sync`, `replay` and the thin-event resolver reach Stripe's API; a local stand-in
+    # in tests.
     stripe_api_base: str = "https://api.stripe.com"
+    # Requests a second the thin-event resolver may make, all listener processes together.
+    stripe_api_max_rps: int = Field(default=20, ge=1, le=1000)
     webhook_delayed_after: int = Field(default=600, gt=0)
     active_subscription_statuses: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["active", "trialing", "past_due"]

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from finance_core.db import execute_on_driver, insert_for_dialect
-from finance_core.models import as_utc, webhook_events
+from finance_core.models import as_utc, event_api_versions, webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -196,6 +196,32 @@ def upsert_state(
 
 
 @cache
+def add_api_version_counts(dialect: str, rows: int) -> Any:
+    """Add `count_<n>` events of (`day_<n>`, `kind_<n>`, `api_version_<n>`) to `writer`'s counts."""
+    table = event_api_versions
+    statement = insert_for_dialect(dialect, table).values(
+        [
+            {
+                "day": bindparam(f"day_{n}"),
+                "kind": bindparam(f"kind_{n}"),
+                "api_version": bindparam(f"api_version_{n}"),
+                "writer": bindparam("writer"),
+                "event_count": bindparam(f"count_{n}"),
+            }
+            for n in range(rows)
+        ]
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["day", "kind", "api_version", "writer"],
+        set_={"event_count": table.c.event_count + statement.excluded.event_count},
+    )
+
+
+# Whether an event is stored, and how it stands (a thin event's snapshot twin).
+event_status = select(webhook_events.c.status).where(webhook_events.c.id == bindparam("object_id"))
+
+
+@cache
 def lock(table: Table) -> Any:
     return select(table).where(table.c.id == bindparam("object_id")).with_for_update()
 
@@ -215,6 +241,26 @@ def event_update(change: str) -> Any:
     if change == "ignored":
         return statement.values(
             status="ignored", processed_at=bindparam("at"), error=null(), payload=null()
+        )
+    if change == "pending":  # a thin event queued for the resolver, with its payload
+        return statement.values(
+            status="pending",
+            payload=bindparam("payload"),
+            error=null(),
+            dismissed_by=null(),
+            claimed_by=null(),
+            claimed_until=null(),
+            next_attempt_at=null(),
+        )
+    if change == "settled":  # a thin event whose object's state is in the store
+        return statement.values(
+            status="processed",
+            processed_at=bindparam("at"),
+            error=null(),
+            payload=null(),
+            claimed_by=null(),
+            claimed_until=null(),
+            next_attempt_at=null(),
         )
     return statement.values(  # "processed": a failed event, finished at last
         status="processed",

@@ -112,3 +112,14 @@ def price_fields(price: dict[str, Any]) -> dict[str, Any]:
         "currency": optional_str(price, "currency"),
         "recurring_interval": interval if isinstance(interval, str) else None,
     }
+
+
+def pause_reason(subscription: dict[str, Any]) -> str:
+    """Why a paused subscription is paused (2026-09-30.endive's
+    `status_details.paused.subscription.type`); older API versions pause only when a trial
+    ends without a payment method, and say nothing: "unspecified"."""
+    details = subscription.get("status_details")
+    paused = details.get("paused") if isinstance(details, dict) else None
+    inner = paused.get("subscription") if isinstance(paused, dict) else None
+    reason = inner.get("type") if isinstance(inner, dict) else None
+    return reason[:64] if isinstance(reason, str) and reason else "unspecified"

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from finance_core.db import write_transaction
 from finance_core.events import NotAStripeEvent, Outcome, StripeEvent
-from finance_core.handlers import HANDLERS, Change
+from finance_core.handlers import API_STATE_EVENT_TYPES, HANDLERS, Change
 from finance_core.ingest import recover_event
 from finance_core.models import invoices, sync_runs
 from finance_core.stripe_api import PAGE_SIZE, NotFoundAtStripe, Pager, StripeUnavailable
@@ -32,15 +32,7 @@ log = logging.getLogger(__name__)
 MISSED_EVENTS_LOOKBACK = timedelta(days=30)  # how long Stripe keeps events
 STALE_RUN_AFTER = timedelta(hours=12)
 MAX_ERRORS_KEPT = 20
-# The handler each kind of object goes through, as if a webhook of this type carried it.
 KINDS = ("products", "prices", "subscriptions", "invoices")
-EVENT_TYPE_FOR = {
-    "product": "product.updated",
-    "price": "price.updated",
-    "plan": "plan.updated",
-    "subscription": "customer.subscription.updated",
-    "invoice": "invoice.updated",
-}
 
 Progress = Callable[[str], None]
 
@@ -273,7 +265,7 @@ class _Sync:
 
     def _apply_object(self, conn: Connection, obj: dict[str, Any], now: datetime) -> Change:
         kind = obj.get("object")
-        event_type = EVENT_TYPE_FOR.get(kind) if isinstance(kind, str) else None
+        event_type = API_STATE_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
         if event_type is None:
             raise ValueError(f"unexpected object {kind!r}")
         event = StripeEvent(

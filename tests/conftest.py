@@ -14,6 +14,7 @@ from finance_core.db import make_engine
 from finance_core.settings import Settings, load_settings
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.servers import ThreadedServer
+from tests.support.stripe_api import StripeStandIn, running_stand_in
 from tests.support.stripe_factory import SECRET, signed
 
 IN_CI = os.environ.get("CI") == "true"
@@ -72,6 +73,13 @@ def second_engine(
     engine.dispose()
 
 
+@pytest.fixture
+def stripe_api() -> Iterator[StripeStandIn]:
+    """The local stand-in for Stripe's API, serving over HTTP until the test ends."""
+    with running_stand_in() as stand_in:
+        yield stand_in
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -89,10 +97,13 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def listener(settings: Settings, engine: Engine) -> Iterator[ThreadedServer]:
-    """The listener app served over real HTTP on a loopback port."""
+    """The listener app served over real HTTP on a loopback port, without background jobs.
+
+    Tests of a job run it themselves, or start a listener process that runs it.
+    """
     from webhook_listener.app import create_app
 
-    server = ThreadedServer(create_app(settings, engine)).start()
+    server = ThreadedServer(create_app(settings, engine, jobs=[])).start()
     yield server
     server.stop()
 

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -16,15 +16,9 @@ from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import webhook_events
 from tests.support import stripe_factory as sf
 from tests.support.reads import latest_event
-from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
+from tests.support.stripe_api import API_KEY
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def stripe_api() -> Iterator[StripeStandIn]:
-    with running_stand_in() as stand_in:
-        yield stand_in
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,8 +36,7 @@ from finance_core.models import (
 from finance_core.queries import stripe_sync_status, subscription_summary
 from finance_core.rejections import KEEP_LATEST_REJECTIONS
 from tests.support import stripe_factory as sf
-from tests.support.postgres import free_port
-from tests.support.servers import wait_gone, writer_of
+from tests.support.servers import ListenerProcess, wait_gone
 
 STATUSES = ["active", "trialing", "past_due", "canceled", "unpaid"]
 
@@ -100,64 +97,6 @@ def clean_store(tmp_path: Path, events: list[dict[str, Any]]) -> Engine:
     for event in events:
         ingest_event(engine=engine, event=StripeEvent.from_payload(event), received_at=now)
     return engine
-
-
-class ListenerProcess:
-    """`python -m webhook_listener` on a free port, as operators run it."""
-
-    def __init__(self, database_url: str) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "DATABASE_URL": database_url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "ListenerProcess":
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook_listener",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a process group of its own, as a service manager gives
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the listener did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def terminate_group(self) -> None:
-        """SIGTERM to the listener and its writer at once, as systemd stops a service."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-
-    def writer_pid(self) -> int | None:
-        """The writer process the listener started (see webhook_listener/writer.py), if any."""
-        assert self.process is not None
-        return writer_of(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
 
 def send_all(

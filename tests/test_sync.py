@@ -6,7 +6,6 @@ The store afterwards is checked through the same queries the API and dashboard u
 import json
 import random
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,17 +20,11 @@ from finance_core.sync import SyncError, SyncReport, latest_runs, run_sync
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.reads import latest_event
-from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
+from tests.support.stripe_api import API_KEY, StripeStandIn
 
 ACTIVE = ["active", "trialing", "past_due"]
 PLANS = [("prod_sync_basic", "Basic"), ("prod_sync_pro", "Pro"), ("prod_sync_team", "Team")]
 STATUSES = ["active"] * 6 + ["trialing", "past_due", "canceled", "canceled", "unpaid", "paused"]
-
-
-@pytest.fixture
-def stripe_api() -> Iterator[StripeStandIn]:
-    with running_stand_in() as stand_in:
-        yield stand_in
 
 
 def sync(engine: Engine, stand_in: StripeStandIn, **kwargs: Any) -> SyncReport:

@@ -5,9 +5,10 @@ spares the writer the stripe library's import time at every start.
 """
 
 import json
+from datetime import datetime
 from typing import Any
 
-from finance_core.events import NotAStripeEvent, StripeEvent
+from finance_core.events import NotAStripeEvent, StripeEvent, ThinEvent, parse_payload
 
 
 class Rejected(Exception):
@@ -20,13 +21,13 @@ class Rejected(Exception):
         self.status_code = status_code
 
 
-def parse_event(text: str) -> StripeEvent:
-    """A verified body as a Stripe event; raises Rejected when it is not JSON or not an event."""
+def parse_event(text: str, received_at: datetime) -> StripeEvent | ThinEvent:
+    """A verified body as a snapshot or thin event; Rejected when not JSON or not an event."""
     try:
         payload: Any = json.loads(text)
     except ValueError:
         raise Rejected("malformed_json", "the body is not valid JSON") from None
     try:
-        return StripeEvent.from_payload(payload)
+        return parse_payload(payload, received_at=received_at)
     except NotAStripeEvent as exc:
         raise Rejected("not_an_event", f"the body is not a Stripe event: {exc}") from None

@@ -102,14 +102,15 @@ def store(engine: Engine, batch: list[Frame]) -> bytes:
     deliveries: list[tuple[int, Delivery]] = []
     for request_id, micros, body in batch:
         text = body.decode()  # UTF-8, checked by the listener
+        received_at = decode_received_at(micros)
         try:
-            event = parse_event(text)
+            event = parse_event(text, received_at)
         except Rejected as rejection:
             replies.append(
                 encode_reply(request_id, Code.REJECTED, rejection.reason, str(rejection))
             )
             continue
-        deliveries.append((request_id, Delivery(event, decode_received_at(micros), text)))
+        deliveries.append((request_id, Delivery(event, received_at, text)))
     if not deliveries:
         return b"".join(replies)
     ids = [request_id for request_id, _ in deliveries]

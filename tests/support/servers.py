@@ -1,5 +1,7 @@
 """Servers for the tests: the app in-process on a thread, or the listener as a real process."""
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +13,7 @@ import httpx
 import uvicorn
 
 from tests.support.postgres import free_port
+from tests.support.stripe_factory import SECRET
 
 
 class ThreadedServer:
@@ -103,8 +106,13 @@ def child_processes(parent_pid: int) -> dict[int, bytes]:
 
 def writer_of(listener_pid: int) -> int | None:
     """The pid of the writer process a listener process started (webhook_listener/writer.py)."""
-    for pid, command in child_processes(listener_pid).items():
-        if b"webhook_listener.writer_process" in command:
+    return child_running(listener_pid, b"webhook_listener.writer_process")
+
+
+def child_running(parent_pid: int, module: bytes) -> int | None:
+    """The pid of a child of `parent_pid` whose command line names `module`, if any."""
+    for pid, command in child_processes(parent_pid).items():
+        if module in command:
             return pid
     return None
 
@@ -120,3 +128,78 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+class ListenerProcess:
+    """`python -m webhook_listener` on a free port, as operators run it."""
+
+    def __init__(self, database_url: str, *args: str, **env: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")},
+            "DATABASE_URL": database_url,
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+            **env,
+        }
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ListenerProcess":
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook_listener",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *self.args,
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, as a service manager gives
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("the listener did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate_group(self) -> None:
+        """SIGTERM to the listener and its writer at once, as systemd stops a service."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+
+    def writer_pid(self) -> int | None:
+        """The writer process the listener started (see webhook_listener/writer.py), if any."""
+        assert self.process is not None
+        return writer_of(self.process.pid)
+
+    def worker_pid(self, timeout: float = 10) -> int | None:
+        """The background worker it started (webhook_listener/background.py), once it runs."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while (pid := child_running(self.process.pid, b"background_process")) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        return pid
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -198,3 +198,43 @@ def invoice(
     else:
         obj["subscription"] = subscription_id
     return obj
+
+
+RESOURCE_PATHS = {
+    "subscription": "subscriptions",
+    "invoice": "invoices",
+    "product": "products",
+    "price": "prices",
+    "plan": "plans",
+}
+
+
+def thin_event(
+    event_type: str,
+    related_type: str | None,
+    related_id: str | None,
+    *,
+    event_id: str | None = None,
+    created: float | None = None,
+    livemode: bool = False,
+    context: str | None = None,
+    snapshot_event: str | None = None,
+) -> dict[str, Any]:
+    """A thin event notification as an event destination delivers it (2026-09-30.endive)."""
+    moment = time.time() if created is None else created
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    related = None
+    if related_type is not None:
+        path = RESOURCE_PATHS.get(related_type, f"{related_type}s")
+        related = {"id": related_id, "type": related_type, "url": f"/v1/{path}/{related_id}"}
+    return {
+        "id": event_id or next_id("evt_thin"),
+        "object": "v2.core.event",
+        "type": event_type,
+        "livemode": livemode,
+        "created": f"{stamp}.{int(moment * 1000) % 1000:03d}Z",
+        "context": context,
+        "related_object": related,
+        "snapshot_event": snapshot_event,
+        "reason": {"type": "request", "request": {"id": next_id("req"), "idempotency_key": None}},
+    }
