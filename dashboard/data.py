@@ -6,7 +6,7 @@ results are keyed by the database URL, so two stores in one process (tests) neve
 
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, ParamSpec, TypeVar
 
 import streamlit as st
@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import event_log, migrate, queries, rejections, users
+from finance_core import event_log, migrate, queries, rejections, resolver, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
@@ -127,6 +127,53 @@ def status_breakdown() -> dict[str, int]:
     return _status_breakdown(settings().database_url)
 
 
+@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
+def _paused_by_reason(url: str) -> dict[str, int]:
+    with read_transaction(_engine_for(url)) as conn:
+        return queries.paused_by_reason(conn=conn)
+
+
+@_store_errors
+def paused_by_reason() -> dict[str, int]:
+    """Paused subscriptions per reason Stripe gave."""
+    return _paused_by_reason(settings().database_url)
+
+
+@st.cache_data(ttl=LOG_TTL, show_spinner=False)
+def _api_versions(url: str, start: date, end: date) -> list[event_log.VersionCount]:
+    with read_transaction(_engine_for(url)) as conn:
+        return event_log.api_versions(conn=conn, start=start, end=end)
+
+
+@_store_errors
+def api_versions(days: int) -> list[event_log.VersionCount]:
+    """Deliveries per kind and API version over the last `days` UTC days, today included."""
+    today = now().date()
+    start = today - timedelta(days=days - 1)
+    return _api_versions(settings().database_url, start, today + timedelta(days=1))
+
+
+@st.cache_data(ttl=LOG_TTL, show_spinner=False)
+def _latest_generation_failure(url: str) -> event_log.EventRow | None:
+    with read_transaction(_engine_for(url)) as conn:
+        return event_log.latest_generation_failure(conn=conn)
+
+
+@_store_errors
+def latest_generation_failure() -> event_log.EventRow | None:
+    """The latest time Stripe said it had failed to generate events."""
+    return _latest_generation_failure(settings().database_url)
+
+
+@_store_errors
+def resolve_now() -> int:
+    """Have the listeners fetch every waiting thin event at once; how many."""
+    try:
+        return resolver.retry_pending_now(engine=engine())
+    finally:
+        forget_cached_reads()
+
+
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
 def _rejections(url: str) -> list[rejections.ReasonCount]:
     with read_transaction(_engine_for(url)) as conn:
@@ -229,6 +276,9 @@ def forget_cached_reads() -> None:
         _subscription_summary,
         _sync_status,
         _status_breakdown,
+        _paused_by_reason,
+        _api_versions,
+        _latest_generation_failure,
         _rejections,
         _failed_events,
         _events_per_hour,

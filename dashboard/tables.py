@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from finance_core.event_log import EventRow
+from finance_core.event_log import EventRow, VersionCount
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
 from finance_core.sync import SyncRun
@@ -36,6 +36,25 @@ def status_table(counts: dict[str, int]) -> dict[str, Any]:
     """Subscriptions per status."""
     frame = pd.DataFrame({"Status": list(counts), "Subscriptions": list(counts.values())})
     return {"data": frame, "hide_index": True}
+
+
+def api_version_table(versions: Sequence[VersionCount]) -> dict[str, Any]:
+    """Deliveries per kind and API version."""
+    frame = pd.DataFrame(
+        {
+            "Kind": [item.kind for item in versions],
+            "API version": [
+                item.api_version or ("none (thin events)" if item.kind == "thin" else "none given")
+                for item in versions
+            ],
+            "Events": [item.count for item in versions],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {"Events": st.column_config.NumberColumn(format="localized")},
+    }
 
 
 def rejection_table(reasons: Sequence[ReasonCount]) -> dict[str, Any]:

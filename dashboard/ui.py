@@ -33,6 +33,16 @@ STATUS_COLORS = {
     "ignored": "#9aa5b1",
     "failed": "#d64545",
     "dismissed": "#e8a33d",
+    "pending": "#8250df",
+}
+# Why Stripe paused a subscription (status_details.paused.subscription.type), in words.
+PAUSE_REASONS = {
+    "first_payment_failure": "first payment failed",
+    "final_payment_failure": "final payment failed",
+    "pause_requested": "pause requested",
+    "trial_end_without_payment_method": "trial ended without a payment method",
+    "system": "paused by Stripe",
+    "unspecified": "no reason given",
 }
 
 
@@ -84,3 +94,22 @@ def show_flash(key: str) -> None:
     if outcome:
         ok, message = outcome
         (st.success if ok else st.error)(message)
+
+
+def with_pause_reasons(breakdown: dict[str, int], paused: dict[str, int]) -> dict[str, int]:
+    """The status breakdown with `paused` split by pause reason ("paused: final payment failed")."""
+    if "paused" not in breakdown:
+        return breakdown
+    split = {}
+    for status, count in breakdown.items():
+        if status != "paused":
+            split[status] = count
+            continue
+        for reason, reason_count in paused.items():
+            split[f"paused: {PAUSE_REASONS.get(reason, reason.replace('_', ' '))}"] = reason_count
+        rest = count - sum(paused.values())
+        if rest > 0:  # counted a moment apart: a subscription paused in between
+            split["paused: " + PAUSE_REASONS["unspecified"]] = (
+                split.get("paused: " + PAUSE_REASONS["unspecified"], 0) + rest
+            )
+    return dict(sorted(split.items(), key=lambda item: -item[1]))

@@ -9,16 +9,19 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 
 from finance_core.db import read_transaction
-from finance_core.models import EVENT_STATUSES, webhook_events
+from finance_core.models import EVENT_STATUSES, event_api_versions, webhook_events
 from finance_core.queries import stripe_dashboard_url
 from finance_core.stripe_shapes import timestamp
 
+# Stripe's word that it failed to generate some events (and has since fixed it): those
+# events never reach any endpoint, so only a sync can make up for them.
+GENERATION_FAILURE_RESOLVED = "v2.core.health.event_generation_failure.resolved"
 MAX_PAGE_SIZE = 500
 MAX_EVENT_TYPES = 500
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -209,6 +212,48 @@ def events_per_hour(*, conn: Connection, start: datetime, end: datetime) -> list
         )
     counts.sort(key=lambda item: (item.hour, item.status))
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCount:
+    """Deliveries of one kind (snapshot or thin) and API version ("" when none was given)."""
+
+    kind: str
+    api_version: str
+    count: int
+
+
+def api_versions(*, conn: Connection, start: date, end: date) -> list[VersionCount]:
+    """Deliveries per kind and API version received on the UTC days [start, end), most first.
+
+    From the daily counts kept as events arrive (a few rows a day), not from the event log.
+    """
+    total = func.sum(event_api_versions.c.event_count)
+    statement = (
+        select(event_api_versions.c.kind, event_api_versions.c.api_version, total)
+        .where(
+            event_api_versions.c.day >= start.isoformat(),
+            event_api_versions.c.day < end.isoformat(),
+        )
+        .group_by(event_api_versions.c.kind, event_api_versions.c.api_version)
+    )
+    counts = [
+        VersionCount(kind, version, int(count)) for kind, version, count in conn.execute(statement)
+    ]
+    counts.sort(key=lambda item: (-item.count, item.kind, item.api_version))
+    return counts
+
+
+def latest_generation_failure(*, conn: Connection) -> EventRow | None:
+    """The latest event in which Stripe reported that it failed to generate events."""
+    statement = (
+        select(*_LOG_COLUMNS)
+        .where(webhook_events.c.type == GENERATION_FAILURE_RESOLVED)
+        .order_by(webhook_events.c.first_received_at.desc())
+        .limit(1)
+    )
+    row = conn.execute(statement).first()
+    return _row(row) if row is not None else None
 
 
 def _as_utc_hour(value: datetime | str) -> datetime:

@@ -19,6 +19,7 @@ from finance_core.models import (
     products,
     rejection_totals,
     subscription_counts,
+    subscriptions,
     webhook_events,
 )
 from finance_core.stripe_shapes import timestamp
@@ -223,6 +224,23 @@ def status_breakdown(*, conn: Connection) -> dict[str, int]:
     """All subscriptions by status, whatever the plan."""
     rows = hot.run(conn, _STATUS_BREAKDOWN, {}).fetchall()
     return {status: int(count) for status, count in sorted(rows, key=lambda r: -r[1])}
+
+
+# Paused subscriptions by why Stripe paused them (the partial index holds the paused few).
+_PAUSED_BY_REASON = (
+    select(subscriptions.c.pause_reason, func.count())
+    .where(subscriptions.c.status == "paused")
+    .group_by(subscriptions.c.pause_reason)
+)
+
+
+def paused_by_reason(*, conn: Connection) -> dict[str, int]:
+    """Paused subscriptions per pause reason, most first ("unspecified" when Stripe gave none)."""
+    counts: dict[str, int] = {}
+    for reason, count in hot.run(conn, _PAUSED_BY_REASON, {}).fetchall():
+        key = reason or "unspecified"
+        counts[key] = counts.get(key, 0) + int(count)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def subscription_summary(

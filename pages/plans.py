@@ -8,7 +8,7 @@ auth.current_viewer()
 st.title("Plans")
 
 summary = data.subscription_summary()
-breakdown = data.status_breakdown()
+breakdown = ui.with_pause_reasons(data.status_breakdown(), data.paused_by_reason())
 st.caption(
     f"As of {ui.absolute_time(summary.as_of)} · active means "
     f"{', '.join(data.settings().active_subscription_statuses)}"

@@ -1,12 +1,15 @@
-"""Webhooks: feed health, traffic by outcome, rejections, and failed events to settle."""
+"""Webhooks: feed health, thin events waiting for Stripe, traffic, API versions, failed events."""
 
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
 from finance_core.event_log import stripe_event_url
+from finance_core.queries import SyncStatus
 
 ACTION_OUTCOME = "webhooks_action_outcome"
+THIN_OUTCOME = "webhooks_thin_outcome"
 WINDOWS = {"Last 24 hours": 24, "Last 7 days": 24 * 7}
+VERSION_DAYS = 7
 
 viewer = auth.current_viewer()
 st.title("Webhooks")
@@ -23,6 +26,7 @@ def health_panel() -> None:
         ui.health_badge(status)
     failing.metric("Failed events awaiting action", f"{status.unresolved_failed_events:,}")
     rejected.metric("Rejected deliveries", f"{status.rejected_deliveries:,}")
+    thin_events(status)
     last = status.last_event
     if last is None:
         st.info(
@@ -38,7 +42,52 @@ def health_panel() -> None:
         )
 
 
+def thin_events(status: SyncStatus) -> None:
+    """Thin events stored and acknowledged, waiting for their objects from Stripe's API."""
+    ui.show_flash(THIN_OUTCOME)
+    if not status.thin_events_pending:
+        return
+    count, oldest = status.thin_events_pending, status.oldest_pending_since
+    waiting = st.columns(3, border=True)
+    waiting[0].metric("Thin events waiting for Stripe", f"{count:,}")
+    waiting[1].metric("Waiting since", ui.relative_time(oldest, status.as_of))
+    with waiting[2]:
+        st.caption("Why they wait")
+        st.write(status.pending_reason or "Being fetched from Stripe's API.")
+    if viewer.is_admin:
+
+        def resolve_now() -> None:
+            try:
+                due = data.resolve_now()
+                outcome = (True, f"{due:,} thin events are due now; the listener fetches them.")
+            except data.StoreUnavailable as exc:
+                outcome = (False, str(exc))
+            st.session_state[THIN_OUTCOME] = outcome
+
+        st.button("Resolve now", on_click=resolve_now, icon=":material/cloud_download:")
+
+
 health_panel()
+
+failure = data.latest_generation_failure()
+runs = data.sync_runs(limit=1)
+if failure is not None and not (
+    runs and runs[0].status == "succeeded" and runs[0].started_at > failure.first_received_at
+):
+    st.warning(
+        f"Stripe reported on {ui.absolute_time(failure.created)} that it had failed to generate "
+        "some events (the failure is resolved now). Those events never reached this listener "
+        "and no redelivery will bring them: a sync reads the current state from Stripe's API "
+        f"instead. [Stripe's notice]({failure.stripe_url})",
+        icon=":material/warning:",
+    )
+    if not viewer.is_admin:
+        st.caption("An admin can run a sync from the Stripe sync page.")
+    elif not data.stripe_configured():
+        st.caption("Set STRIPE_API_KEY for the dashboard to run a sync from here.")
+    elif st.button("Sync now", key="generation_failure_sync", icon=":material/sync:"):
+        data.start_sync(by=f"dashboard:{viewer.username}")
+        st.switch_page("pages/sync.py")  # its progress and report
 
 st.subheader("Events per hour by outcome")
 window = st.segmented_control("Window", list(WINDOWS), default="Last 24 hours", key="window")
@@ -48,6 +97,17 @@ if hourly:
     st.plotly_chart(charts.events_per_hour(hourly, end=end, hours=hours), width="stretch")
 else:
     st.info(f"No events received in the {(window or 'Last 24 hours').lower()}.")
+
+st.subheader(f"API versions of the last {VERSION_DAYS} days")
+versions = data.api_versions(VERSION_DAYS)
+if versions:
+    st.dataframe(**tables.api_version_table(versions))
+    st.caption(
+        "Stripe sends each endpoint's snapshot events in the API version set on it: a version "
+        "older than the rest is an endpoint left behind. Thin events carry no version."
+    )
+else:
+    st.caption(f"No event received in the last {VERSION_DAYS} days.")
 
 st.subheader("Rejected deliveries by reason")
 reasons = data.rejections_by_reason()
