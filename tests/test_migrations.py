@@ -9,7 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from finance_core import migrate
 from finance_core.db import is_unavailable, make_engine, write_transaction
@@ -93,3 +93,33 @@ def test_sqlite_errors_that_mean_try_later_are_told_from_the_others(tmp_path):
                 )
     assert is_unavailable(locked.value)
     engine.dispose()
+
+
+def test_the_pending_status_arrives_without_losing_or_loosening_anything(database_url):
+    """0006 lets webhook_events take `pending` in place; old rows stay, bad statuses still fail."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            config = migrate._config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0005_leases")
+        row = (
+            "INSERT INTO webhook_events (id, type, created, livemode, status, attempts, "
+            "deliveries, first_received_at, last_received_at) VALUES ('{id}', 'product.created', "
+            "1, false, '{status}', 1, 1, '2026-11-30 10:00:00', '2026-11-30 10:00:00')"
+        )
+        with write_transaction(engine) as conn:
+            conn.execute(text(row.format(id="evt_old", status="processed")))
+        migrate.upgrade(engine)
+        with write_transaction(engine) as conn:
+            conn.execute(text(row.format(id="evt_thin", status="pending")))
+        with pytest.raises(IntegrityError), write_transaction(engine) as conn:
+            conn.execute(text(row.format(id="evt_bad", status="bogus")))
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text("SELECT id, status FROM webhook_events")).all())
+        assert stored == {"evt_old": "processed", "evt_thin": "pending"}
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    finally:
+        engine.dispose()

@@ -168,3 +168,20 @@ def test_two_listeners_on_one_store_resolve_each_event_once(engine, database_url
             select(webhook_events.c.processed_at, webhook_events.c.claimed_by)
         ).all()
     assert all(processed is not None and holder is None for processed, holder in rows)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_dead_worker_is_replaced_and_its_work_goes_on(engine, database_url, stripe_api):
+    stripe_api.put("subscriptions", sf.subscription("sub_w", "active", "prod_w"))
+    listener = ListenerProcess(database_url, **with_key(stripe_api)).start()
+    try:
+        worker = listener.worker_pid()
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
+        assert wait_gone(worker)
+        replacement = wait_until(lambda: (pid := listener.worker_pid()) != worker and pid)
+        assert post(listener, thin_about("sub_w")).json()["outcome"] == "queued"
+        wait_until(lambda: statuses(engine) == {"processed": 1}, timeout=30)
+    finally:
+        listener.stop()
+    assert wait_gone(replacement)  # the listener ends its worker when it stops
