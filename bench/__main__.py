@@ -281,9 +281,33 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
+def bench_thin_events(args: argparse.Namespace) -> dict[str, object]:
+    from bench import thin_events
+
+    print(
+        f"\nThin events: {args.thin_events:,} about {args.thin_objects:,} subscriptions, the "
+        f"stand-in capped at {args.api_rps} requests/s, beside {args.thin_duration} s of "
+        f"snapshot ingest at {args.connections} connections; {args.rounds} rounds",
+        flush=True,
+    )
+    result = thin_events.run(
+        rounds=args.rounds,
+        duration=args.thin_duration,
+        connections=args.connections,
+        thin_events=args.thin_events,
+        objects=args.thin_objects,
+        api_rps=args.api_rps,
+        postgres=not args.no_postgres,
+    )
+    print()
+    for target, measured, met in thin_events.targets(result):
+        print(f"  {target:60} {measured:>10}  {mark(met)}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "read-path"])
+    parser.add_argument("--only", choices=["ingest", "read-path", "thin-events"])
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -312,6 +336,12 @@ def main() -> None:
         help="an extra `streamlit run` setting for the dashboard (experiments)",
     )
     parser.add_argument("--no-dashboard", action="store_true", help="read path: skip Chromium")
+    parser.add_argument("--thin-events", type=int, default=20_000)
+    parser.add_argument("--thin-objects", type=int, default=2_000)
+    parser.add_argument("--api-rps", type=int, default=100, help="thin events: the stand-in's cap")
+    parser.add_argument(
+        "--thin-duration", type=int, default=20, help="thin events: seconds of snapshot load"
+    )
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
@@ -319,6 +349,8 @@ def main() -> None:
         report["ingest"] = bench_ingest(args)
     if args.only in (None, "read-path"):
         report["read_path"] = bench_read_path(args)
+    if args.only in (None, "thin-events"):
+        report["thin_events"] = bench_thin_events(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

@@ -33,7 +33,7 @@ import stripe
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import Connection, Engine, null, or_, select, update
+from sqlalchemy import Connection, Engine, and_, null, or_, select, update
 
 from finance_core.db import read_transaction, write_transaction
 from finance_core.events import StripeEvent, ThinEvent
@@ -52,6 +52,7 @@ STATE_MARGIN_S = 1
 # Work claimed at once: about five seconds of fetches at the configured pace.
 BATCH_SECONDS_OF_FETCHES = 5
 FETCH_TIMEOUT_S = 10.0
+PACE_SHARE = 0.9  # of STRIPE_API_MAX_RPS: the margin for requests' varying travel time
 FETCH_THREADS = 8
 NO_KEY_RETRY = timedelta(seconds=30)
 KEY_REFUSED_RETRY = timedelta(seconds=60)
@@ -130,12 +131,12 @@ class NotFound(Exception):
 
 
 class Pacer:
-    """Request starts at most `per_second` a second, for every listener process together.
+    """Requests under `per_second` a second, for every listener process together.
 
-    Starts are spaced evenly here (a little over 1/rate apart, so that a second never holds
-    more than the rate, however the requests' travel time varies), and each start also
-    takes a place in a moving one-second window in the rate-limit storage, which several
-    listener processes share through Redis.
+    Starts are spaced evenly here, and each also takes a place in a moving one-second window
+    in the rate-limit storage, which several listener processes share through Redis. Both
+    run a tenth below the limit: requests take varying time to reach Stripe (threads, a busy
+    machine, the network), and some that started apart arrive together.
     """
 
     def __init__(
@@ -146,8 +147,9 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.interval = 1.05 / per_second
-        self.limit = RateLimitItemPerSecond(per_second)
+        pace = max(1, int(per_second * PACE_SHARE))
+        self.interval = 1.0 / pace
+        self.limit = RateLimitItemPerSecond(pace)
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.sleep, self.clock = sleep, clock
         self._next = 0.0
@@ -228,19 +230,18 @@ class Resolver:
         self.release_claims()
 
     def run_once(self) -> CycleReport:
-        """Claim what is due, settle what the store covers, fetch the rest; wait for it."""
+        """Read what is due, settle what the store covers, claim and fetch the rest; wait."""
         now = self.clock()
         report = CycleReport()
-        claimed = self._claim(now)
-        self._claimed_at = now
-        report.claimed = len(claimed)
-        if not claimed:
+        due = self._due(now)
+        report.claimed = len(due)
+        if not due:
             return report
         by_object: dict[tuple[str, str], list[Pending]] = {}
-        for pending in claimed:
+        for pending in due:
             by_object.setdefault(pending.key, []).append(pending)
         covered = self._covered(by_object)
-        self._settle([p.id for p in covered], now)
+        self._settle_free([p.id for p in covered], now)
         report.settled_without_fetch = len(covered)
         covered_ids = {p.id for p in covered}
         to_fetch = {}
@@ -252,58 +253,125 @@ class Resolver:
             return report
         if self.client is None:
             waiting = [p for rest in to_fetch.values() for p in rest]
-            self._release(waiting, next_attempt=now + NO_KEY_RETRY, reason=NO_KEY)
+            self._wait_free(waiting, now, next_attempt=now + NO_KEY_RETRY, reason=NO_KEY)
             report.waiting = len(waiting)
             return report
-        futures = []
+        fetchable = {}
         for key, rest in to_fetch.items():
-            if not self._coverable(rest, now):
-                # Too fresh: a fetch now would be dated before them (see STATE_MARGIN_S).
-                newest = max(p.created for p in rest)
-                ready = datetime.fromtimestamp(newest + STATE_MARGIN_S + 1, UTC)
-                self._release(rest, next_attempt=ready)
-                report.waiting += len(rest)
+            if self._coverable(rest, now):
+                fetchable[key] = rest
                 continue
-            futures.append(self.pool.submit(self._fetch_and_apply, key, rest, report))
+            # Too fresh: a fetch now would be dated before them (see STATE_MARGIN_S).
+            newest = max(p.created for p in rest)
+            ready = datetime.fromtimestamp(newest + STATE_MARGIN_S + 1, UTC)
+            self._wait_free(rest, now, next_attempt=ready)
+            report.waiting += len(rest)
+        won = self._claim([p for rest in fetchable.values() for p in rest], now)
+        self._claimed_at = now
+        futures = []
+        for key, rest in fetchable.items():
+            ours = [p for p in rest if p.id in won]
+            if ours:  # another resolver may have taken some of them meanwhile
+                futures.append(self.pool.submit(self._fetch_and_apply, key, ours, report))
         for future in futures:
             future.result()
         return report
 
-    # --- claiming and settling -------------------------------------------------------
+    # --- reading, claiming and settling -----------------------------------------------
 
-    def _claim(self, now: datetime) -> list[Pending]:
+    def _free(self, now: datetime) -> Any:
+        """A pending event no live claim holds."""
+        events = webhook_events.c
+        return and_(
+            events.status == "pending",
+            or_(events.claimed_until.is_(None), events.claimed_until <= now),
+        )
+
+    def _due(self, now: datetime) -> list[Pending]:
+        """The oldest pending events that nobody holds and that are due, read without a lock."""
         events = webhook_events.c
         due = (
-            select(events.id)
+            select(events.id, events.created, events.livemode, events.attempts, events.payload)
             .where(
-                events.status == "pending",
-                or_(events.claimed_until.is_(None), events.claimed_until <= now),
+                self._free(now),
                 or_(events.next_attempt_at.is_(None), events.next_attempt_at <= now),
             )
             .order_by(events.first_received_at, events.id)
+            .limit(self.batch_size)
         )
-        # A read first: with nothing due, polling never takes SQLite's write lock.
         with read_transaction(self.engine) as conn:
-            if conn.execute(due.limit(1)).first() is None:
-                return []
-        due = due.limit(self.batch_size).with_for_update(skip_locked=True)
-        claim = (
-            update(webhook_events)
-            .where(events.id.in_(due.scalar_subquery()))
-            .values(claimed_by=self.holder, claimed_until=now + CLAIM_LEASE)
-            .returning(events.id, events.created, events.livemode, events.attempts, events.payload)
-        )
-        with write_transaction(self.engine) as conn:
-            rows = conn.execute(claim).all()
-        claimed = []
+            rows = conn.execute(due).all()
+        found = []
         for row in rows:
             pending = _pending(row, now)
-            if pending is None:  # no payload to fetch from: settle it rather than loop
-                self._fail([row.id], "the pending thin event has no readable payload", now)
+            if pending is None:  # no payload to fetch from: keep it as failed rather than loop
+                self._fail_free([row.id], "the pending thin event has no readable payload", now)
                 continue
-            claimed.append(pending)
-        claimed.sort(key=lambda p: (p.created, p.id))
-        return claimed
+            found.append(pending)
+        found.sort(key=lambda p: (p.created, p.id))
+        return found
+
+    def _claim(self, events: Sequence[Pending], now: datetime) -> set[str]:
+        """Take these events for fetching; the ids this resolver won (a lease in their rows).
+
+        `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the write lock makes the update's
+        condition the claim.
+        """
+        column = webhook_events.c
+        won: set[str] = set()
+        for chunk in _chunks([p.id for p in events]):
+            free = (
+                select(column.id)
+                .where(column.id.in_(chunk), self._free(now))
+                .with_for_update(skip_locked=True)
+            )
+            claim = (
+                update(webhook_events)
+                .where(column.id.in_(free.scalar_subquery()))
+                .values(claimed_by=self.holder, claimed_until=now + CLAIM_LEASE)
+                .returning(column.id)
+            )
+            with write_transaction(self.engine) as conn:
+                won.update(conn.execute(claim).scalars())
+        return won
+
+    def _settle_free(self, event_ids: Sequence[str], now: datetime) -> None:
+        """Settle events nobody holds (the store covers them: no fetch, no claim needed)."""
+        for chunk in _chunks(event_ids):
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    update(webhook_events)
+                    .where(webhook_events.c.id.in_(chunk), self._free(now))
+                    .values(**_SETTLED, processed_at=now)
+                )
+
+    def _wait_free(
+        self,
+        events: Sequence[Pending],
+        now: datetime,
+        *,
+        next_attempt: datetime,
+        reason: str | None = None,
+    ) -> None:
+        """Put events nobody holds off until `next_attempt`, saying why when there is a why."""
+        values: dict[str, Any] = {"next_attempt_at": next_attempt}
+        if reason is not None:
+            values["error"] = reason
+        for chunk in _chunks([p.id for p in events]):
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    update(webhook_events)
+                    .where(webhook_events.c.id.in_(chunk), self._free(now))
+                    .values(**values)
+                )
+
+    def _fail_free(self, event_ids: Sequence[str], reason: str, now: datetime) -> None:
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(webhook_events)
+                .where(webhook_events.c.id.in_(list(event_ids)), self._free(now))
+                .values(**_failed(reason))
+            )
 
     def _covered(self, by_object: dict[tuple[str, str], list[Pending]]) -> list[Pending]:
         """Events whose change the store holds already: by a snapshot twin, or a newer state."""
@@ -321,11 +389,6 @@ class Resolver:
     @staticmethod
     def _coverable(events: Sequence[Pending], now: datetime) -> bool:
         return any(p.created < int(now.timestamp()) - STATE_MARGIN_S for p in events)
-
-    def _settle(self, event_ids: Sequence[str], now: datetime) -> None:
-        if event_ids:
-            with write_transaction(self.engine) as conn:
-                _mark_settled(conn, event_ids, self.holder, now)
 
     def _release(
         self,
@@ -349,21 +412,10 @@ class Resolver:
                 update(webhook_events).where(*self._ours([p.id for p in events])).values(**values)
             )
 
-    def _fail(self, event_ids: Sequence[str], reason: str, now: datetime) -> None:
+    def _fail(self, event_ids: Sequence[str], reason: str) -> None:
         """Keep as failed (health says error; an admin replays or dismisses it)."""
         with write_transaction(self.engine) as conn:
-            conn.execute(
-                update(webhook_events)
-                .where(*self._ours(event_ids))
-                .values(
-                    status="failed",
-                    error=reason[:MAX_ERROR_LENGTH],
-                    processed_at=null(),
-                    claimed_by=null(),
-                    claimed_until=null(),
-                    next_attempt_at=null(),
-                )
-            )
+            self._fail_in(conn, event_ids, reason)
 
     def _ours(self, event_ids: Iterable[str]) -> tuple[Any, ...]:
         events = webhook_events.c
@@ -427,7 +479,7 @@ class Resolver:
             return
         except Exception as exc:  # the library could not read our own stored payload
             log.exception("thin event %s: fetching %s %s failed", newest.id, kind, object_id)
-            self._fail([p.id for p in events], f"{type(exc).__name__}: {exc}", self.clock())
+            self._fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
             report.failed += len(events)
             return
         self.backoff.succeeded()
@@ -522,17 +574,7 @@ class Resolver:
         return len(done)
 
     def _fail_in(self, conn: Connection, event_ids: Sequence[str], reason: str) -> None:
-        conn.execute(
-            update(webhook_events)
-            .where(*self._ours(event_ids))
-            .values(
-                status="failed",
-                error=reason[:MAX_ERROR_LENGTH],
-                claimed_by=null(),
-                claimed_until=null(),
-                next_attempt_at=null(),
-            )
-        )
+        conn.execute(update(webhook_events).where(*self._ours(event_ids)).values(**_failed(reason)))
 
 
 def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
@@ -615,7 +657,38 @@ def _state_times(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tupl
     return stored
 
 
+# What settling a pending thin event writes: processed, its payload and claim gone.
+_SETTLED = {
+    "status": "processed",
+    "error": null(),
+    "payload": null(),
+    "claimed_by": null(),
+    "claimed_until": null(),
+    "next_attempt_at": null(),
+}
+# Rows per write transaction: on SQLite a short hold of its one write lock keeps webhook
+# answers fast (a 500-row update held it for 60 ms).
+WRITE_CHUNK = 50
+
+
+def _failed(reason: str) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": reason[:MAX_ERROR_LENGTH],
+        "processed_at": null(),
+        "claimed_by": null(),
+        "claimed_until": null(),
+        "next_attempt_at": null(),
+    }
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), WRITE_CHUNK):
+        yield list(items[start : start + WRITE_CHUNK])
+
+
 def _mark_settled(conn: Connection, event_ids: Sequence[str], holder: str, now: datetime) -> None:
+    """Settle events this resolver holds."""
     if not event_ids:
         return
     events = webhook_events.c
@@ -626,13 +699,5 @@ def _mark_settled(conn: Connection, event_ids: Sequence[str], holder: str, now: 
             events.status == "pending",
             events.claimed_by == holder,
         )
-        .values(
-            status="processed",
-            processed_at=now,
-            error=null(),
-            payload=null(),
-            claimed_by=null(),
-            claimed_until=null(),
-            next_attempt_at=null(),
-        )
+        .values(**_SETTLED, processed_at=now)
     )

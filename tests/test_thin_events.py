@@ -574,8 +574,9 @@ def test_two_resolvers_never_take_the_same_event(engine, stripe_api):
     first, second = make_resolver(engine, stripe_api), make_resolver(engine, stripe_api)
     first.batch_size = second.batch_size = 10
     try:
-        claimed_by_first = {p.id for p in first._claim(datetime.now(UTC))}
-        claimed_by_second = {p.id for p in second._claim(datetime.now(UTC))}
+        now = datetime.now(UTC)
+        claimed_by_first = first._claim(first._due(now), now)
+        claimed_by_second = second._claim(second._due(now), now)  # what the first holds is not due
         assert len(claimed_by_first) == len(claimed_by_second) == 10
         assert not claimed_by_first & claimed_by_second
         first.release_claims()
