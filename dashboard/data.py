@@ -255,7 +255,7 @@ def running_sync() -> SyncJob | None:
 
 
 @_store_errors
-def start_sync(by: str) -> SyncJob:
+def start_sync(actor: str) -> SyncJob:
     """Start a sync from Stripe on its own thread, or return the one already running."""
     config = settings()
     client = make_client(config)  # SettingsError without a key
@@ -263,24 +263,26 @@ def start_sync(by: str) -> SyncJob:
 
     def work(progress: Progress) -> SyncReport:
         try:
-            return run_sync(engine=store, client=client, triggered_by=by, progress=progress)
+            return run_sync(engine=store, client=client, actor=actor, progress=progress)
         except (SQLAlchemyError, OSError) as exc:  # a store outage stops a sync like Stripe's
             raise SyncError(str(_unavailable(exc))) from exc
         finally:
             forget_cached_reads()
 
-    return _sync_jobs(config.database_url).start(work, triggered_by=by, now=now())
+    return _sync_jobs(config.database_url).start(work, triggered_by=actor, now=now())
 
 
 @_store_errors
-def replay(event_id: str) -> tuple[bool, str]:
+def replay(event_id: str, actor: str) -> tuple[bool, str]:
     """Reprocess a failed event as `python -m finance_core replay` does: whether it worked.
 
     From its kept payload, or re-fetched from Stripe when none is kept and a key is set.
     """
     client = make_client(settings()) if stripe_configured() else None
     try:
-        [outcome] = replay_events(engine=engine(), event_ids=[event_id], now=now(), client=client)
+        [outcome] = replay_events(
+            engine=engine(), event_ids=[event_id], actor=actor, now=now(), client=client
+        )
     finally:
         forget_cached_reads()
     if not outcome.ok:
@@ -289,10 +291,10 @@ def replay(event_id: str) -> tuple[bool, str]:
 
 
 @_store_errors
-def dismiss(event_id: str, by: str) -> tuple[bool, str]:
+def dismiss(event_id: str, actor: str) -> tuple[bool, str]:
     """Mark a failed event as needing no more work: whether it worked, in words."""
     try:
-        dismiss_event(engine=engine(), event_id=event_id, by=by)
+        dismiss_event(engine=engine(), event_id=event_id, actor=actor, now=now())
     except ReplayError as exc:
         return False, str(exc)
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from finance_core import demo, migrate
+from finance_core import audit, demo, migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.settings import SettingsError, load_settings
 from finance_core.users import add_user, list_users
@@ -56,6 +56,7 @@ def _ensure_demo_user(database_url: str, password: str) -> None:
             password=password,
             roles=["finance", "admin"],
             name="Demo Finance",
+            actor=audit.cli_actor(),
             now=datetime.now(UTC),
         )
     engine.dispose()

@@ -67,7 +67,7 @@ clicked = st.button(
     disabled=not configured or job is not None,
 )
 if clicked:
-    job = data.start_sync(by=f"dashboard:{viewer.username}")
+    job = data.start_sync(actor=viewer.username)
 if job is not None:
     follow(job)
 

@@ -71,9 +71,9 @@ else:
                 return
             try:
                 if action == "replay":
-                    outcome = data.replay(event_id)
+                    outcome = data.replay(event_id, actor=viewer.username)
                 else:
-                    outcome = data.dismiss(event_id, by=viewer.username)
+                    outcome = data.dismiss(event_id, actor=viewer.username)
             except data.StoreUnavailable as exc:
                 outcome = (False, str(exc))
             st.session_state[ACTION_OUTCOME] = outcome

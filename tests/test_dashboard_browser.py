@@ -60,7 +60,14 @@ def prepare_store(url: str) -> None:
     migrate.upgrade(engine)
     now = datetime.now(UTC)
     for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
-        add_user(engine=engine, username=username, password=PASSWORD, roles=roles, now=now)
+        add_user(
+            engine=engine,
+            username=username,
+            password=PASSWORD,
+            roles=roles,
+            actor="tests",
+            now=now,
+        )
     for product_id, name in [("prod_pro", "Pro"), ("prod_starter", "Starter")]:
         feed(engine, "product.created", sf.product(product_id, name))
     for n, product_id in enumerate(["prod_pro"] * 5 + ["prod_starter"] * 3):

@@ -137,7 +137,7 @@ def test_sync_now_applies_stripe_and_every_page_shows_the_new_numbers(dashboard,
     ]
     [run] = at.dataframe[0].value.to_dict("records")
     assert run["Status"] == "succeeded"
-    assert run["Triggered by"] == "dashboard:ada"
+    assert run["Triggered by"] == "ada"
     assert (run["Changes"], run["Failures"], run["Error"]) == (5, 0, "")
     assert run["Finished (UTC)"] >= run["Started (UTC)"]
 

@@ -42,6 +42,7 @@ def dashboard(engine, database_url, monkeypatch):
             username=username,
             password=PASSWORD,
             roles=roles,
+            actor="tests",
             now=now,
             name=username.capitalize(),
         )
