@@ -20,6 +20,7 @@ from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
 from finance_core.settings import Settings, get_settings
+from finance_core.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.stripe_api import make_client
 from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_runs, run_sync
 
@@ -300,3 +301,34 @@ def dismiss(event_id: str, actor: str) -> tuple[bool, str]:
     finally:
         forget_cached_reads()
     return True, f"Dismissed {event_id}; it no longer counts against webhook health."
+
+
+# --- signing in: the throttle and the sessions of finance_core.sign_in and .sessions --------
+
+
+def _close_throttle(throttle: SignInThrottle) -> None:
+    throttle.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_throttle)
+def _sign_in_throttle(storage_uri: str) -> SignInThrottle:
+    return SignInThrottle(storage_uri)
+
+
+@_store_errors
+def sign_in(username: str, address: str | None, check_password: Callable[[], bool]) -> SignInResult:
+    """One press of Login, throttled and audited; `check_password` runs unless locked."""
+    return attempt_sign_in(
+        throttle=_sign_in_throttle(settings().rate_limit_storage_uri),
+        engine=engine(),
+        username=username,
+        address=address,
+        check_password=check_password,
+        now=now(),
+    )
+
+
+@_store_errors
+def sign_out_everywhere(username: str) -> None:
+    """End every session of this user: their login cookies stop working at once."""
+    users.sign_out_everywhere(engine=engine(), username=username)
