@@ -5,7 +5,7 @@ results are keyed by the database URL, so two stores in one process (tests) neve
 """
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, ParamSpec, TypeVar
 
@@ -15,10 +15,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import event_log, migrate, queries, rejections, users
+from finance_core import audit, event_log, migrate, queries, rejections, tokens, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
+from finance_core.roles import describe_roles
 from finance_core.settings import Settings, get_settings
 from finance_core.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.stripe_api import make_client
@@ -194,21 +195,26 @@ def event_page(
     return _event_page(settings().database_url, filters, limit, after)
 
 
-def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], IO[bytes]]:
-    """A deferred CSV download of the filtered log, spooled to disk past a few megabytes.
+def _spooled(chunks: Callable[[], Iterator[str]]) -> Callable[[], IO[bytes]]:
+    """A deferred CSV download, spooled to disk past a few megabytes.
 
-    Streamlit runs it on another thread when the button is pressed, so it takes the engine
-    rather than reaching for Streamlit's caches.
+    Streamlit runs it on another thread when the button is pressed, so the chunks come from
+    finance_core with the engine given, not from Streamlit's caches.
     """
 
     def build() -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
-        for chunk in event_log.csv_pages(engine=engine, filters=filters):
+        for chunk in chunks():
             spool.write(chunk.encode())
         spool.seek(0)
         return spool
 
     return build
+
+
+def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], IO[bytes]]:
+    """The filtered event log as a deferred CSV download."""
+    return _spooled(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
@@ -332,3 +338,116 @@ def sign_in(username: str, address: str | None, check_password: Callable[[], boo
 def sign_out_everywhere(username: str) -> None:
     """End every session of this user: their login cookies stop working at once."""
     users.sign_out_everywhere(engine=engine(), username=username)
+
+
+# --- administration: what the CLI's user and token commands do, the admin as the actor -------
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:].rstrip(".") + "."
+
+
+def _refused_or(done: str, change: Callable[[], object]) -> tuple[bool, str]:
+    """Run a change: (True, `done`), or (False, why it was refused) and nothing changed."""
+    try:
+        change()
+    except (users.UserError, tokens.TokenError) as exc:
+        return False, _sentence(str(exc))
+    return True, done
+
+
+@_store_errors
+def dashboard_users() -> list[users.DashboardUser]:
+    """Every dashboard user, read afresh: an admin expects their change to show at once."""
+    with read_transaction(engine()) as conn:
+        return users.list_users(conn=conn)
+
+
+@_store_errors
+def add_user(
+    username: str, name: str, roles: list[str], password: str, actor: str
+) -> tuple[bool, str]:
+    """`python -m finance_core user add`."""
+    return _refused_or(
+        f"Added {username.strip().lower()} with the roles {describe_roles(roles)}.",
+        lambda: users.add_user(
+            engine=engine(),
+            username=username,
+            password=password,
+            roles=roles,
+            name=name.strip() or None,
+            actor=actor,
+            now=now(),
+        ),
+    )
+
+
+@_store_errors
+def set_roles(username: str, roles: list[str], actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user set-roles`: also ends the user's sessions."""
+    return _refused_or(
+        f"{username} now has the roles {describe_roles(roles)}; their sessions have ended.",
+        lambda: users.set_roles(
+            engine=engine(), username=username, roles=roles, actor=actor, now=now()
+        ),
+    )
+
+
+@_store_errors
+def set_password(username: str, password: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user set-password`: also ends the user's sessions."""
+    return _refused_or(
+        f"Set a new password for {username}; their sessions have ended.",
+        lambda: users.set_password(
+            engine=engine(), username=username, password=password, actor=actor, now=now()
+        ),
+    )
+
+
+@_store_errors
+def remove_user(username: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user remove`: their sessions end with them."""
+    return _refused_or(
+        f"Removed {username}; their sessions have ended.",
+        lambda: users.remove_user(engine=engine(), username=username, actor=actor, now=now()),
+    )
+
+
+@_store_errors
+def api_tokens() -> list[tokens.TokenInfo]:
+    """Every Finance API token, revoked ones too, never a secret."""
+    with read_transaction(engine()) as conn:
+        return tokens.list_tokens(conn=conn)
+
+
+@_store_errors
+def create_token(name: str, roles: list[str], actor: str) -> tuple[str | None, str]:
+    """`python -m finance_core token create`: the token, to show this once, or why not."""
+    try:
+        token = tokens.create_token(engine=engine(), name=name, roles=roles, actor=actor, now=now())
+    except tokens.TokenError as exc:
+        return None, _sentence(str(exc))
+    return token, f"Created the token {name.strip()!r} with the roles {describe_roles(roles)}."
+
+
+@_store_errors
+def revoke_token(name: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core token revoke`: its next call to the Finance API gets 401."""
+    return _refused_or(
+        f"Revoked the token {name!r}; the Finance API refuses it from now on.",
+        lambda: tokens.revoke_token(engine=engine(), name=name, actor=actor, now=now()),
+    )
+
+
+@_store_errors
+def audit_page(
+    filters: audit.AuditFilter, limit: int, after: audit.AuditCursor | None
+) -> audit.AuditPage:
+    """One page of the audit log, newest first, read afresh."""
+    with read_transaction(engine()) as conn:
+        return audit.audit_page(conn=conn, filters=filters, limit=limit, after=after)
+
+
+def audit_csv_export(engine: Engine, filters: audit.AuditFilter) -> Callable[[], IO[bytes]]:
+    """The filtered audit log as a deferred CSV download."""
+    return _spooled(lambda: audit.csv_pages(engine=engine, filters=filters))
