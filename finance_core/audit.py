@@ -142,12 +142,17 @@ def audit_page(
     return AuditPage(rows, next_cursor)
 
 
-def csv_pages(*, engine: Engine, filters: AuditFilter) -> Iterator[str]:
-    """The matching entries as CSV text, newest first: a header, then chunks of rows."""
+def entries(*, engine: Engine, filters: AuditFilter) -> Iterator[AuditEntry]:
+    """Every matching entry, newest first, read a page at a time in one snapshot."""
 
     def read_page(conn: Connection, after: AuditCursor | None) -> AuditPage:
         return audit_page(conn=conn, filters=filters, limit=MAX_PAGE_SIZE, after=after)
 
+    return keyset_rows(engine=engine, read_page=read_page)
+
+
+def csv_pages(*, engine: Engine, filters: AuditFilter) -> Iterator[str]:
+    """The matching entries as CSV text, newest first: a header, then chunks of rows."""
     rows = (
         [
             iso_time(entry.recorded_at),
@@ -156,6 +161,6 @@ def csv_pages(*, engine: Engine, filters: AuditFilter) -> Iterator[str]:
             formula_safe(entry.target),
             formula_safe(entry.detail),
         ]
-        for entry in keyset_rows(engine=engine, read_page=read_page)
+        for entry in entries(engine=engine, filters=filters)
     )
     return csv_chunks(CSV_COLUMNS, rows)
