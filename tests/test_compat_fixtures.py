@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, select
+from sqlalchemy import Engine, select
 
 from finance_core.db import read_transaction
 from finance_core.ingest import HANDLERS, TERMINAL_INVOICE_STATUSES, TERMINAL_SUBSCRIPTION_STATUSES
@@ -18,6 +18,7 @@ from finance_core.models import invoices, prices, products, subscriptions, webho
 from finance_core.stripe_shapes import invoice_subscription, item_product_and_price
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.store_dump import store_text
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
 # Where a payload without an envelope comes from a file name, the event type it stands for.
@@ -193,13 +194,6 @@ def test_store_keeps_no_customer_personal_data(http, engine):
     for event in fixture_events():
         assert deliver(http, event).status_code == 200
 
-    metadata = MetaData()
-    metadata.reflect(engine)
-    with read_transaction(engine) as conn:
-        dump = "\n".join(
-            repr(tuple(row))
-            for table in metadata.sorted_tables
-            for row in conn.execute(select(table))
-        )
+    dump = store_text(engine)
     leaked = sorted(value for value in personal if value in dump)
     assert leaked == []
