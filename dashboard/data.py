@@ -4,10 +4,9 @@ Every function here calls a named query in finance_core; the pages never see SQL
 results are keyed by the database URL, so two stores in one process (tests) never mix.
 """
 
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -29,7 +28,6 @@ from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_r
 HEALTH_TTL = timedelta(seconds=10)
 SUMMARY_TTL = timedelta(seconds=30)
 LOG_TTL = timedelta(seconds=15)
-EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -195,26 +193,23 @@ def event_page(
     return _event_page(settings().database_url, filters, limit, after)
 
 
-def _spooled(chunks: Callable[[], Iterator[str]]) -> Callable[[], IO[bytes]]:
-    """A deferred CSV download, spooled to disk past a few megabytes.
+def _deferred(chunks: Callable[[], Iterator[str]]) -> Callable[[], bytes]:
+    """A CSV download built only when the button is pressed.
 
-    Streamlit runs it on another thread when the button is pressed, so the chunks come from
-    finance_core with the engine given, not from Streamlit's caches.
+    Streamlit runs it on another thread then, so the chunks come from finance_core with the
+    engine given, not from Streamlit's caches. Bytes, since that is what Streamlit keeps of
+    any answer (it refuses a spooled temporary file, and would read a file whole anyway).
     """
 
-    def build() -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
-        for chunk in chunks():
-            spool.write(chunk.encode())
-        spool.seek(0)
-        return spool
+    def build() -> bytes:
+        return "".join(chunks()).encode()
 
     return build
 
 
-def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], IO[bytes]]:
+def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], bytes]:
     """The filtered event log as a deferred CSV download."""
-    return _spooled(lambda: event_log.csv_pages(engine=engine, filters=filters))
+    return _deferred(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
@@ -448,6 +443,6 @@ def audit_page(
         return audit.audit_page(conn=conn, filters=filters, limit=limit, after=after)
 
 
-def audit_csv_export(engine: Engine, filters: audit.AuditFilter) -> Callable[[], IO[bytes]]:
+def audit_csv_export(engine: Engine, filters: audit.AuditFilter) -> Callable[[], bytes]:
     """The filtered audit log as a deferred CSV download."""
-    return _spooled(lambda: audit.csv_pages(engine=engine, filters=filters))
+    return _deferred(lambda: audit.csv_pages(engine=engine, filters=filters))

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import IO, Any
+from typing import Any
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -76,7 +76,7 @@ class Pages:
     def first_shown(self, page_size: int) -> int:
         return len(self.trail) * page_size + 1
 
-    def buttons(self, next_cursor: Any, *, csv: Callable[[], IO[bytes]], file_stem: str) -> None:
+    def buttons(self, next_cursor: Any, *, csv: Callable[[], bytes], file_stem: str) -> None:
         """Newer, Older, Refresh, and Download CSV of everything the filters match."""
 
         def newer() -> None:
