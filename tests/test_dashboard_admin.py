@@ -49,6 +49,7 @@ def flash(at: AppTest) -> str:
     return "\n".join(str(part.value) for part in [*at.success, *at.error])
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_only_admins_get_the_admin_pages(dashboard):
     at = signed_in("ada")
     for page, title in ADMIN_PAGES.items():
