@@ -9,7 +9,6 @@ import csv
 import io
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,10 +20,10 @@ from finance_core import migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.models import audit_log
 from finance_core.sign_in import Lock
-from finance_core.users import add_user
 from tests import test_dashboard_browser as browser_suite
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
+from tests.support.accounts import add_users
 from tests.support.servers import ThreadedServer
 from tests.support.store_dump import store_text
 from tests.test_api import SUMMARY, bearer
@@ -56,15 +55,7 @@ def store(tmp_path_factory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('admin-browser')}/finance.db"
     engine = make_engine(url)
     migrate.upgrade(engine)
-    for username, roles in [("ada", ["admin"]), ("fiona", ["finance"]), ("lee", ["finance"])]:
-        add_user(
-            engine=engine,
-            username=username,
-            password=PASSWORD,
-            roles=roles,
-            actor="tests",
-            now=datetime.now(UTC),
-        )
+    add_users(engine, [("ada", ["admin"]), ("fiona", ["finance"]), ("lee", ["finance"])], PASSWORD)
     feed(engine, "customer.subscription.created", sf.subscription("sub_1", "active", "prod_pro"))
     engine.dispose()
     return url

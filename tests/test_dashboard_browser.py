@@ -20,9 +20,9 @@ from finance_core import handlers, migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.users import add_user
 from tests.conftest import skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.accounts import TEAM, add_users
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.browser
@@ -58,16 +58,7 @@ def prepare_store(url: str) -> None:
     """Users, plans, subscriptions, failing invoices, and two failed events."""
     engine = make_engine(url)
     migrate.upgrade(engine)
-    now = datetime.now(UTC)
-    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
-        add_user(
-            engine=engine,
-            username=username,
-            password=PASSWORD,
-            roles=roles,
-            actor="tests",
-            now=now,
-        )
+    add_users(engine, TEAM, PASSWORD)
     for product_id, name in [("prod_pro", "Pro"), ("prod_starter", "Starter")]:
         feed(engine, "product.created", sf.product(product_id, name))
     for n, product_id in enumerate(["prod_pro"] * 5 + ["prod_starter"] * 3):

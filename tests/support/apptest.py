@@ -12,12 +12,12 @@ from dashboard.auth import SESSION_VERSION_KEY
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.settings import get_settings
-from finance_core.users import add_user, authenticator_credentials
+from finance_core.users import authenticator_credentials
 from tests.support import stripe_factory as sf
+from tests.support.accounts import PASSWORD, TEAM, add_users
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 COOKIE_KEY = "dashboard-test-cookie-key-0123456789abcdef"
-PASSWORD = "correct horse battery"
 _created = itertools.count(1_790_000_000)
 
 
@@ -37,17 +37,7 @@ def dashboard(engine, database_url, monkeypatch):
     ):
         monkeypatch.delenv(variable, raising=False)
     forget()
-    now = datetime.now(UTC)
-    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
-        add_user(
-            engine=engine,
-            username=username,
-            password=PASSWORD,
-            roles=roles,
-            actor="tests",
-            now=now,
-            name=username.capitalize(),
-        )
+    add_users(engine, TEAM, PASSWORD)
     yield engine
     forget()
 
