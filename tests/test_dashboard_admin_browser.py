@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from dashboard.auth import COOKIE_NAME, SESSION_ENDED
@@ -35,6 +34,7 @@ from tests.test_dashboard_browser import (
     feed,
     metric_values,
     open_page,
+    pick,
     sign_in,
     wait_until_idle,
 )
@@ -111,23 +111,10 @@ def fill(page, submit: str, fields: dict[str, str]) -> None:
 
 
 def add_role(page, submit: str, role: str) -> None:
-    """Add a role in the multiselect of the form whose button is `submit`.
-
-    As with `choose`: the dropdown closes when the page scrolls, so scroll first, then open
-    it, once more if it closed.
-    """
+    """Add a role in the multiselect of the form whose button is `submit`."""
     wait_until_idle(page)
-    field = form(page, submit).get_by_test_id("stMultiSelect").locator("input")
-    field.scroll_into_view_if_needed()
-    option = page.get_by_role("option", name=role, exact=True)
-    for _ in range(3):
-        field.click()
-        try:
-            option.wait_for(timeout=2_000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    option.click()
+    box = form(page, submit).get_by_test_id("stMultiSelect")
+    pick(page, box, box.locator("input"), role)
     page.keyboard.press("Escape")
 
 

@@ -233,10 +233,15 @@ def choose(page, label, option):
     """
     wait_until_idle(page)
     box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_role("combobox", name=label))
+    pick(page, box, box.get_by_role("button", name="Open"), option)
+
+
+def pick(page, box, opener, option):
+    """Scroll `box` into view, open its dropdown with `opener`, again if it closed; pick."""
     box.scroll_into_view_if_needed()
     choice = page.get_by_role("option", name=option, exact=True)
     for _ in range(3):
-        box.get_by_role("button", name="Open").click()
+        opener.click()
         try:
             choice.wait_for(timeout=2_000)
             break
