@@ -50,11 +50,21 @@ elif viewer.can_read:
         ),
     ]
     if viewer.is_admin:
-        pages.append(
+        # Not listed for anyone else: their URLs fall back to the Overview.
+        pages += [
             st.Page(
                 "pages/sync.py", title="Stripe sync", icon=":material/sync:", url_path="stripe-sync"
-            )
-        )
+            ),
+            st.Page(
+                "pages/user_accounts.py", title="Users", icon=":material/group:", url_path="users"
+            ),
+            st.Page(
+                "pages/tokens.py", title="API tokens", icon=":material/key:", url_path="api-tokens"
+            ),
+            st.Page(
+                "pages/audit.py", title="Audit log", icon=":material/history:", url_path="audit-log"
+            ),
+        ]
     page = st.navigation(pages)
 else:
     page = st.navigation([st.Page("pages/forbidden.py", title="No access", url_path="no-access")])

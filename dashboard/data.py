@@ -4,10 +4,9 @@ Every function here calls a named query in finance_core; the pages never see SQL
 results are keyed by the database URL, so two stores in one process (tests) never mix.
 """
 
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -15,11 +14,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import event_log, migrate, queries, rejections, resolver, users
+from finance_core import audit, event_log, migrate, queries, rejections, resolver, tokens, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
+from finance_core.roles import describe_roles
 from finance_core.settings import Settings, get_settings
+from finance_core.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.stripe_api import make_client
 from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_runs, run_sync
 
@@ -27,7 +28,6 @@ from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_r
 HEALTH_TTL = timedelta(seconds=10)
 SUMMARY_TTL = timedelta(seconds=30)
 LOG_TTL = timedelta(seconds=15)
-EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -166,10 +166,10 @@ def latest_generation_failure() -> event_log.EventRow | None:
 
 
 @_store_errors
-def resolve_now() -> int:
+def resolve_now(actor: str) -> int:
     """Have the listeners fetch every waiting thin event at once; how many."""
     try:
-        return resolver.retry_pending_now(engine=engine())
+        return resolver.retry_pending_now(engine=engine(), actor=actor, now=now())
     finally:
         forget_cached_reads()
 
@@ -240,21 +240,23 @@ def event_page(
     return _event_page(settings().database_url, filters, limit, after)
 
 
-def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], IO[bytes]]:
-    """A deferred CSV download of the filtered log, spooled to disk past a few megabytes.
+def _deferred(chunks: Callable[[], Iterator[str]]) -> Callable[[], bytes]:
+    """A CSV download built only when the button is pressed.
 
-    Streamlit runs it on another thread when the button is pressed, so it takes the engine
-    rather than reaching for Streamlit's caches.
+    Streamlit runs it on another thread then, so the chunks come from finance_core with the
+    engine given, not from Streamlit's caches. Bytes, since that is what Streamlit keeps of
+    any answer (it refuses a spooled temporary file, and would read a file whole anyway).
     """
 
-    def build() -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
-        for chunk in event_log.csv_pages(engine=engine, filters=filters):
-            spool.write(chunk.encode())
-        spool.seek(0)
-        return spool
+    def build() -> bytes:
+        return "".join(chunks()).encode()
 
     return build
+
+
+def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], bytes]:
+    """The filtered event log as a deferred CSV download."""
+    return _deferred(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
@@ -305,7 +307,7 @@ def running_sync() -> SyncJob | None:
 
 
 @_store_errors
-def start_sync(by: str) -> SyncJob:
+def start_sync(actor: str) -> SyncJob:
     """Start a sync from Stripe on its own thread, or return the one already running."""
     config = settings()
     client = make_client(config)  # SettingsError without a key
@@ -313,24 +315,26 @@ def start_sync(by: str) -> SyncJob:
 
     def work(progress: Progress) -> SyncReport:
         try:
-            return run_sync(engine=store, client=client, triggered_by=by, progress=progress)
+            return run_sync(engine=store, client=client, actor=actor, progress=progress)
         except (SQLAlchemyError, OSError) as exc:  # a store outage stops a sync like Stripe's
             raise SyncError(str(_unavailable(exc))) from exc
         finally:
             forget_cached_reads()
 
-    return _sync_jobs(config.database_url).start(work, triggered_by=by, now=now())
+    return _sync_jobs(config.database_url).start(work, triggered_by=actor, now=now())
 
 
 @_store_errors
-def replay(event_id: str) -> tuple[bool, str]:
+def replay(event_id: str, actor: str) -> tuple[bool, str]:
     """Reprocess a failed event as `python -m finance_core replay` does: whether it worked.
 
     From its kept payload, or re-fetched from Stripe when none is kept and a key is set.
     """
     client = make_client(settings()) if stripe_configured() else None
     try:
-        [outcome] = replay_events(engine=engine(), event_ids=[event_id], now=now(), client=client)
+        [outcome] = replay_events(
+            engine=engine(), event_ids=[event_id], actor=actor, now=now(), client=client
+        )
     finally:
         forget_cached_reads()
     if not outcome.ok:
@@ -339,12 +343,156 @@ def replay(event_id: str) -> tuple[bool, str]:
 
 
 @_store_errors
-def dismiss(event_id: str, by: str) -> tuple[bool, str]:
+def dismiss(event_id: str, actor: str) -> tuple[bool, str]:
     """Mark a failed event as needing no more work: whether it worked, in words."""
     try:
-        dismiss_event(engine=engine(), event_id=event_id, by=by)
+        dismiss_event(engine=engine(), event_id=event_id, actor=actor, now=now())
     except ReplayError as exc:
         return False, str(exc)
     finally:
         forget_cached_reads()
     return True, f"Dismissed {event_id}; it no longer counts against webhook health."
+
+
+# --- signing in: the throttle and the sessions of finance_core.sign_in and .sessions --------
+
+
+def _close_throttle(throttle: SignInThrottle) -> None:
+    throttle.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_throttle)
+def _sign_in_throttle(storage_uri: str) -> SignInThrottle:
+    return SignInThrottle(storage_uri)
+
+
+@_store_errors
+def sign_in(username: str, address: str | None, check_password: Callable[[], bool]) -> SignInResult:
+    """One press of Login, throttled and audited; `check_password` runs unless locked."""
+    return attempt_sign_in(
+        throttle=_sign_in_throttle(settings().rate_limit_storage_uri),
+        engine=engine(),
+        username=username,
+        address=address,
+        check_password=check_password,
+        now=now(),
+    )
+
+
+@_store_errors
+def sign_out_everywhere(username: str) -> None:
+    """End every session of this user: their login cookies stop working at once."""
+    users.sign_out_everywhere(engine=engine(), username=username)
+
+
+# --- administration: what the CLI's user and token commands do, the admin as the actor -------
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:].rstrip(".") + "."
+
+
+def _refused_or(done: str, change: Callable[[], object]) -> tuple[bool, str]:
+    """Run a change: (True, `done`), or (False, why it was refused) and nothing changed."""
+    try:
+        change()
+    except (users.UserError, tokens.TokenError) as exc:
+        return False, _sentence(str(exc))
+    return True, done
+
+
+@_store_errors
+def dashboard_users() -> list[users.DashboardUser]:
+    """Every dashboard user, read afresh: an admin expects their change to show at once."""
+    with read_transaction(engine()) as conn:
+        return users.list_users(conn=conn)
+
+
+@_store_errors
+def add_user(
+    username: str, name: str, roles: list[str], password: str, actor: str
+) -> tuple[bool, str]:
+    """`python -m finance_core user add`."""
+    return _refused_or(
+        f"Added {username.strip().lower()} with the roles {describe_roles(roles)}.",
+        lambda: users.add_user(
+            engine=engine(),
+            username=username,
+            password=password,
+            roles=roles,
+            name=name.strip() or None,
+            actor=actor,
+            now=now(),
+        ),
+    )
+
+
+@_store_errors
+def set_roles(username: str, roles: list[str], actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user set-roles`: also ends the user's sessions."""
+    return _refused_or(
+        f"{username} now has the roles {describe_roles(roles)}; their sessions have ended.",
+        lambda: users.set_roles(
+            engine=engine(), username=username, roles=roles, actor=actor, now=now()
+        ),
+    )
+
+
+@_store_errors
+def set_password(username: str, password: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user set-password`: also ends the user's sessions."""
+    return _refused_or(
+        f"Set a new password for {username}; their sessions have ended.",
+        lambda: users.set_password(
+            engine=engine(), username=username, password=password, actor=actor, now=now()
+        ),
+    )
+
+
+@_store_errors
+def remove_user(username: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core user remove`: their sessions end with them."""
+    return _refused_or(
+        f"Removed {username}; their sessions have ended.",
+        lambda: users.remove_user(engine=engine(), username=username, actor=actor, now=now()),
+    )
+
+
+@_store_errors
+def api_tokens() -> list[tokens.TokenInfo]:
+    """Every Finance API token, revoked ones too, never a secret."""
+    with read_transaction(engine()) as conn:
+        return tokens.list_tokens(conn=conn)
+
+
+@_store_errors
+def create_token(name: str, roles: list[str], actor: str) -> tuple[str | None, str]:
+    """`python -m finance_core token create`: the token, to show this once, or why not."""
+    try:
+        token = tokens.create_token(engine=engine(), name=name, roles=roles, actor=actor, now=now())
+    except tokens.TokenError as exc:
+        return None, _sentence(str(exc))
+    return token, f"Created the token {name.strip()!r} with the roles {describe_roles(roles)}."
+
+
+@_store_errors
+def revoke_token(name: str, actor: str) -> tuple[bool, str]:
+    """`python -m finance_core token revoke`: its next call to the Finance API gets 401."""
+    return _refused_or(
+        f"Revoked the token {name!r}; the Finance API refuses it from now on.",
+        lambda: tokens.revoke_token(engine=engine(), name=name, actor=actor, now=now()),
+    )
+
+
+@_store_errors
+def audit_page(
+    filters: audit.AuditFilter, limit: int, after: audit.AuditCursor | None
+) -> audit.AuditPage:
+    """One page of the audit log, newest first, read afresh."""
+    with read_transaction(engine()) as conn:
+        return audit.audit_page(conn=conn, filters=filters, limit=limit, after=after)
+
+
+def audit_csv_export(engine: Engine, filters: audit.AuditFilter) -> Callable[[], bytes]:
+    """The filtered audit log as a deferred CSV download."""
+    return _deferred(lambda: audit.csv_pages(engine=engine, filters=filters))

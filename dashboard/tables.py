@@ -6,10 +6,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from finance_core.audit import AuditEntry
 from finance_core.event_log import EventRow, VersionCount
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
 from finance_core.sync import SyncRun
+from finance_core.tokens import TokenInfo
+from finance_core.users import DashboardUser
+
+WHEN = "YYYY-MM-DD HH:mm:ss"
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
@@ -129,5 +134,66 @@ def sync_run_table(runs: Sequence[SyncRun]) -> dict[str, Any]:
             "Changes": st.column_config.NumberColumn(format="localized"),
             "Failures": st.column_config.NumberColumn(format="localized"),
             "Error": st.column_config.TextColumn(width="large"),
+        },
+    }
+
+
+def user_table(people: Sequence[DashboardUser]) -> dict[str, Any]:
+    """Dashboard users with their roles; never a password hash."""
+    frame = pd.DataFrame(
+        {
+            "Username": [user.username for user in people],
+            "Name": [user.name for user in people],
+            "Roles": [", ".join(user.roles) or "none" for user in people],
+            "Added (UTC)": [user.created_at for user in people],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {"Added (UTC)": st.column_config.DatetimeColumn(format=WHEN)},
+    }
+
+
+def token_table(infos: Sequence[TokenInfo]) -> dict[str, Any]:
+    """Finance API tokens with their roles and use; never a secret."""
+    frame = pd.DataFrame(
+        {
+            "Name": [info.name for info in infos],
+            "Roles": [", ".join(info.roles) or "none" for info in infos],
+            "Created (UTC)": [info.created_at for info in infos],
+            "Last used (UTC)": [info.last_used_at for info in infos],
+            "Revoked (UTC)": [info.revoked_at for info in infos],
+        }
+    )
+    when = st.column_config.DatetimeColumn(format=WHEN)
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Created (UTC)": when,
+            "Last used (UTC)": when,
+            "Revoked (UTC)": when,
+        },
+    }
+
+
+def audit_table(entries: Sequence[AuditEntry]) -> dict[str, Any]:
+    """Audit entries, newest first as given."""
+    frame = pd.DataFrame(
+        {
+            "Time (UTC)": [entry.recorded_at for entry in entries],
+            "Actor": [entry.actor for entry in entries],
+            "Action": [entry.action for entry in entries],
+            "Target": [entry.target for entry in entries],
+            "Detail": [entry.detail for entry in entries],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
+            "Detail": st.column_config.TextColumn(width="large"),
         },
     }

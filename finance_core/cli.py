@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from finance_core import demo, migrate, tokens, users
+from finance_core import audit, demo, migrate, tokens, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.events import Outcome
 from finance_core.replay import replay_events
@@ -32,8 +32,21 @@ def cmd_init_db(args: argparse.Namespace, engine: Engine) -> int:
     return 0
 
 
+def _since(value: str) -> datetime:
+    """An ISO 8601 time; without a zone it is UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 time such as 2026-11-25 or 2026-11-25T08:00:00Z"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def cmd_token_create(args: argparse.Namespace, engine: Engine) -> int:
-    token = tokens.create_token(engine=engine, name=args.name, roles=args.role, now=_now())
+    token = tokens.create_token(
+        engine=engine, name=args.name, roles=args.role, actor=audit.cli_actor(), now=_now()
+    )
     print(f"created token {args.name!r} with roles {', '.join(sorted(set(args.role)))}.")
     print("Store it now: it is shown only this once.")
     print(token)
@@ -53,7 +66,7 @@ def cmd_token_list(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace, engine: Engine) -> int:
-    tokens.revoke_token(engine=engine, name=args.name, now=_now())
+    tokens.revoke_token(engine=engine, name=args.name, actor=audit.cli_actor(), now=_now())
     print(f"revoked token {args.name!r}")
     return 0
 
@@ -75,6 +88,7 @@ def cmd_user_add(args: argparse.Namespace, engine: Engine) -> int:
         roles=args.role,
         name=args.name,
         email=args.email,
+        actor=audit.cli_actor(),
         now=_now(),
     )
     roles = ", ".join(sorted(set(args.role)))
@@ -94,8 +108,50 @@ def cmd_user_list(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_user_remove(args: argparse.Namespace, engine: Engine) -> int:
-    users.remove_user(engine=engine, username=args.username)
-    print(f"removed user {args.username!r}")
+    users.remove_user(engine=engine, username=args.username, actor=audit.cli_actor(), now=_now())
+    print(f"removed user {args.username!r}; their sessions have ended")
+    return 0
+
+
+def _existing(engine: Engine, username: str) -> str:
+    """The username, checked before asking for anything else."""
+    with read_transaction(engine) as conn:
+        if not users.user_exists(conn=conn, username=username):
+            raise users.UserError(f"no user named {username!r}")
+    return users.normalize_username(username)
+
+
+def cmd_user_set_password(args: argparse.Namespace, engine: Engine) -> int:
+    username = _existing(engine, args.username)
+    users.set_password(
+        engine=engine,
+        username=username,
+        password=_read_password(),
+        actor=audit.cli_actor(),
+        now=_now(),
+    )
+    print(f"set a new password for {username!r}; their sessions have ended")
+    return 0
+
+
+def cmd_user_set_roles(args: argparse.Namespace, engine: Engine) -> int:
+    username = _existing(engine, args.username)
+    users.set_roles(
+        engine=engine, username=username, roles=args.role, actor=audit.cli_actor(), now=_now()
+    )
+    roles = ", ".join(sorted({role.strip().lower() for role in args.role}))
+    print(f"{username!r} now has the roles {roles}; their sessions have ended")
+    return 0
+
+
+def cmd_audit_list(args: argparse.Namespace, engine: Engine) -> int:
+    filters = audit.AuditFilter(actor=args.actor, action=args.action, start=args.since)
+    print(f"{'TIME':21} {'ACTOR':24} {'ACTION':18} {'TARGET':24} DETAIL")
+    for entry in audit.entries(engine=engine, filters=filters):
+        print(
+            f"{_when(entry.recorded_at):21} {entry.actor:24} {entry.action:18} "
+            f"{entry.target:24} {entry.detail}"
+        )
     return 0
 
 
@@ -107,7 +163,7 @@ def cmd_sync(args: argparse.Namespace, engine: Engine) -> int:
     report = run_sync(
         engine=engine,
         client=client,
-        triggered_by="cli",
+        actor=audit.cli_actor(),
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
     )
     for line in report.lines():
@@ -121,7 +177,11 @@ def cmd_replay(args: argparse.Namespace, engine: Engine) -> int:
     settings = get_settings()
     client = make_client(settings) if settings.stripe_api_key is not None else None
     outcomes = replay_events(
-        engine=engine, event_ids=args.event_ids or None, now=_now(), client=client
+        engine=engine,
+        event_ids=args.event_ids or None,
+        actor=audit.cli_actor(),
+        now=_now(),
+        client=client,
     )
     if not outcomes:
         print("no failed events to replay")
@@ -173,9 +233,30 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--email")
     add.set_defaults(run=cmd_user_add)
     user_commands.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
-    remove = user_commands.add_parser("remove", help="remove a user")
+    remove = user_commands.add_parser("remove", help="remove a user (ends their sessions)")
     remove.add_argument("username")
     remove.set_defaults(run=cmd_user_remove)
+    set_password = user_commands.add_parser(
+        "set-password", help="a new password, from stdin or a prompt (ends their sessions)"
+    )
+    set_password.add_argument("username")
+    set_password.set_defaults(run=cmd_user_set_password)
+    set_roles = user_commands.add_parser(
+        "set-roles", help="replace a user's roles (ends their sessions)"
+    )
+    set_roles.add_argument("username")
+    set_roles.add_argument("--role", action="append", required=True, help="repeatable")
+    set_roles.set_defaults(run=cmd_user_set_roles)
+
+    audit_command = commands.add_parser("audit", help="the audit log")
+    audit_commands = audit_command.add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    audit_list = audit_commands.add_parser("list", help="audit entries, newest first")
+    audit_list.add_argument("--since", type=_since, metavar="ISO", help="e.g. 2026-11-25T08:00Z")
+    audit_list.add_argument("--actor", help="exactly, e.g. ada or cli:root")
+    audit_list.add_argument("--action", choices=audit.ACTIONS, metavar="ACTION")
+    audit_list.set_defaults(run=cmd_audit_list)
 
     commands.add_parser(
         "sync", help="backfill and reconcile from Stripe's API (needs STRIPE_API_KEY)"

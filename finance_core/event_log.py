@@ -5,8 +5,6 @@ Every query is bounded by a LIMIT or by a half-open UTC range [start, end) on
 (type, first_received_at) and (status, first_received_at) indexes serve it.
 """
 
-import csv
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 
-from finance_core.db import read_transaction
+from finance_core.csv_export import csv_chunks, formula_safe, iso_time, keyset_rows
 from finance_core.models import EVENT_STATUSES, event_api_versions, webhook_events
 from finance_core.queries import stripe_dashboard_url
 from finance_core.stripe_shapes import timestamp
@@ -24,7 +22,6 @@ from finance_core.stripe_shapes import timestamp
 GENERATION_FAILURE_RESOLVED = "v2.core.health.event_generation_failure.resolved"
 MAX_PAGE_SIZE = 500
 MAX_EVENT_TYPES = 500
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
     "id",
     "type",
@@ -269,49 +266,25 @@ def csv_pages(
 
     One read transaction for the whole export, so that it is one consistent snapshot.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    yield _drain(buffer)
-    with read_transaction(engine) as conn:
-        after: Cursor | None = None
-        while True:
-            page = event_page(conn=conn, filters=filters, limit=page_size, after=after)
-            for row in page.rows:
-                writer.writerow(_csv_values(row))
-            yield _drain(buffer)
-            if page.next_cursor is None:
-                return
-            after = page.next_cursor
+
+    def read_page(conn: Connection, after: Cursor | None) -> EventPage:
+        return event_page(conn=conn, filters=filters, limit=page_size, after=after)
+
+    rows = (_csv_values(row) for row in keyset_rows(engine=engine, read_page=read_page))
+    return csv_chunks(CSV_COLUMNS, rows, rows_per_chunk=page_size)
 
 
 def _csv_values(row: EventRow) -> list[object]:
     return [
-        _cell(row.id),
-        _cell(row.type),
+        formula_safe(row.id),
+        formula_safe(row.type),
         row.status,
-        _iso(row.created),
-        _iso(row.first_received_at),
-        _iso(row.last_received_at),
+        iso_time(row.created),
+        iso_time(row.first_received_at),
+        iso_time(row.last_received_at),
         row.attempts,
         row.deliveries,
         "true" if row.livemode else "false",
-        _cell(row.error or ""),
+        formula_safe(row.error or ""),
         row.stripe_url,
     ]
-
-
-def _cell(text: str) -> str:
-    """Text a spreadsheet will not run as a formula (the export is opened in Excel)."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
-def _iso(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
-
-
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finance_core import statements
+from finance_core.audit import record_action
 from finance_core.db import insert_for, is_unavailable, pipeline, write_transaction
 from finance_core.events import (
     DeliveryResult,
@@ -177,14 +178,16 @@ def failed_event_ids(*, engine: Engine) -> list[str]:
         )
 
 
-def dismiss_event(*, engine: Engine, event_id: str, by: str) -> None:
+def dismiss_event(*, engine: Engine, event_id: str, actor: str, now: datetime) -> None:
     """An admin's decision that a failed event needs no more work; health stops saying error."""
     with write_transaction(engine) as conn:
         dismissed = conn.execute(
             update(webhook_events)
             .where(webhook_events.c.id == event_id, webhook_events.c.status == "failed")
-            .values(status="dismissed", dismissed_by=by[:255])
+            .values(status="dismissed", dismissed_by=actor[:255])
         ).rowcount
+        if dismissed:
+            record_action(conn, actor=actor, action="event_dismissed", target=event_id, now=now)
     if not dismissed:
         raise ReplayError(f"no failed event {event_id!r} to dismiss")
 

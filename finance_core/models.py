@@ -255,6 +255,25 @@ dashboard_users = Table(
     Column("password_hash", String(255), nullable=False),
     Column("roles", String(1000), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Random, and replaced whenever the user's sessions end (finance_core.sessions): the
+    # login cookie's signature depends on it, so a new one voids every cookie issued before.
+    Column("session_version", String(64), nullable=False, server_default=text("''")),
+)
+
+# Who changed what, from the dashboard or the CLI. Rows are only ever inserted: triggers in
+# the database refuse UPDATE and DELETE (migration 0008), whatever the client.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("detail", String(1000), nullable=False),
+    Index("ix_audit_log_recorded_at", "recorded_at", "id"),
+    Index("ix_audit_log_actor_recorded", "actor", "recorded_at"),
+    Index("ix_audit_log_action_recorded", "action", "recorded_at"),
 )
 
 # Jobs that must run in one place at a time (alert evaluation, housekeeping): whoever holds an

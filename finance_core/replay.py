@@ -1,6 +1,8 @@
 """Reprocess failed events: from their kept payloads, or re-fetched from Stripe when the key is set.
 
-The dashboard's Replay button and `python -m finance_core replay` both come here.
+The dashboard's Replay button and `python -m finance_core replay` both come here. Each attempt
+is audited with its outcome, just after it: a replay commits in the ingest path's own
+transaction, whose outcome (processed, or failed again) is what the entry records.
 """
 
 import json
@@ -11,6 +13,7 @@ from datetime import datetime
 import stripe
 from sqlalchemy import Engine, select
 
+from finance_core.audit import record
 from finance_core.events import Outcome
 from finance_core.ingest import ReplayError, failed_event_ids, replay_event
 from finance_core.models import webhook_events
@@ -28,6 +31,7 @@ def replay_events(
     *,
     engine: Engine,
     event_ids: Iterable[str] | None,
+    actor: str,
     now: datetime,
     client: stripe.StripeClient | None = None,
     pager: Pager | None = None,
@@ -35,7 +39,19 @@ def replay_events(
     """Replay the named events, or every failed one; one outcome each, in order."""
     ids = list(event_ids) if event_ids is not None else failed_event_ids(engine=engine)
     pager = pager or Pager()
-    return [_replay_one(engine, event_id, now, client, pager) for event_id in ids]
+    outcomes = []
+    for event_id in ids:
+        outcome = _replay_one(engine, event_id, now, client, pager)
+        record(
+            engine=engine,
+            actor=actor,
+            action="event_replayed",
+            target=event_id,
+            detail=("" if outcome.ok else "not applied: ") + outcome.message,
+            now=now,
+        )
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _replay_one(

@@ -35,6 +35,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Connection, Engine, and_, null, or_, select, update
 
+from finance_core.audit import record_action
 from finance_core.db import read_transaction, write_transaction
 from finance_core.events import StripeEvent, ThinEvent
 from finance_core.handlers import API_STATE_EVENT_TYPES, DELETED_EVENT_TYPES, HANDLERS
@@ -584,7 +585,8 @@ def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event
         log.warning("STRIPE_API_KEY is not set: thin events are stored but not resolved")
     else:
         # A key (or a new one) at start: what waited for one, or backs off, is due now.
-        retry_pending_now(engine=engine)
+        with write_transaction(engine) as conn:
+            _make_all_due(conn)
     try:
         while not stop.is_set():
             report = resolver.run_once()
@@ -594,16 +596,29 @@ def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event
         resolver.close()
 
 
-def retry_pending_now(*, engine: Engine) -> int:
-    """Make every waiting thin event due at once (an admin's "Resolve now"); how many."""
+def retry_pending_now(*, engine: Engine, actor: str, now: datetime) -> int:
+    """An admin's "Resolve now": every waiting thin event due at once; how many (audited)."""
     with write_transaction(engine) as conn:
-        return int(
-            conn.execute(
-                update(webhook_events)
-                .where(webhook_events.c.status == "pending")
-                .values(next_attempt_at=null())
-            ).rowcount
+        due = _make_all_due(conn)
+        record_action(
+            conn,
+            actor=actor,
+            action="thin_events_retried",
+            target="pending thin events",
+            detail=f"{due} made due at once",
+            now=now,
         )
+    return due
+
+
+def _make_all_due(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            update(webhook_events)
+            .where(webhook_events.c.status == "pending")
+            .values(next_attempt_at=null())
+        ).rowcount
+    )
 
 
 def _pending(row: Any, now: datetime) -> Pending | None:

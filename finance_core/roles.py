@@ -7,6 +7,10 @@ ADMIN = "admin"
 READ_ROLES = frozenset({FINANCE, ADMIN})
 
 
+class RoleError(ValueError):
+    """A role name was refused; the message names it."""
+
+
 def parse_roles(text: str) -> list[str]:
     """Roles stored as comma-separated text."""
     return [role for role in (part.strip() for part in text.split(",")) if role]
@@ -16,8 +20,13 @@ def format_roles(roles: Iterable[str]) -> str:
     cleaned = sorted({role.strip().lower() for role in roles if role.strip()})
     for role in cleaned:
         if "," in role or len(role) > 64:
-            raise ValueError(f"invalid role name: {role!r}")
+            raise RoleError(f"invalid role name {role!r}: no commas, at most 64 characters")
     return ",".join(cleaned)
+
+
+def describe_roles(roles: Iterable[str]) -> str:
+    """Roles in words, for messages and the audit log: "admin, finance", or "none"."""
+    return ", ".join(sorted(set(roles))) or "none"
 
 
 def can_read(roles: Iterable[str]) -> bool:

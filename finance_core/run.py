@@ -3,6 +3,8 @@
 Without STRIPE_WEBHOOK_SECRET it runs on its own store, data/demo.db, with a generated signing
 secret, cookie key and demo login (kept in data/demo.env, mode 0600), and a sender that posts
 signed demo events to the listener over HTTP, then a trickle so that health stays live.
+Both listen on 127.0.0.1 only unless LISTENER_HOST or DASHBOARD_ADDRESS say otherwise: the
+demo login is printed on the terminal, and Streamlit would otherwise serve every interface.
 One Ctrl-C (or SIGTERM) stops everything.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from finance_core import demo, migrate
+from finance_core import audit, demo, migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.settings import SettingsError, load_settings
 from finance_core.users import add_user, list_users
@@ -56,6 +58,7 @@ def _ensure_demo_user(database_url: str, password: str) -> None:
             password=password,
             roles=["finance", "admin"],
             name="Demo Finance",
+            actor=audit.cli_actor(),
             now=datetime.now(UTC),
         )
     engine.dispose()
@@ -87,9 +90,18 @@ def _wait_for(url: str, seconds: float = 60) -> bool:
     return False
 
 
+def _reachable(host: str) -> str:
+    """An address to reach a server bound to `host` from this machine."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def main() -> int:
     listener_port = int(os.environ.get("LISTENER_PORT", "8000"))
     dashboard_port = int(os.environ.get("DASHBOARD_PORT", "8501"))
+    listener_host = os.environ.get("LISTENER_HOST") or "127.0.0.1"
+    dashboard_address = os.environ.get("DASHBOARD_ADDRESS") or "127.0.0.1"
     data_dir = Path(os.environ.get("FINANCE_DATA_DIR", "data")).resolve()
     env = dict(os.environ)
     demo_mode = not env.get("STRIPE_WEBHOOK_SECRET")
@@ -111,7 +123,16 @@ def main() -> int:
 
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "webhook_listener", "--port", str(listener_port)], env=env
+            [
+                sys.executable,
+                "-m",
+                "webhook_listener",
+                "--host",
+                listener_host,
+                "--port",
+                str(listener_port),
+            ],
+            env=env,
         ),
         subprocess.Popen(
             [
@@ -120,6 +141,8 @@ def main() -> int:
                 "streamlit",
                 "run",
                 "app.py",
+                "--server.address",
+                dashboard_address,
                 "--server.port",
                 str(dashboard_port),
                 "--server.headless",
@@ -130,7 +153,7 @@ def main() -> int:
     ]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    listener_url = f"http://127.0.0.1:{listener_port}"
+    listener_url = f"http://{_reachable(listener_host)}:{listener_port}"
     try:
         if _wait_for(f"{listener_url}/healthz") and demo_mode:
             threading.Thread(
@@ -138,7 +161,7 @@ def main() -> int:
                 args=(listener_url, env["STRIPE_WEBHOOK_SECRET"], stop),
                 daemon=True,
             ).start()
-        print(f"\n  Dashboard: http://localhost:{dashboard_port}")
+        print(f"\n  Dashboard: http://{_reachable(dashboard_address)}:{dashboard_port}")
         print(f"  Listener:  {listener_url}/webhooks/stripe")
         if demo_mode:
             print(

@@ -20,6 +20,7 @@ from typing import Any
 import stripe
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from finance_core.audit import record_action
 from finance_core.db import write_transaction
 from finance_core.events import NotAStripeEvent, Outcome, StripeEvent
 from finance_core.handlers import API_STATE_EVENT_TYPES, HANDLERS, Change
@@ -136,14 +137,14 @@ def run_sync(
     *,
     engine: Engine,
     client: stripe.StripeClient,
-    triggered_by: str,
+    actor: str,
     pager: Pager | None = None,
     progress: Progress | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SyncReport:
     """Recover undelivered events, then reconcile products, prices, subscriptions, invoices."""
     started = clock()
-    run_id = _start_run(engine, started, triggered_by)
+    run_id = _start_run(engine, started, actor)
     run = _Sync(engine, client, pager or Pager(), progress or (lambda _: None), clock, started)
     try:
         run.run()
@@ -302,7 +303,7 @@ class _Sync:
             self.report.errors.append(message[:500])
 
 
-def _start_run(engine: Engine, started: datetime, triggered_by: str) -> int:
+def _start_run(engine: Engine, started: datetime, actor: str) -> int:
     with write_transaction(engine) as conn:
         # A run whose process was killed never finished: say so instead of "running" forever.
         conn.execute(
@@ -312,13 +313,22 @@ def _start_run(engine: Engine, started: datetime, triggered_by: str) -> int:
             )
             .values(status="interrupted", error="never finished (process stopped)")
         )
-        return int(
+        run_id = int(
             conn.execute(
                 insert(sync_runs)
-                .values(started_at=started, status="running", triggered_by=triggered_by[:255])
+                .values(started_at=started, status="running", triggered_by=actor[:255])
                 .returning(sync_runs.c.id)
             ).scalar_one()
         )
+        record_action(
+            conn,
+            actor=actor,
+            action="sync_run",
+            target=f"sync run {run_id}",
+            detail="started; its report is kept with the run",
+            now=started,
+        )
+        return run_id
 
 
 def _finish_run(

@@ -1,4 +1,4 @@
-"""Finance API bearer tokens: shown once, stored as hashes, compared in constant time."""
+"""Finance API bearer tokens: shown once, stored as hashes, compared in constant time, audited."""
 
 import hashlib
 import hmac
@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from finance_core import statements as hot
+from finance_core.audit import record_action
 from finance_core.db import read_transaction, write_transaction
 from finance_core.models import api_tokens
-from finance_core.roles import format_roles, parse_roles
+from finance_core.roles import RoleError, describe_roles, format_roles, parse_roles
 
 TOKEN_PREFIX = "pmf"
 # last_used_at is written at most this often per token, not on every request.
@@ -49,11 +50,15 @@ def _info(row: Mapping[str, Any]) -> TokenInfo:
     )
 
 
-def create_token(*, engine: Engine, name: str, roles: list[str], now: datetime) -> str:
+def create_token(*, engine: Engine, name: str, roles: list[str], actor: str, now: datetime) -> str:
     """Create a token and return its only plaintext copy: pmf_<id>_<secret>."""
     name = name.strip()
     if not name or len(name) > 255:
         raise TokenError("a token needs a name of 1 to 255 characters")
+    try:
+        stored_roles = format_roles(roles)
+    except RoleError as exc:
+        raise TokenError(str(exc)) from None
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     with write_transaction(engine) as conn:
         taken = conn.execute(select(api_tokens.c.id).where(api_tokens.c.name == name)).first()
@@ -66,9 +71,17 @@ def create_token(*, engine: Engine, name: str, roles: list[str], now: datetime) 
                 id=token_id,
                 name=name,
                 secret_hash=_hash(secret),
-                roles=format_roles(roles),
+                roles=stored_roles,
                 created_at=now,
             )
+        )
+        record_action(
+            conn,
+            actor=actor,
+            action="token_created",
+            target=name,
+            detail=f"roles: {describe_roles(parse_roles(stored_roles))}",
+            now=now,
         )
     return f"{TOKEN_PREFIX}_{token_id}_{secret}"
 
@@ -78,7 +91,7 @@ def list_tokens(*, conn: Connection) -> list[TokenInfo]:
     return [_info(row._mapping) for row in rows]
 
 
-def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
+def revoke_token(*, engine: Engine, name: str, actor: str, now: datetime) -> None:
     """Revoke the token with this name; revoking twice is an error that says so."""
     with write_transaction(engine) as conn:
         row = conn.execute(select(api_tokens).where(api_tokens.c.name == name)).first()
@@ -87,6 +100,7 @@ def revoke_token(*, engine: Engine, name: str, now: datetime) -> None:
         if row.revoked_at is not None:
             raise TokenError(f"token {name!r} was already revoked")
         conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(revoked_at=now))
+        record_action(conn, actor=actor, action="token_revoked", target=name, now=now)
 
 
 # Run on the driver (finance_core.statements): this lookup precedes every Finance API answer.

@@ -1,25 +1,13 @@
 """Events: the webhook event log, filtered and paged in SQL, exportable as CSV."""
 
-from datetime import UTC, datetime, time, timedelta
-
 import streamlit as st
 
-from dashboard import auth, data, tables
-from finance_core.event_log import Cursor, EventFilter
+from dashboard import auth, data, paging, tables
+from finance_core.event_log import EventFilter
 from finance_core.models import EVENT_STATUSES
 
 ALL = "All"
 PAGE_SIZE = 50
-RANGES = {
-    "Last hour": timedelta(hours=1),
-    "Last 24 hours": timedelta(days=1),
-    "Last 7 days": timedelta(days=7),
-    "Last 30 days": timedelta(days=30),
-    "All time": None,
-    "Custom (UTC dates)": None,
-}
-# Pages already seen (cursors), kept while the filters stay the same.
-TRAIL, FILTER_KEY, ANCHOR = "events_trail", "events_filter_key", "events_anchor"
 
 auth.current_viewer()
 st.title("Events")
@@ -27,28 +15,10 @@ st.title("Events")
 kind, outcome, period = st.columns(3)
 event_type = kind.selectbox("Type", [ALL, *data.event_types()], key="events_type")
 status = outcome.selectbox("Status", [ALL, *EVENT_STATUSES], key="events_status")
-range_name = period.selectbox("Received", list(RANGES), index=1, key="events_range")
-dates = None
-if range_name == "Custom (UTC dates)":
-    today = datetime.now(UTC).date()
-    dates = st.date_input("From and to (inclusive)", (today - timedelta(days=7), today))
+range_name, dates = paging.time_range(period, "Received", key="events_range")
 
-chosen = (event_type, status, range_name, str(dates))
-if st.session_state.get(FILTER_KEY) != chosen or ANCHOR not in st.session_state:
-    # New filters: back to the first page, with "now" fixed so the window does not slide
-    # under the pages being read.
-    st.session_state[FILTER_KEY] = chosen
-    st.session_state[ANCHOR] = data.now()
-    st.session_state[TRAIL] = []
-
-anchor: datetime = st.session_state[ANCHOR]
-start = end = None
-if range_name == "Custom (UTC dates)":
-    if isinstance(dates, tuple) and len(dates) == 2:
-        start = datetime.combine(dates[0], time(), UTC)
-        end = datetime.combine(dates[1] + timedelta(days=1), time(), UTC)
-elif RANGES[range_name] is not None:
-    start = anchor - RANGES[range_name]  # open-ended: newer events join the first page
+pages = paging.Pages("events", (event_type, status, range_name, str(dates)))
+start, end = paging.window(range_name, dates, pages.anchor)
 filters = EventFilter(
     event_type=None if event_type == ALL else event_type,
     status=None if status == ALL else status,
@@ -56,44 +26,20 @@ filters = EventFilter(
     end=end,
 )
 
-trail: list[Cursor] = st.session_state[TRAIL]
-page, matching = data.event_page(filters, PAGE_SIZE, trail[-1] if trail else None)
-shown_from = len(trail) * PAGE_SIZE + 1
+page, matching = data.event_page(filters, PAGE_SIZE, pages.after)
+shown_from = pages.first_shown(PAGE_SIZE)
 total = f"{matching:,}" if matching <= 10_000 else "more than 10,000"
 if page.rows:
     events = "event" if matching == 1 else "events"
     shown_to = shown_from + len(page.rows) - 1
     st.caption(
         f"{total} matching {events} · showing {shown_from:,}–{shown_to:,}, newest first"
-        f" · from {anchor:%H:%M:%S} UTC"
+        f" · from {pages.anchor:%H:%M:%S} UTC"
     )
     st.dataframe(**tables.event_table(page.rows))
 else:
     st.info("No events match these filters.")
 
-
-def newer() -> None:
-    st.session_state[TRAIL] = st.session_state[TRAIL][:-1]
-
-
-def older() -> None:
-    st.session_state[TRAIL] = [*st.session_state[TRAIL], page.next_cursor]
-
-
-def refresh() -> None:
-    st.session_state.pop(ANCHOR, None)
-    data.forget_cached_reads()
-
-
-back, forward, again, export = st.columns([1, 1, 1, 3])
-back.button("← Newer", on_click=newer, disabled=not trail)
-forward.button("Older →", on_click=older, disabled=page.next_cursor is None)
-again.button("Refresh", on_click=refresh, icon=":material/refresh:")
-export.download_button(
-    "Download CSV",
-    data=data.csv_export(data.engine(), filters),
-    file_name=f"webhook-events-{anchor:%Y%m%dT%H%M%SZ}.csv",
-    mime="text/csv",
-    icon=":material/download:",
-    on_click="ignore",
+pages.buttons(
+    page.next_cursor, csv=data.csv_export(data.engine(), filters), file_stem="webhook-events"
 )

@@ -5,10 +5,7 @@ import streamlit as st
 from dashboard import auth, data, tables, ui
 from dashboard.sync_job import SyncJob
 
-viewer = auth.current_viewer()
-if not viewer.is_admin:  # app.py lists this page for admins only; this is the second lock
-    st.error("Only an admin can run a Stripe sync.")
-    st.stop()
+viewer = auth.current_admin("Only an admin can run a Stripe sync.")
 
 st.title("Stripe sync")
 st.caption(
@@ -67,7 +64,7 @@ clicked = st.button(
     disabled=not configured or job is not None,
 )
 if clicked:
-    job = data.start_sync(by=f"dashboard:{viewer.username}")
+    job = data.start_sync(actor=viewer.username)
 if job is not None:
     follow(job)
 

@@ -58,7 +58,7 @@ def thin_events(status: SyncStatus) -> None:
 
         def resolve_now() -> None:
             try:
-                due = data.resolve_now()
+                due = data.resolve_now(viewer.username)
                 outcome = (True, f"{due:,} thin events are due now; the listener fetches them.")
             except data.StoreUnavailable as exc:
                 outcome = (False, str(exc))
@@ -86,7 +86,7 @@ if failure is not None and not (
     elif not data.stripe_configured():
         st.caption("Set STRIPE_API_KEY for the dashboard to run a sync from here.")
     elif st.button("Sync now", key="generation_failure_sync", icon=":material/sync:"):
-        data.start_sync(by=f"dashboard:{viewer.username}")
+        data.start_sync(actor=viewer.username)
         st.switch_page("pages/sync.py")  # its progress and report
 
 st.subheader("Events per hour by outcome")
@@ -131,9 +131,9 @@ else:
                 return
             try:
                 if action == "replay":
-                    outcome = data.replay(event_id)
+                    outcome = data.replay(event_id, actor=viewer.username)
                 else:
-                    outcome = data.dismiss(event_id, by=viewer.username)
+                    outcome = data.dismiss(event_id, actor=viewer.username)
             except data.StoreUnavailable as exc:
                 outcome = (False, str(exc))
             st.session_state[ACTION_OUTCOME] = outcome

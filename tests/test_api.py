@@ -27,7 +27,9 @@ _names = itertools.count(1)
 
 def make_token(engine: Engine, *roles: str) -> str:
     name = f"api-test-{next(_names)}"
-    return create_token(engine=engine, name=name, roles=list(roles), now=datetime.now(UTC))
+    return create_token(
+        engine=engine, name=name, roles=list(roles), actor="tests", now=datetime.now(UTC)
+    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -190,9 +192,11 @@ def test_a_token_with_a_wrong_secret_gets_401(http, token):
 
 
 def test_a_revoked_token_gets_401(http, engine):
-    token = create_token(engine=engine, name="leaving", roles=["finance"], now=datetime.now(UTC))
+    token = create_token(
+        engine=engine, name="leaving", roles=["finance"], actor="tests", now=datetime.now(UTC)
+    )
     read(http, SUMMARY, token)
-    revoke_token(engine=engine, name="leaving", now=datetime.now(UTC))
+    revoke_token(engine=engine, name="leaving", actor="tests", now=datetime.now(UTC))
     response = http.get(SUMMARY, headers=bearer(token))
     assert_error(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -5,10 +5,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import bcrypt
 import pytest
 
-from finance_core.db import make_engine
+from finance_core import audit
+from finance_core.db import make_engine, read_transaction
 from finance_core.tokens import authenticate_token
+from finance_core.users import authenticator_credentials
+from tests.support.store_dump import store_text
 
 
 @pytest.fixture
@@ -90,13 +94,8 @@ def test_user_add_reads_the_password_from_stdin(cli, tmp_path):
     assert "alice" in listing and "Alice Ng" in listing and "admin,finance" in listing
     assert b"correct horse battery" not in (tmp_path / "cli.db").read_bytes()
 
-    from finance_core.db import read_transaction
-    from finance_core.users import authenticator_credentials
-
     with read_transaction(make_engine(cli.url)) as conn:
         stored = authenticator_credentials(conn=conn)["usernames"]["alice"]
-    import bcrypt
-
     assert bcrypt.checkpw(b"correct horse battery", stored["password"].encode())
 
 
@@ -127,3 +126,103 @@ def test_bad_settings_are_a_clear_error(cli, tmp_path):
     assert result.returncode == 2
     assert "STRIPE_WEBHOOK_SECRET is a placeholder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- set-password, set-roles and the audit log ------------------------------------------
+
+
+def stored_user(url: str, username: str) -> dict:
+    engine = make_engine(url)
+    try:
+        with read_transaction(engine) as conn:
+            return authenticator_credentials(conn=conn)["usernames"].get(username)
+    finally:
+        engine.dispose()
+
+
+def audit_entries(url: str) -> list[audit.AuditEntry]:
+    engine = make_engine(url)
+    try:
+        return list(audit.entries(engine=engine, filters=audit.AuditFilter()))
+    finally:
+        engine.dispose()
+
+
+def audit_lines(cli, *options: str) -> list[str]:
+    listed = cli("audit", "list", *options)
+    assert listed.returncode == 0, listed.stderr
+    header, *lines = listed.stdout.splitlines()
+    assert header.split() == ["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]
+    return lines
+
+
+def test_set_password_and_set_roles_end_sessions_and_every_change_is_audited(cli):
+    first, second = "first horse battery", "second horse battery"
+    assert cli("user", "add", "alice", "--role", "finance", stdin=f"{first}\n").returncode == 0
+    version = stored_user(cli.url, "alice")["session_version"]
+
+    changed = cli("user", "set-password", "Alice", stdin=f"{second}\n")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "set a new password for 'alice'; their sessions have ended"
+    alice = stored_user(cli.url, "alice")
+    assert bcrypt.checkpw(second.encode(), alice["password"].encode())
+    assert not bcrypt.checkpw(first.encode(), alice["password"].encode())
+    assert alice["session_version"] != version
+
+    roles = cli("user", "set-roles", "alice", "--role", "admin", "--role", "Finance")
+    assert roles.returncode == 0, roles.stderr
+    assert "now has the roles admin, finance" in roles.stdout
+    assert stored_user(cli.url, "alice")["roles"] == ["admin", "finance"]
+    assert stored_user(cli.url, "alice")["session_version"] != alice["session_version"]
+
+    token = cli("token", "create", "ops", "--role", "finance").stdout.splitlines()[-1]
+    assert cli("token", "revoke", "ops").returncode == 0
+    assert cli("user", "remove", "alice").returncode == 0
+
+    actor = audit.cli_actor()  # the same operating-system user as the processes above
+    assert actor.startswith("cli:")
+    lines = audit_lines(cli)
+    assert [line.split()[1:4] for line in lines] == [
+        [actor, "user_removed", "alice"],
+        [actor, "token_revoked", "ops"],
+        [actor, "token_created", "ops"],
+        [actor, "user_roles_set", "alice"],
+        [actor, "user_password_set", "alice"],
+        [actor, "user_added", "alice"],
+    ]
+    [created] = audit_lines(
+        cli, "--action", "token_created", "--actor", actor, "--since", "2000-01-01"
+    )
+    assert created.split()[1:5] == [actor, "token_created", "ops", "roles:"]
+    assert audit_lines(cli, "--since", "2999-01-01T00:00:00Z") == []
+
+    # Nowhere in the store, in the audit log's listing or in its CSV export.
+    engine = make_engine(cli.url)
+    exported = "".join(audit.csv_pages(engine=engine, filters=audit.AuditFilter()))
+    dumped = store_text(engine)
+    engine.dispose()
+    for secret in (first, second, token, token.split("_", 2)[2]):
+        assert secret not in dumped
+        assert secret not in "\n".join(lines)
+        assert secret not in exported
+
+
+def test_bad_input_is_a_clear_error_and_changes_nothing(cli):
+    assert cli("user", "add", "bob", "--role", "finance", stdin="long enough\n").returncode == 0
+    before = (stored_user(cli.url, "bob"), audit_entries(cli.url))
+    refused = [
+        (("user", "set-password", "nobody"), "long enough\n", "no user named 'nobody'"),
+        (("user", "set-roles", "nobody", "--role", "admin"), "", "no user named 'nobody'"),
+        (("user", "remove", "nobody"), "", "no user named 'nobody'"),
+        (("user", "set-password", "bob"), "short\n", "at least 8 characters"),
+        (("user", "set-roles", "bob"), "", "the following arguments are required: --role"),
+        (("user", "set-roles", "bob", "--role", " "), "", "give at least one role"),
+        (("audit", "list", "--since", "yesterday"), "", "'yesterday' is not an ISO 8601 time"),
+        (("audit", "list", "--action", "user_hacked"), "", "invalid choice: 'user_hacked'"),
+    ]
+    for args, stdin, message in refused:
+        result = cli(*args, stdin=stdin)
+        assert result.returncode == 2, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert (stored_user(cli.url, "bob"), audit_entries(cli.url)) == before

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, update
 
-from finance_core import handlers, queries
+from finance_core import audit, handlers, queries
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import webhook_events
@@ -93,6 +93,11 @@ def test_sync_reports_what_it_changed_and_never_prints_the_key(cli, engine, stri
 
     again = cli("sync", STRIPE_API_KEY=API_KEY)
     assert "subscriptions: 1 fetched, 0 new, 0 updated, 1 unchanged" in again.stdout
+    runs = list(audit.entries(engine=engine, filters=audit.AuditFilter(action="sync_run")))
+    assert [(entry.actor, entry.target) for entry in runs] == [
+        (audit.cli_actor(), "sync run 2"),
+        (audit.cli_actor(), "sync run 1"),
+    ]
 
 
 def test_sync_without_a_key_names_the_variable(cli):

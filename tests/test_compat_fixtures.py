@@ -18,7 +18,7 @@ from finance_core.models import invoices, prices, products, subscriptions, webho
 from finance_core.stripe_shapes import invoice_subscription, item_product_and_price
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
-from tests.support.reads import store_dump
+from tests.support.store_dump import store_text
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
 # Where a payload without an envelope comes from a file name, the event type it stands for.
@@ -194,6 +194,6 @@ def test_store_keeps_no_customer_personal_data(http, engine):
     for event in fixture_events():
         assert deliver(http, event).status_code == 200
 
-    dump = store_dump(engine)
+    dump = store_text(engine)
     leaked = sorted(value for value in personal if value in dump)
     assert leaked == []

@@ -130,7 +130,7 @@ def test_roles_come_from_the_store_on_every_run(dashboard):
 
     at = signed_in("fiona")
     assert list(metrics(at)) == METRICS
-    remove_user(engine=dashboard, username="fiona")
+    remove_user(engine=dashboard, username="fiona", actor="tests", now=datetime.now(UTC))
     at.run()
     assert not at.metric
     assert "no longer exists" in texts(at)

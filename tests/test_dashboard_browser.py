@@ -20,9 +20,9 @@ from finance_core import handlers, migrate
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.users import add_user
 from tests.conftest import skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.accounts import TEAM, add_users
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.browser
@@ -58,9 +58,7 @@ def prepare_store(url: str) -> None:
     """Users, plans, subscriptions, failing invoices, and two failed events."""
     engine = make_engine(url)
     migrate.upgrade(engine)
-    now = datetime.now(UTC)
-    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
-        add_user(engine=engine, username=username, password=PASSWORD, roles=roles, now=now)
+    add_users(engine, TEAM, PASSWORD)
     for product_id, name in [("prod_pro", "Pro"), ("prod_starter", "Starter")]:
         feed(engine, "product.created", sf.product(product_id, name))
     for n, product_id in enumerate(["prod_pro"] * 5 + ["prod_starter"] * 3):
@@ -235,10 +233,15 @@ def choose(page, label, option):
     """
     wait_until_idle(page)
     box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_role("combobox", name=label))
+    pick(page, box, box.get_by_role("button", name="Open"), option)
+
+
+def pick(page, box, opener, option):
+    """Scroll `box` into view, open its dropdown with `opener`, again if it closed; pick."""
     box.scroll_into_view_if_needed()
     choice = page.get_by_role("option", name=option, exact=True)
     for _ in range(3):
-        box.get_by_role("button", name="Open").click()
+        opener.click()
         try:
             choice.wait_for(timeout=2_000)
             break

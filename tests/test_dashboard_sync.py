@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import VIEWER_KEY, Viewer
 from dashboard.sync_job import SyncJobs
-from finance_core import handlers, queries
+from finance_core import audit, handlers, queries
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import webhook_events
@@ -137,7 +137,9 @@ def test_sync_now_applies_stripe_and_every_page_shows_the_new_numbers(dashboard,
     ]
     [run] = at.dataframe[0].value.to_dict("records")
     assert run["Status"] == "succeeded"
-    assert run["Triggered by"] == "dashboard:ada"
+    assert run["Triggered by"] == "ada"
+    [audited] = audit.entries(engine=dashboard, filters=audit.AuditFilter(action="sync_run"))
+    assert (audited.actor, audited.target) == ("ada", "sync run 1")
     assert (run["Changes"], run["Failures"], run["Error"]) == (5, 0, "")
     assert run["Finished (UTC)"] >= run["Started (UTC)"]
 

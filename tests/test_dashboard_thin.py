@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from finance_core import audit
 from finance_core.db import read_transaction
 from finance_core.events import parse_payload
 from finance_core.ingest import ingest_event
@@ -74,6 +75,11 @@ def test_an_admin_makes_waiting_thin_events_due_at_once(dashboard):
     with read_transaction(dashboard) as conn:
         due = conn.execute(select(webhook_events.c.next_attempt_at)).scalars().all()
     assert due == [None, None]
+    wanted = audit.AuditFilter(action="thin_events_retried")
+    entries = list(audit.entries(engine=dashboard, filters=wanted))
+    assert [(e.actor, e.action, e.detail) for e in entries] == [
+        ("ada", "thin_events_retried", "2 made due at once")
+    ]
 
 
 def test_webhooks_page_lists_the_api_versions_of_the_last_week(dashboard):
@@ -127,7 +133,7 @@ def test_a_generation_failure_warns_until_a_sync_has_run_since(dashboard, monkey
         stripe_api_key=API_KEY,
         stripe_api_base=stripe_api.url,
     )
-    run_sync(engine=dashboard, client=make_client(settings), triggered_by="test")
+    run_sync(engine=dashboard, client=make_client(settings), actor="cli:test")
     apptest.forget()
     at = signed_in("ada").switch_page("pages/webhooks.py").run()
     assert not at.exception

@@ -139,7 +139,7 @@ def test_counts_are_capped(engine):
 
 def test_failed_events_leave_out_dismissed_ones(engine):
     build_log(engine)
-    dismiss_event(engine=engine, event_id="evt_broken_1", by="admin")
+    dismiss_event(engine=engine, event_id="evt_broken_1", actor="admin", now=T0)
     with read_transaction(engine) as conn:
         rows = failed_events(conn=conn)
     assert [row.id for row in rows] == ["evt_broken_2"]

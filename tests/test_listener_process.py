@@ -139,7 +139,9 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         url = server.create_database("outage")
         engine = make_engine(url)
         migrate.upgrade(engine)
-        token = create_token(engine=engine, name="outage", roles=["finance"], now=datetime.now(UTC))
+        token = create_token(
+            engine=engine, name="outage", roles=["finance"], actor="tests", now=datetime.now(UTC)
+        )
         listener = ThreadedServer(create_app(make_settings(url), engine)).start()
         try:
             with httpx.Client(base_url=listener.url, timeout=30) as http:
@@ -186,7 +188,9 @@ def test_finance_api_answers_503_when_the_rate_limit_storage_is_unreachable(tmp_
     url = f"sqlite:///{tmp_path}/redis-down.db"
     engine = make_engine(url)
     migrate.upgrade(engine)
-    token = create_token(engine=engine, name="no-redis", roles=["finance"], now=datetime.now(UTC))
+    token = create_token(
+        engine=engine, name="no-redis", roles=["finance"], actor="tests", now=datetime.now(UTC)
+    )
     nothing_there = f"redis://127.0.0.1:{free_port()}"
     settings = make_settings(url, rate_limit_storage_uri=nothing_there)
     listener = ThreadedServer(create_app(settings, engine)).start()

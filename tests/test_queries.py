@@ -203,7 +203,7 @@ def test_health_moves_from_delayed_to_healthy_to_delayed_to_error(engine):
     assert broken.webhook_health == "error"
     assert "1 event failed" in broken.health_reason
 
-    dismiss_event(engine=engine, event_id=result.event_id, by="alice")
+    dismiss_event(engine=engine, event_id=result.event_id, actor="alice", now=T0)
     assert sync_status(engine, later).webhook_health == "healthy"
 
 

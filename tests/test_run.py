@@ -14,7 +14,7 @@ from finance_core.db import make_engine, read_transaction
 from finance_core.models import webhook_events
 from finance_core.queries import stripe_sync_status, subscription_summary
 from tests.support.postgres import free_port
-from tests.support.servers import child_processes, wait_gone, writer_of
+from tests.support.servers import child_processes, listening_addresses, wait_gone, writer_of
 
 
 def wait_for(url: str, seconds: float = 90) -> None:
@@ -43,7 +43,14 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("STRIPE_WEBHOOK_SECRET", "DATABASE_URL", "DASHBOARD_COOKIE_KEY")
+        if k
+        not in (
+            "STRIPE_WEBHOOK_SECRET",
+            "DATABASE_URL",
+            "DASHBOARD_COOKIE_KEY",
+            "LISTENER_HOST",
+            "DASHBOARD_ADDRESS",
+        )
     }
     env.update(
         LISTENER_PORT=str(listener),
@@ -60,6 +67,9 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
     try:
         wait_for(f"http://127.0.0.1:{listener}/healthz")
         wait_for(f"http://127.0.0.1:{dashboard}/_stcore/health")
+        # Neither LISTENER_HOST nor DASHBOARD_ADDRESS set: loopback only, not every interface.
+        assert listening_addresses(listener) == {"127.0.0.1"}
+        assert listening_addresses(dashboard) == {"127.0.0.1"}
         engine = make_engine(f"sqlite:///{tmp_path}/data/demo.db")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

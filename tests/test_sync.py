@@ -34,7 +34,7 @@ def sync(engine: Engine, stand_in: StripeStandIn, **kwargs: Any) -> SyncReport:
         stripe_api_base=stand_in.url,
     )
     kwargs.setdefault("pager", Pager(Backoff(first_delay=0.01, max_delay=0.05)))
-    return run_sync(engine=engine, client=make_client(settings), triggered_by="test", **kwargs)
+    return run_sync(engine=engine, client=make_client(settings), actor="tests", **kwargs)
 
 
 def numbers(engine: Engine) -> dict[str, Any]:

@@ -78,7 +78,9 @@ def with_key(stand_in: StripeStandIn) -> dict[str, str]:
 def test_without_a_key_events_wait_then_the_key_resolves_them(engine, database_url, stripe_api):
     for n in range(5):
         stripe_api.put("subscriptions", sf.subscription(f"sub_nk{n}", "active", "prod_nk"))
-    token = create_token(engine=engine, name="reader", roles=["finance"], now=datetime.now(UTC))
+    token = create_token(
+        engine=engine, name="reader", roles=["finance"], actor="cli:test", now=datetime.now(UTC)
+    )
     quick = {"WEBHOOK_DELAYED_AFTER": "2", "FINANCE_API_RATE_LIMIT": "10000/minute"}
     listener = ListenerProcess(database_url, **quick).start()
     try:

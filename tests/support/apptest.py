@@ -8,14 +8,16 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from dashboard.auth import SESSION_VERSION_KEY
+from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.settings import get_settings
-from finance_core.users import add_user
+from finance_core.users import authenticator_credentials
 from tests.support import stripe_factory as sf
+from tests.support.accounts import PASSWORD, TEAM, add_users
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 COOKIE_KEY = "dashboard-test-cookie-key-0123456789abcdef"
-PASSWORD = "correct horse battery"
 _created = itertools.count(1_790_000_000)
 
 
@@ -35,16 +37,7 @@ def dashboard(engine, database_url, monkeypatch):
     ):
         monkeypatch.delenv(variable, raising=False)
     forget()
-    now = datetime.now(UTC)
-    for username, roles in [("fiona", ["finance"]), ("ada", ["admin"]), ("nora", [])]:
-        add_user(
-            engine=engine,
-            username=username,
-            password=PASSWORD,
-            roles=roles,
-            now=now,
-            name=username.capitalize(),
-        )
+    add_users(engine, TEAM, PASSWORD)
     yield engine
     forget()
 
@@ -66,7 +59,18 @@ def signed_in(username: str, name: str | None = None) -> AppTest:
     at.session_state["authentication_status"] = True
     at.session_state["username"] = username
     at.session_state["name"] = name or username.capitalize()
+    at.session_state[SESSION_VERSION_KEY] = session_version(username)
     return at.run()
+
+
+def session_version(username: str) -> str:
+    """The user's current session version, as a session signed in now holds it."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        with read_transaction(engine) as conn:
+            return authenticator_credentials(conn=conn)["usernames"][username]["session_version"]
+    finally:
+        engine.dispose()
 
 
 def feed(engine, event_type, obj, *, at=None, event_id=None, livemode=False):

@@ -3,9 +3,8 @@
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, MetaData, select
+from sqlalchemy import Connection
 
-from finance_core.db import read_transaction
 from finance_core.queries import LastEvent, PlanCount, stripe_sync_status, subscription_summary
 
 
@@ -23,15 +22,3 @@ def failed_payments_count(conn: Connection) -> int:
 def latest_event(conn: Connection) -> LastEvent | None:
     """The event of the latest verified delivery."""
     return stripe_sync_status(conn=conn, delayed_after=3600, now=datetime.now(UTC)).last_event
-
-
-def store_dump(engine: Engine) -> str:
-    """Every row of every table in the store, as text to search for what must not be there."""
-    metadata = MetaData()
-    metadata.reflect(engine)
-    with read_transaction(engine) as conn:
-        return "\n".join(
-            repr(tuple(row))
-            for table in metadata.sorted_tables
-            for row in conn.execute(select(table))
-        )

@@ -1,5 +1,6 @@
 """Servers for the tests: the app in-process on a thread, or the listener as a real process."""
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -203,3 +204,26 @@ class ListenerProcess:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses on which something listens at this TCP port (from /proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state != "0A" or int(local_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+            found.add(
+                str(
+                    ipaddress.ip_address(
+                        b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    )
+                )
+            )
+    return found

@@ -1,0 +1,52 @@
+"""API tokens (admins): create one, shown once; list and revoke; as the CLI's `token` commands."""
+
+import streamlit as st
+
+from dashboard import auth, data, tables, ui
+from finance_core.roles import ADMIN, FINANCE
+
+OUTCOME = "tokens_outcome"
+
+viewer = auth.current_admin("Only an admin can manage API tokens.")
+st.title("API tokens")
+st.caption(
+    "Bearer tokens for the Finance API, the same as `python -m finance_core token …`. A token "
+    "is shown once, when it is created: the store keeps only its hash."
+)
+ui.show_flash(OUTCOME)
+
+with st.form("create_token", clear_on_submit=True):
+    name = st.text_input("Name", help="Who or what will use it, e.g. reporting")
+    roles = st.multiselect("Roles", [FINANCE, ADMIN], default=[FINANCE], accept_new_options=True)
+    create = st.form_submit_button("Create token", type="primary")
+if create:
+    # Shown in this run only: nothing keeps it, so the next click makes it disappear.
+    token, message = data.create_token(name, roles, actor=viewer.username)
+    if token is None:
+        st.error(message)
+    else:
+        st.success(f"{message} Copy it now: it is shown only this once.")
+        st.code(token, language=None)
+
+st.subheader("Tokens")
+infos = data.api_tokens()
+if not infos:
+    st.info("No token yet.")
+else:
+    st.dataframe(**tables.token_table(infos))
+    live = [info.name for info in infos if info.revoked_at is None]
+    if live:
+
+        def revoke() -> None:
+            chosen = st.session_state.get("token_to_revoke")
+            if not chosen:
+                return
+            try:
+                outcome = data.revoke_token(chosen, actor=viewer.username)
+            except data.StoreUnavailable as exc:
+                outcome = (False, str(exc))
+            st.session_state[OUTCOME] = outcome
+
+        choice, button = st.columns([3, 1], vertical_alignment="bottom")
+        choice.selectbox("Token", live, key="token_to_revoke")
+        button.button("Revoke", on_click=revoke, icon=":material/block:")

@@ -1,0 +1,67 @@
+"""Users (admins): add, change roles, reset a password, remove; as `python -m finance_core user`."""
+
+import streamlit as st
+
+from dashboard import auth, data, tables, ui
+from finance_core.roles import ADMIN, FINANCE
+
+OUTCOME = "users_outcome"
+PASSWORDS_DIFFER = (False, "The two passwords differ; nothing was changed.")
+
+viewer = auth.current_admin("Only an admin can manage users.")
+st.title("Users")
+st.caption(
+    "Dashboard accounts, the same as `python -m finance_core user …`. A new password, new "
+    "roles or removal ends that user's sessions at once, in every browser. `finance` reads "
+    "everything; `admin` may also replay and dismiss events, sync, and manage users and tokens."
+)
+ui.show_flash(OUTCOME)
+
+people = data.dashboard_users()
+st.dataframe(**tables.user_table(people))
+known_roles = sorted({FINANCE, ADMIN, *(role for user in people for role in user.roles)})
+
+
+def done(outcome: tuple[bool, str]) -> None:
+    """Keep the outcome for the next run, which shows the change."""
+    st.session_state[OUTCOME] = outcome
+    st.rerun()
+
+
+st.subheader("Add a user")
+with st.form("add_user", clear_on_submit=True):
+    left, right = st.columns(2)
+    username = left.text_input("Username")
+    name = right.text_input("Name (optional)")
+    roles = st.multiselect("Roles", known_roles, default=[FINANCE], accept_new_options=True)
+    password = left.text_input("Initial password", type="password")
+    repeat = right.text_input("Repeat the password", type="password")
+    if st.form_submit_button("Add user", type="primary"):
+        if password != repeat:
+            done(PASSWORDS_DIFFER)
+        done(data.add_user(username, name, roles, password, actor=viewer.username))
+
+if people:
+    st.subheader("Change a user")
+    chosen = st.selectbox("User", [user.username for user in people], key="users_chosen")
+    user = next(user for user in people if user.username == chosen)
+    roles_tab, password_tab, remove_tab = st.tabs(["Roles", "Password", "Remove"])
+    with roles_tab, st.form("set_roles"):
+        new_roles = st.multiselect(
+            "Roles", known_roles, default=user.roles, accept_new_options=True, key=f"roles_{chosen}"
+        )
+        if st.form_submit_button("Save roles"):
+            done(data.set_roles(chosen, new_roles, actor=viewer.username))
+    with password_tab, st.form("set_password", clear_on_submit=True):
+        new_password = st.text_input("New password", type="password")
+        new_repeat = st.text_input("Repeat the new password", type="password")
+        if st.form_submit_button("Set password"):
+            if new_password != new_repeat:
+                done(PASSWORDS_DIFFER)
+            done(data.set_password(chosen, new_password, actor=viewer.username))
+    with remove_tab, st.form("remove_user"):
+        sure = st.checkbox(f"Yes, remove {chosen} and end their sessions")
+        if st.form_submit_button("Remove user"):
+            if not sure:
+                done((False, f"Tick the box to confirm; {chosen} was not removed."))
+            done(data.remove_user(chosen, actor=viewer.username))
