@@ -19,9 +19,11 @@ from finance_core.event_log import (
     event_types,
     events_per_hour,
     failed_events,
+    latest_generation_failure,
     stripe_event_url,
 )
 from finance_core.ingest import StripeEvent, dismiss_event, ingest_event
+from finance_core.models import EVENT_STATUSES
 from tests.support import stripe_factory as sf
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -270,9 +272,10 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
         count_events(conn=conn, filters=window)
         events_per_hour(conn=conn, start=T0, end=T0 + timedelta(days=1))
         event_types(conn=conn)
+        latest_generation_failure(conn=conn)
 
     plans = sqlite_query_plans(tmp_path, "webhook_events", read)
-    assert len(plans) == 9  # events_per_hour runs one query per status
+    assert len(plans) == 6 + len(EVENT_STATUSES)  # events_per_hour: one query per status
     for statement, details in plans:
         scans = [d for d in details if d.startswith("SCAN") and "INDEX" not in d]
         assert not [d for d in scans if "webhook_events" in d], (statement, details)
