@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,15 +14,19 @@ from finance_core import migrate
 from finance_core.db import make_engine
 from finance_core.settings import Settings, load_settings
 from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.redis_server import redis_server
 from tests.support.servers import ThreadedServer
 from tests.support.stripe_factory import SECRET, signed
+from tests.support.system_packages import install_hint
 
 IN_CI = os.environ.get("CI") == "true"
 _database_names = itertools.count(1)
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip with the reason printed; under CI=true nothing may be skipped."""
+def skip_or_fail(reason: str, *, package: str | None = None) -> None:
+    """Skip with the reason (and how to install the missing `package`); under CI=true, fail."""
+    if package is not None:
+        reason = f"{reason}: {install_hint(package)}"
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: this suite must run)")
     pytest.skip(reason)
@@ -31,12 +36,23 @@ def skip_or_fail(reason: str) -> None:
 def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+        skip_or_fail("no PostgreSQL server binaries", package="postgresql")
     assert bin_dir is not None
     server = PostgresServer(bin_dir)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server on a free port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("no redis-server binary", package="redis-server")
+    assert binary is not None
+    with redis_server(binary) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

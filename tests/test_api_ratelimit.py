@@ -1,23 +1,17 @@
 """Finance API rate limits: per token, per address for failed logins, and shared through Redis."""
 
 import os
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from finance_core import migrate
 from finance_core.db import make_engine
 from finance_core.settings import Settings
 from finance_core.tokens import create_token
-from tests.conftest import make_settings, skip_or_fail
+from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
 from tests.support.servers import start_listener, wait_healthy
@@ -77,57 +71,6 @@ def test_a_flood_of_failed_logins_from_one_address_gets_429(http, engine):
 
     # A valid token from the same address (a shared NAT, a misconfigured neighbour) still reads.
     assert http.get(SUMMARY, headers=bearer(make_token(engine, "finance"))).status_code == 200
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("no redis-server binary (apt-get install redis-server)")
-    assert binary is not None
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="pmf-redis-") as directory:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}"
-        try:
-            wait_for_redis(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError("redis-server exited")
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not answer")
-    finally:
-        client.close()
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
     if bin_dir is None:
         from tests.conftest import skip_or_fail
 
-        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+        skip_or_fail("no PostgreSQL server binaries", package="postgresql")
     from finance_core import migrate
     from finance_core.db import make_engine, read_transaction
     from tests.support.reads import plan_counts
