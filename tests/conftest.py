@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 from finance_core import migrate
 from finance_core.db import make_engine
 from finance_core.settings import Settings, load_settings
+from tests.support.cluster import Cluster, cluster
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.redis_server import redis_server
 from tests.support.servers import ThreadedServer
 from tests.support.stripe_factory import SECRET, signed
-from tests.support.system_packages import install_hint
+from tests.support.system_packages import install_hint, which
 
 IN_CI = os.environ.get("CI") == "true"
 _database_names = itertools.count(1)
@@ -125,3 +126,27 @@ def deliver(
     """POST one signed event to the listener, as Stripe does."""
     body, headers = signed(event, secret, timestamp)
     return http.post("/webhooks/stripe", content=body, headers=headers)
+
+
+@pytest.fixture
+def scale_out_env() -> dict[str, str]:
+    """Settings of every listener in `scale_out` (override it in a module for others)."""
+    return {}
+
+
+@pytest.fixture
+def scale_out(
+    postgres_server: PostgresServer, redis_url: str, tmp_path: Any, scale_out_env: dict[str, str]
+) -> Iterator[Cluster]:
+    """HAProxy (deploy/haproxy.cfg) in front of two listener processes started as
+    deploy/finance-listener@.service says, on one fresh PostgreSQL database and one Redis."""
+    binary = which("haproxy")
+    if binary is None:
+        skip_or_fail("no haproxy binary", package="haproxy")
+    assert binary is not None
+    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, **scale_out_env}
+    url = postgres_server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
+    with cluster(
+        haproxy_binary=binary, env=env, workdir=tmp_path, database_url=url, redis_url=redis_url
+    ) as running:
+        yield running
