@@ -42,6 +42,12 @@ LISTENER_HEADER = "X-Finance-Listener"  # set by deploy/haproxy.cfg
 ACTIVE = ["active", "trialing", "past_due"]  # ACTIVE_SUBSCRIPTION_STATUSES' default
 
 
+@pytest.fixture
+def scale_out_env() -> dict[str, str]:
+    """The listeners' settings here: the SPEC's default limit, spelled out for the limit test."""
+    return {"FINANCE_API_RATE_LIMIT": "100/minute"}
+
+
 def stripe_like_burst(count: int, *, seed: int) -> list[dict[str, Any]]:
     """`count` deliveries over 300 subscriptions and their invoices: 5% duplicates, and
     arrivals out of order within windows of 50 (`created` no longer rises)."""
@@ -207,11 +213,6 @@ def test_a_listener_killed_mid_burst_loses_nothing_and_the_store_equals_a_clean_
         clean.dispose()
 
 
-@pytest.fixture
-def scale_out_env() -> dict[str, str]:
-    return {"FINANCE_API_RATE_LIMIT": "100/minute"}
-
-
 def test_one_finance_api_limit_per_token_across_both_listeners(scale_out: Cluster):
     """100 requests a minute per token in all, through HAProxy or straight to a listener."""
     store = make_engine(scale_out.database_url)
@@ -232,3 +233,22 @@ def test_one_finance_api_limit_per_token_across_both_listeners(scale_out: Cluste
         direct = httpx.get(f"{listener.url}{SUMMARY}", headers=bearer(token), timeout=10)
         assert direct.status_code == 429
         assert direct.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_listeners_whose_database_is_unreachable_leave_rotation_and_come_back(
+    scale_out: Cluster, postgres_server
+):
+    """/healthz is 503 without the database: HAProxy stops routing, then routes again."""
+    names = [listener.name for listener in scale_out.listeners]
+    event = sf.event("customer.subscription.created", sf.subscription("sub_x", "active", "p_x"))
+    body, headers = sf.signed(event)
+    postgres_server.pause()
+    try:
+        scale_out.wait_states(dict.fromkeys(names, "DOWN"))
+        during = httpx.post(f"{scale_out.url}/webhooks/stripe", content=body, headers=headers)
+        assert during.status_code == 503  # HAProxy's own: no listener in rotation
+    finally:
+        postgres_server.resume()
+    scale_out.wait_states(dict.fromkeys(names, "UP"))
+    after = httpx.post(f"{scale_out.url}/webhooks/stripe", content=body, headers=headers)
+    assert after.json() == {"received": True, "outcome": "processed"}
