@@ -62,6 +62,40 @@ def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
+    from bench import scale_out
+
+    print(
+        f"\nScale-out: HAProxy in front of two listeners against one, on PostgreSQL; "
+        f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections",
+        flush=True,
+    )
+    result = scale_out.run(
+        rounds=args.rounds,
+        duration=args.duration,
+        connections=args.connections,
+        events=args.events,
+    )
+    summary: dict[str, Any] = result["summary"]  # type: ignore[assignment]
+    print(f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for target, figures in summary.items():
+        print(
+            f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
+            f"{figures['p99_ms']:8.2f}"
+        )
+    ratio = summary["two listeners"]["ratio_to_one"]
+    crash = summary["one killed mid-run"]
+    print(
+        f"  two listeners / one (median of the rounds' ratios): {ratio:.2f}; target >= "
+        f"{scale_out.TARGET_RATIO:.2f}: {mark(ratio >= scale_out.TARGET_RATIO)}"
+    )
+    print(
+        f"  one killed mid-run: p99 {crash['p99_ms']:.2f} ms, max {crash['max_ms']:.0f} ms, "
+        f"{crash['non_2xx']} non-2xx and {crash['socket_errors']} socket errors in all rounds"
+    )
+    return result
+
+
 def _read_path_stores(
     backend: str, workdir: Path, args: argparse.Namespace
 ) -> tuple[str, str, PostgresServer | None]:
@@ -283,7 +317,7 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "read-path"])
+    parser.add_argument("--only", choices=["ingest", "scale-out", "read-path"])
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -317,6 +351,8 @@ def main() -> None:
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
     if args.only in (None, "ingest"):
         report["ingest"] = bench_ingest(args)
+    if args.only == "scale-out" or (args.only is None and not args.no_postgres):
+        report["scale_out"] = bench_scale_out(args)
     if args.only in (None, "read-path"):
         report["read_path"] = bench_read_path(args)
     RESULTS.mkdir(exist_ok=True)
