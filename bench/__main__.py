@@ -30,6 +30,18 @@ def mark(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
+def _load_header(ratio: str) -> str:
+    return f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {ratio:>10}"
+
+
+def _load_line(target: str, figures: dict[str, Any], ratio: float | None) -> str:
+    """One target's wrk figures (medians of the rounds), and its ratio when it has one."""
+    return (
+        f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
+        f"{figures['p99_ms']:8.2f} {'' if ratio is None else f'{ratio:10.2f}'}"
+    )
+
+
 def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
     from bench import ingest
 
@@ -46,13 +58,10 @@ def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
         postgres=not args.no_postgres,
     )
     # Each listener's ratio is to the minimal receiver on its own database.
-    print(f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x minimal':>10}")
+    print(_load_header("x minimal"))
     for target, figures in result["summary"].items():  # type: ignore[union-attr]
         ratio = figures.get("ratio_to_minimal")
-        print(
-            f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
-            f"{figures['p99_ms']:8.2f} {'' if ratio is None else f'{ratio:10.2f}'}"
-        )
+        print(_load_line(target, figures, ratio))
         if ratio is not None:
             print(
                 f"  target >= {INGEST_TARGET_RATIO:.0%} of minimal on the same database: "
@@ -77,12 +86,9 @@ def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
         events=args.events,
     )
     summary: dict[str, Any] = result["summary"]  # type: ignore[assignment]
-    print(f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(_load_header("x one"))
     for target, figures in summary.items():
-        print(
-            f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
-            f"{figures['p99_ms']:8.2f}"
-        )
+        print(_load_line(target, figures, figures.get("ratio_to_one")))
     ratio = summary["two listeners"]["ratio_to_one"]
     crash = summary["one killed mid-run"]
     print(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.events import generate, write_requests
 from bench.ingest import LUA, SECRET, Run, parse_run, wrk
-from tests.support.cluster import haproxy, start_listener_unit
+from tests.support.cluster import haproxy, start_listener_units
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.system_packages import which
 
@@ -47,11 +47,7 @@ def _through_haproxy(
     workdir = Path(tempfile.mkdtemp(prefix="pmf-scale-"))
     try:
         with ExitStack() as stack:
-            listeners = []
-            for n in range(1, listeners_n + 1):
-                listener = start_listener_unit(f"listener{n}", env, workdir)
-                stack.callback(listener.stop)
-                listeners.append(listener)
+            listeners = start_listener_units(listeners_n, env, workdir, stack)
             servers = listeners if listeners_n == 2 else listeners * 2
             url, _ = stack.enter_context(haproxy(haproxy_binary, servers, workdir))
             if crash_at is None:

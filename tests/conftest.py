@@ -35,6 +35,11 @@ def skip_or_fail(reason: str, *, package: str | None = None) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    yield from own_postgres_server()
+
+
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the caller's own, for a fixture to yield from; stopped after."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         skip_or_fail("no PostgreSQL server binaries", package="postgresql")

@@ -13,7 +13,7 @@ import pytest
 
 from finance_core.db import make_engine
 from finance_core.tokens import create_token
-from tests.conftest import deliver, make_settings
+from tests.conftest import deliver, make_settings, own_postgres_server
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
@@ -214,16 +214,7 @@ def test_finance_api_answers_503_when_the_rate_limit_storage_is_unreachable(tmp_
 @pytest.fixture(scope="module")
 def own_postgres():
     """A PostgreSQL server of this module's own, since the tests stop and start it."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        from tests.conftest import skip_or_fail
-
-        skip_or_fail("no PostgreSQL server binaries", package="postgresql")
-    assert bin_dir is not None
-    server = PostgresServer(bin_dir)
-    server.start()
-    yield server
-    server.stop()
+    yield from own_postgres_server()
 
 
 def with_password(url: str, password: str) -> str:

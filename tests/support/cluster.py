@@ -148,6 +148,18 @@ def start_listener_unit(name: str, env: dict[str, str], workdir: Path) -> Listen
     raise AssertionError(f"{name} did not become healthy: {log.read_text()}")
 
 
+def start_listener_units(
+    count: int, env: dict[str, str], workdir: Path, stack: ExitStack
+) -> list[Listener]:
+    """`count` healthy listeners, listener1 on, each stopped when `stack` closes."""
+    listeners = []
+    for n in range(1, count + 1):
+        listener = start_listener_unit(f"listener{n}", env, workdir)
+        stack.callback(listener.stop)
+        listeners.append(listener)
+    return listeners
+
+
 @contextmanager
 def haproxy(binary: str, listeners: list[Listener], workdir: Path) -> Iterator[tuple[str, Path]]:
     """`haproxy -f deploy/haproxy.cfg` in the foreground: its URL and admin socket."""
@@ -186,11 +198,7 @@ def cluster(
     """HAProxy in front of LISTENERS listener processes on one database and one Redis."""
     env = {**env, "DATABASE_URL": database_url, "RATE_LIMIT_STORAGE_URI": redis_url}
     with ExitStack() as stack:
-        listeners = []
-        for n in range(1, LISTENERS + 1):
-            listener = start_listener_unit(f"listener{n}", env, workdir)
-            stack.callback(listener.stop)
-            listeners.append(listener)
+        listeners = start_listener_units(LISTENERS, env, workdir, stack)
         url, admin = stack.enter_context(haproxy(haproxy_binary, listeners, workdir))
         running = Cluster(url, listeners, database_url, redis_url, admin)
         running.wait_states({listener.name: "UP" for listener in listeners})
