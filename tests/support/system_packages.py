@@ -68,9 +68,12 @@ def install(packages: list[str]) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    stop = which("service")  # absent where no init system is installed: nothing started
+    if stop is None:
+        return
     for service in SERVICES:
         subprocess.run(
-            ["service", service, "stop"],
+            [stop, service, "stop"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,  # not installed, or not started (no init system in a container)
