@@ -86,9 +86,14 @@ def create_app(
             app.state.engine.url.render_as_string(hide_password=False),
             log_level=log.getEffectiveLevel(),
         )
-        # Migrations, then the writer: now, or once the database answers (startup.py).
+
+        async def store_opened() -> None:
+            """What needs the schema, started once migrations ran."""
+            await app.state.writer.start()
+
+        # Migrations, then store_opened: now, or once the database answers (startup.py).
         app.state.store = StoreOpening(
-            app.state.engine, on_open=app.state.writer.start, on_refused=on_refused
+            app.state.engine, on_open=store_opened, on_refused=on_refused
         )
         await app.state.store.begin()
         yield
