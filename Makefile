@@ -18,6 +18,7 @@ run: $(INSTALLED)
 	$(PY) -m finance_core.run
 
 test: $(INSTALLED)
+	$(PY) -m tests.support.system_packages
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -30,6 +31,7 @@ format: $(INSTALLED)
 	$(PY) -m ruff check --fix .
 
 bench: $(INSTALLED)
+	$(PY) -m tests.support.system_packages --bench
 	$(PY) -m bench
 	@if command -v node >/dev/null && command -v npm >/dev/null; then \
 		$(PY) -m bench.peer_bench; \

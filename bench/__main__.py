@@ -30,6 +30,18 @@ def mark(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
+def _load_header(ratio: str) -> str:
+    return f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {ratio:>10}"
+
+
+def _load_line(target: str, figures: dict[str, Any], ratio: float | None) -> str:
+    """One target's wrk figures (medians of the rounds), and its ratio when it has one."""
+    return (
+        f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
+        f"{figures['p99_ms']:8.2f} {'' if ratio is None else f'{ratio:10.2f}'}"
+    )
+
+
 def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
     from bench import ingest
 
@@ -46,19 +58,47 @@ def bench_ingest(args: argparse.Namespace) -> dict[str, object]:
         postgres=not args.no_postgres,
     )
     # Each listener's ratio is to the minimal receiver on its own database.
-    print(f"\n{'target':22} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x minimal':>10}")
+    print(_load_header("x minimal"))
     for target, figures in result["summary"].items():  # type: ignore[union-attr]
         ratio = figures.get("ratio_to_minimal")
-        print(
-            f"{target:22} {figures['events_per_s']:10.0f} {figures['p50_ms']:8.2f} "
-            f"{figures['p99_ms']:8.2f} {'' if ratio is None else f'{ratio:10.2f}'}"
-        )
+        print(_load_line(target, figures, ratio))
         if ratio is not None:
             print(
                 f"  target >= {INGEST_TARGET_RATIO:.0%} of minimal on the same database: "
                 f"{mark(ratio >= INGEST_TARGET_RATIO)}; p99 < {INGEST_TARGET_P99_MS} ms: "
                 f"{mark(figures['p99_ms'] < INGEST_TARGET_P99_MS)}"
             )
+    return result
+
+
+def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
+    from bench import scale_out
+
+    print(
+        f"\nScale-out: HAProxy in front of two listeners against one, on PostgreSQL; "
+        f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections",
+        flush=True,
+    )
+    result = scale_out.run(
+        rounds=args.rounds,
+        duration=args.duration,
+        connections=args.connections,
+        events=args.events,
+    )
+    summary: dict[str, Any] = result["summary"]  # type: ignore[assignment]
+    print(_load_header("x one"))
+    for target, figures in summary.items():
+        print(_load_line(target, figures, figures.get("ratio_to_one")))
+    ratio = summary["two listeners"]["ratio_to_one"]
+    crash = summary["one killed mid-run"]
+    print(
+        f"  two listeners / one (median of the rounds' ratios): {ratio:.2f}; target >= "
+        f"{scale_out.TARGET_RATIO:.2f}: {mark(ratio >= scale_out.TARGET_RATIO)}"
+    )
+    print(
+        f"  one killed mid-run: p99 {crash['p99_ms']:.2f} ms, max {crash['max_ms']:.0f} ms, "
+        f"{crash['non_2xx']} non-2xx and {crash['socket_errors']} socket errors in all rounds"
+    )
     return result
 
 
@@ -307,7 +347,7 @@ def bench_thin_events(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "read-path", "thin-events"])
+    parser.add_argument("--only", choices=["ingest", "scale-out", "read-path", "thin-events"])
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -347,6 +387,8 @@ def main() -> None:
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
     if args.only in (None, "ingest"):
         report["ingest"] = bench_ingest(args)
+    if args.only == "scale-out" or (args.only is None and not args.no_postgres):
+        report["scale_out"] = bench_scale_out(args)
     if args.only in (None, "read-path"):
         report["read_path"] = bench_read_path(args)
     if args.only in (None, "thin-events"):

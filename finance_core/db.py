@@ -11,8 +11,16 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
+
+from finance_core.settings import SettingsError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "finance_write"
@@ -22,15 +30,25 @@ _sqlite_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictiona
 
 
 def make_engine(database_url: str, **engine_options: Any) -> Engine:
-    """Create the process's engine; SQLite files get WAL, a busy timeout and explicit BEGINs."""
-    url = make_url(database_url)
+    """Create the process's engine; SQLite files get WAL, a busy timeout and explicit BEGINs.
+
+    A URL SQLAlchemy cannot use (no such dialect, its driver not installed, not a URL) is a
+    SettingsError naming DATABASE_URL, without its password. Nothing connects yet.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise SettingsError(
+            "DATABASE_URL is not a database URL such as sqlite:///data/finance.db or "
+            "postgresql+psycopg://user:password@host/dbname"
+        ) from None
     if url.get_backend_name() != "sqlite":
         engine_options.setdefault("pool_pre_ping", True)
-        return create_engine(url, **engine_options)
+        return _create(url, engine_options)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, **engine_options)
+    engine = _create(url, engine_options)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -57,6 +75,16 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
 
     _sqlite_write_locks[engine] = threading.Lock()
     return engine
+
+
+def _create(url: URL, engine_options: dict[str, Any]) -> Engine:
+    try:
+        return create_engine(url, **engine_options)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise SettingsError(
+            f"DATABASE_URL {url.render_as_string(hide_password=True)} cannot be used: {exc} "
+            "(postgresql+psycopg://... for PostgreSQL, sqlite:///path for SQLite)"
+        ) from None
 
 
 def execute_on_driver(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -141,6 +169,27 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc.orig, sqlite3.Error):
         return any(message in str(exc.orig).lower() for message in _SQLITE_UNAVAILABLE)
     return True  # PostgreSQL: connection lost or refused, server shutting down, timeouts
+
+
+# What PostgreSQL (or libpq) answers when the server is up but will never let these settings in:
+# retrying cannot help, as against a refused TCP connection, "the database system is starting
+# up" or "too many clients", which pass.
+_POSTGRESQL_REFUSALS = (
+    "authentication failed",  # password, peer, ident, ...
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "does not exist",  # the role or the database
+    "is not permitted to log in",
+    "permission denied for database",
+)
+
+
+def refuses_connection(exc: BaseException) -> bool:
+    """Whether the database answered but refuses these credentials or this database name."""
+    if not isinstance(exc, OperationalError) or isinstance(exc.orig, sqlite3.Error):
+        return False
+    message = str(exc.orig).lower()
+    return any(refusal in message for refusal in _POSTGRESQL_REFUSALS)
 
 
 @contextmanager

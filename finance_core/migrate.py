@@ -1,16 +1,24 @@
 """Create or upgrade the schema with Alembic; safe to run at every start, from several processes."""
 
+import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from finance_core.db import WRITE_OPTION
 
+# Alembic logs at INFO each plugin it registers (as it is imported) and each step of every
+# upgrade: seven lines of chatter at every start of every process. Its warnings still show,
+# and `upgrade` says in one line when it changed the schema. Set before Alembic is imported.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger("finance_core.migrate")
 
 
 def _config() -> Config:
@@ -28,8 +36,12 @@ def upgrade(engine: Engine) -> None:
         # on SQLite Alembic would otherwise commit after each revision, and a second process
         # could migrate between the version this one read and the revision it applies next.
         with conn.begin():
+            before = MigrationContext.configure(conn).get_current_revision()
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+    if after != before:
+        log.info("schema migrated from %s to %s", before or "an empty database", after)
 
 
 def is_current(engine: Engine) -> bool:

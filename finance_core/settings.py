@@ -92,6 +92,20 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_password_not_placeholder(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(value).password
+        except ArgumentError:
+            return value  # not a URL: make_engine says so
+        if password and _is_placeholder(str(password)):
+            raise ValueError("has a placeholder password; use the database user's real one")
+        return value
+
     @field_validator("stripe_api_base")
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,17 +13,22 @@ from sqlalchemy import Engine
 from finance_core import migrate
 from finance_core.db import make_engine
 from finance_core.settings import Settings, load_settings
+from tests.support.cluster import Cluster, cluster
 from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.redis_server import redis_server
 from tests.support.servers import ThreadedServer
 from tests.support.stripe_api import StripeStandIn, running_stand_in
 from tests.support.stripe_factory import SECRET, signed
+from tests.support.system_packages import install_hint, which
 
 IN_CI = os.environ.get("CI") == "true"
 _database_names = itertools.count(1)
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip with the reason printed; under CI=true nothing may be skipped."""
+def skip_or_fail(reason: str, *, package: str | None = None) -> None:
+    """Skip with the reason (and how to install the missing `package`); under CI=true, fail."""
+    if package is not None:
+        reason = f"{reason}: {install_hint(package)}"
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: this suite must run)")
     pytest.skip(reason)
@@ -30,14 +36,30 @@ def skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    yield from own_postgres_server()
+
+
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the caller's own, for a fixture to yield from; stopped after."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+        skip_or_fail("no PostgreSQL server binaries", package="postgresql")
     assert bin_dir is not None
     server = PostgresServer(bin_dir)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server on a free port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("no redis-server binary", package="redis-server")
+    assert binary is not None
+    with redis_server(binary) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -120,3 +142,27 @@ def deliver(
     """POST one signed event to the listener, as Stripe does."""
     body, headers = signed(event, secret, timestamp)
     return http.post("/webhooks/stripe", content=body, headers=headers)
+
+
+@pytest.fixture
+def scale_out_env() -> dict[str, str]:
+    """Settings of every listener in `scale_out` (override it in a module for others)."""
+    return {}
+
+
+@pytest.fixture
+def scale_out(
+    postgres_server: PostgresServer, redis_url: str, tmp_path: Any, scale_out_env: dict[str, str]
+) -> Iterator[Cluster]:
+    """HAProxy (deploy/haproxy.cfg) in front of two listener processes started as
+    deploy/finance-listener@.service says, on one fresh PostgreSQL database and one Redis."""
+    binary = which("haproxy")
+    if binary is None:
+        skip_or_fail("no haproxy binary", package="haproxy")
+    assert binary is not None
+    env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET, **scale_out_env}
+    url = postgres_server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
+    with cluster(
+        haproxy_binary=binary, env=env, workdir=tmp_path, database_url=url, redis_url=redis_url
+    ) as running:
+        yield running

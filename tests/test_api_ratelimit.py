@@ -12,7 +12,6 @@ from finance_core.db import make_engine
 from finance_core.settings import Settings
 from finance_core.tokens import create_token
 from tests.conftest import make_settings
-from tests.support import redis_server
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
 from tests.support.servers import start_listener, wait_healthy
@@ -20,8 +19,6 @@ from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer
 from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
 
 FAILED_AUTH_LIMIT = int(FAILED_AUTH_LIMIT_PER_ADDRESS.split("/")[0])
-
-redis_url = redis_server.redis_url  # the fixture: a throwaway redis-server
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        skip_or_fail(f"no Chromium at {CHROMIUM}", package="chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser

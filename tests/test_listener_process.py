@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,8 +11,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from finance_core.db import make_engine
 from finance_core.tokens import create_token
-from tests.conftest import deliver, make_settings
+from tests.conftest import deliver, make_settings, own_postgres_server
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
@@ -127,7 +129,7 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
     if bin_dir is None:
         from tests.conftest import skip_or_fail
 
-        skip_or_fail("no PostgreSQL server binaries (apt-get install postgresql)")
+        skip_or_fail("no PostgreSQL server binaries", package="postgresql")
     from finance_core import migrate
     from finance_core.db import make_engine, read_transaction
     from tests.support.reads import plan_counts
@@ -208,3 +210,153 @@ def test_finance_api_answers_503_when_the_rate_limit_storage_is_unreachable(tmp_
     finally:
         listener.stop()
         engine.dispose()
+
+
+# --- start-up: a database that does not answer yet, or refuses -------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_postgres():
+    """A PostgreSQL server of this module's own, since the tests stop and start it."""
+    yield from own_postgres_server()
+
+
+def with_password(url: str, password: str) -> str:
+    """The test server trusts its user whatever the password: one to look for in the logs."""
+    return url.replace("@", f":{password}@", 1)
+
+
+def is_paused(server: PostgresServer) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def listener_logging(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return start_listener(env, port, "--log-level", "info")
+
+
+def wait_for(url: str, expected: int, seconds: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            response = httpx.get(url, timeout=1)
+            if response.status_code == expected or time.monotonic() > deadline:
+                return response
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_a_database_that_does_not_answer_yet_is_waited_for_with_503s_meanwhile(own_postgres):
+    """As on boot, when systemd starts the listener before PostgreSQL: one line, then 503s."""
+    password = "pw-not-for-logs"
+    url = with_password(own_postgres.create_database("late"), password)
+    own_postgres.pause()
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
+    process = listener_logging(env, port)
+    base = f"http://127.0.0.1:{port}"
+    event = sf.event("customer.subscription.created", sf.subscription("sub_l", "active", "p_l"))
+    try:
+        health = wait_for(f"{base}/healthz", 503)
+        assert health.json() == {
+            "status": "degraded",
+            "database": "unreachable",
+            "writer": "starting",
+        }
+        with httpx.Client(base_url=base, timeout=10) as http:
+            early = deliver(http, event)
+            assert early.status_code == 503  # not acknowledged: Stripe retries
+            assert early.json()["error"] == "database_unavailable"
+            api = http.get(SUMMARY, headers={"Authorization": "Bearer pmf_any_token"})
+            assert api.status_code == 503
+            assert api.json()["error"]["code"] == "database_unavailable"
+            assert process.poll() is None
+
+            own_postgres.resume()  # the listener notices within its backoff (1, 2, 4 s ...)
+            assert wait_for(f"{base}/healthz", 200).json()["writer"] == "running"
+            assert deliver(http, event).json() == {"received": True, "outcome": "processed"}
+            engine = make_engine(url)  # migrated by the listener once the database answered
+            token = create_token(
+                engine=engine, name="late", roles=["finance"], actor="tests", now=datetime.now(UTC)
+            )
+            engine.dispose()
+            summary = http.get(SUMMARY, headers={"Authorization": f"Bearer {token}"})
+            assert summary.json()["data"]["active_subscriptions"] == 1
+    finally:
+        if is_paused(own_postgres):
+            own_postgres.resume()
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=30)
+    logs = stdout + stderr
+    waiting = [line for line in logs.splitlines() if "does not answer yet" in line]
+    assert len(waiting) == 1, logs
+    assert f"postgresql+psycopg://finance_test:***@127.0.0.1:{own_postgres.port}/late" in waiting[0]
+    assert password not in logs and sf.SECRET not in logs
+    assert "Traceback" not in logs
+    assert "alembic" not in logs  # no library chatter
+    assert f"starting on http://127.0.0.1:{port}" in logs
+    assert "1 webhook signing secret" in logs
+    assert "schema migrated from an empty database" in logs
+    assert "store open (" in logs and "no events yet; taking webhooks" in logs
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda url: url.replace("finance_test@", "no_such_role@"), 'role "no_such_role"'),
+        (lambda url: url.rsplit("/", 1)[0] + "/no_such_db", 'database "no_such_db"'),
+    ],
+    ids=["wrong-user", "missing-database"],
+)
+@pytest.mark.parametrize("database_up_at_start", [True, False], ids=["up", "later"])
+@pytest.mark.postgres
+def test_a_database_that_refuses_the_credentials_ends_the_listener(
+    own_postgres, mangle, message, database_up_at_start
+):
+    """Retrying cannot fix bad credentials: one clear line and exit status 2, at start or later."""
+    url = with_password(mangle(own_postgres.url("postgres")), "pw-not-for-logs")
+    env = {**os.environ, "DATABASE_URL": url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
+    if not database_up_at_start:
+        own_postgres.pause()
+    try:
+        process = start_listener(env, free_port())
+        if not database_up_at_start:
+            time.sleep(1.5)
+            assert process.poll() is None  # waiting for it, as for any database not up yet
+            own_postgres.resume()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if is_paused(own_postgres):
+            own_postgres.resume()
+    assert process.returncode == 2, stderr
+    (error,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert "DATABASE_URL" in error and "refuses" in error and message in error
+    assert "***" in error and "pw-not-for-logs" not in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "mysqlx://user:pw-not-for-logs@db/finance",
+            "Can't load plugin: sqlalchemy.dialects:mysqlx",
+        ),
+        ("postgresql+pg8000://user:pw-not-for-logs@db/finance", "No module named 'pg8000'"),
+        ("not a url", "DATABASE_URL is not a database URL"),
+    ],
+)
+def test_a_database_url_sqlalchemy_cannot_use_is_one_clear_line(url, message):
+    env = {**os.environ, "DATABASE_URL": url, "STRIPE_WEBHOOK_SECRET": sf.SECRET}
+    process = start_listener(env, free_port())
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert stderr.startswith("error: DATABASE_URL") and message in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert "pw-not-for-logs" not in stderr

@@ -87,3 +87,17 @@ def test_invalid_values_name_the_variable(monkeypatch, variable, value, message)
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=message):
         load()
+
+
+@pytest.mark.parametrize("password", ["changeme", "CHANGETHIS", "xxx"])
+def test_a_placeholder_database_password_names_the_variable_not_the_password(password):
+    with pytest.raises(SettingsError) as refused:
+        load(database_url=f"postgresql+psycopg://finance:{password}@db.internal/finance")
+    assert "DATABASE_URL has a placeholder password" in str(refused.value)
+    assert password not in str(refused.value)
+
+
+def test_a_database_url_without_a_password_is_fine():
+    """Peer or trust authentication, or a password from ~/.pgpass or PGPASSWORD."""
+    url = "postgresql+psycopg://finance@db.internal/finance"
+    assert load(database_url=url).database_url == url

@@ -14,12 +14,9 @@ from finance_core.sign_in import (
     SignInUnavailable,
     attempt_sign_in,
 )
-from tests.support import redis_server
 from tests.support.postgres import free_port
 
 PASSWORD = "throttled horse battery"
-
-redis_url = redis_server.redis_url  # the fixture: a throwaway redis-server
 
 
 class Form:

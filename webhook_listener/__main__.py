@@ -5,17 +5,25 @@ networks, as uvicorn takes them) whose X-Forwarded-For is trusted, so that the f
 and the rejection log see the client's address rather than the proxy's. Without it the header is
 ignored, since any client could set it. `--jobs` picks the background jobs this listener's worker
 process runs (all by default; `none` for a listener that only answers).
+
+Exit status 2: a setting is wrong (a missing secret, a URL SQLAlchemy cannot use, a database
+that refuses the credentials), said in one line; restarting will not help.
 """
 
 import argparse
+import contextlib
 import logging
 import sys
 
 import uvicorn
 
+from finance_core.db import make_engine
 from finance_core.settings import SettingsError, get_settings
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
+
+log = logging.getLogger("webhook_listener")
+SETTINGS_ERROR = 2
 
 
 def main() -> int:
@@ -35,27 +43,63 @@ def main() -> int:
         f"(default: all of {', '.join(JOBS) or 'none'})",
     )
     args = parser.parse_args()
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = args.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Its start and stop lines ("Waiting for application startup." ...) say less than ours;
+        # its warnings and errors (a port in use) still show.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     try:
-        get_settings().webhook_secrets()  # a clear error before uvicorn starts
+        settings = get_settings()
+        secrets = settings.webhook_secrets()  # clear errors before uvicorn starts
+        engine = make_engine(settings.database_url)  # connects nothing yet
+        store = engine.url.render_as_string(hide_password=True)
+        engine.dispose()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return SETTINGS_ERROR
+
     try:
         jobs = _jobs(args.jobs)
     except ValueError as exc:
         parser.error(str(exc))
-    uvicorn.run(
-        create_app(jobs=jobs),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        proxy_headers=args.forwarded_allow_ips is not None,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+
+    refusals: list[SettingsError] = []
+
+    def stop_on_refusal(refusal: SettingsError) -> None:
+        refusals.append(refusal)
+        server.should_exit = True
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(jobs=jobs, on_refused=stop_on_refusal),
+            host=args.host,
+            port=args.port,
+            log_config=None,  # ours, above
+            access_log=False,
+            proxy_headers=args.forwarded_allow_ips is not None,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     )
+    trusting = (
+        f", trusting X-Forwarded-For from {args.forwarded_allow_ips}"
+        if args.forwarded_allow_ips
+        else ""
+    )
+    log.info(
+        "starting on http://%s:%d%s; store %s; %d webhook signing secret%s",
+        args.host,
+        args.port,
+        trusting,
+        store,
+        len(secrets),
+        "" if len(secrets) == 1 else "s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn shut down, then re-raised it
+        server.run()
+    if refusals:
+        print(f"error: {refusals[0]}", file=sys.stderr)
+        return SETTINGS_ERROR
     return 0
 
 

@@ -147,6 +147,8 @@ async def _answer(
     that says which and invites a retry, not an internal error.
     """
     state = request.app.state
+    if not state.store.ready:  # the database has not answered since the listener started
+        raise _unavailable("database_unavailable", "the database")
 
     def checked_read() -> T:
         token = None

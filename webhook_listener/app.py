@@ -5,7 +5,7 @@ Settings are read when the app starts (lifespan), never at import.
 """
 
 import logging
-from collections.abc import AsyncIterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core import migrate
 from finance_core import statements as hot
 from finance_core.db import make_engine, statement_reads
 from finance_core.settings import Settings, SettingsError, get_settings
@@ -23,6 +22,7 @@ from webhook_listener.api import install_finance_api
 from webhook_listener.background import BackgroundWorker
 from webhook_listener.background_process import JOBS
 from webhook_listener.ratelimit import RateLimits
+from webhook_listener.startup import StoreOpening, StoreRefused
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
 from webhook_listener.writer import BatchWriter
 
@@ -67,10 +67,14 @@ def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
     jobs: Sequence[str] | None = None,
+    *,
+    on_refused: Callable[[StoreRefused], None] | None = None,
 ) -> FastAPI:
     """Build the listener app; settings and engine default to the process's own.
 
     `jobs` names the background jobs its worker process runs (default: all of them).
+    `on_refused` is called when the database refuses DATABASE_URL's credentials or database
+    (`python -m webhook_listener` then exits); without it that is raised at start.
     """
 
     @asynccontextmanager
@@ -80,20 +84,28 @@ def create_app(
         app.state.settings = current
         app.state.engine = engine or make_engine(current.database_url)
         _check_shareable(app.state.engine)
-        migrate.upgrade(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
         # One writer process with group commit (see writer.py), on SQLite and PostgreSQL alike.
         app.state.writer = BatchWriter(
             app.state.engine.url.render_as_string(hide_password=False),
             log_level=log.getEffectiveLevel(),
         )
-        await app.state.writer.start()
         app.state.background = BackgroundWorker(
             current, list(JOBS) if jobs is None else jobs, log_level=log.getEffectiveLevel()
         )
-        await app.state.background.start()
-        log.info("listener ready on %s", app.state.engine.url.render_as_string(hide_password=True))
+
+        async def store_opened() -> None:
+            """What needs the schema, started once migrations ran."""
+            await app.state.writer.start()
+            await app.state.background.start()
+
+        # Migrations, then store_opened: now, or once the database answers (startup.py).
+        app.state.store = StoreOpening(
+            app.state.engine, on_open=store_opened, on_refused=on_refused
+        )
+        await app.state.store.begin()
         yield
+        await app.state.store.close()
         await app.state.background.stop()
         await app.state.writer.stop()
         app.state.rate_limits.close()
@@ -112,12 +124,14 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         reachable = await run_in_threadpool(_database_reachable, request.app.state.engine)
         # Without its writer the listener can only answer webhooks 503: route elsewhere.
-        writing = request.app.state.writer.running
+        # It is started once the store is open (migrated), and replaced should it die.
+        writer: BatchWriter = request.app.state.writer
+        writing = writer.running
         return JSONResponse(
             {
                 "status": "ok" if reachable and writing else "degraded",
                 "database": "reachable" if reachable else "unreachable",
-                "writer": "running" if writing else "restarting",
+                "writer": "running" if writing else "restarting" if writer.started else "starting",
             },
             status_code=200 if reachable and writing else 503,
         )

@@ -104,6 +104,11 @@ class BatchWriter:
         return self._process.pid if self._process else None
 
     @property
+    def started(self) -> bool:
+        """Whether a writer process was started (the store is open)."""
+        return self._process is not None
+
+    @property
     def running(self) -> bool:
         """Whether deliveries can be handed over now (false while a dead writer is replaced)."""
         return self._stream is not None and not self._stream.is_closing()
@@ -148,6 +153,8 @@ class BatchWriter:
         """
         stream = self._stream
         if stream is None or stream.is_closing():
+            if self._process is None:  # not started: the database did not answer yet
+                raise WriterUnavailable("the store is not open yet")
             raise WriterUnavailable("the writer is restarting")
         request_id = next(self._ids)
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()

@@ -1,25 +1,19 @@
-"""A throwaway redis-server for the suites that share limits through Redis."""
+"""A throwaway redis-server for the tests: a free loopback port, no persistence."""
 
-import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-import pytest
 import redis
 
-from tests.conftest import skip_or_fail
 from tests.support.postgres import free_port
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free port, without persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("no redis-server binary (apt-get install redis-server)")
-    assert binary is not None
+@contextmanager
+def redis_server(binary: str) -> Iterator[str]:
+    """redis-server answering on a free port: its URL, until the block ends."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="pmf-redis-") as directory:
         process = subprocess.Popen(
