@@ -22,6 +22,7 @@ from finance_core.settings import Settings, SettingsError, get_settings
 from webhook_listener.api import install_finance_api
 from webhook_listener.background import BackgroundWorker
 from webhook_listener.background_process import JOBS
+from webhook_listener.metrics import ListenerMetrics, gauge_reader, install_metrics
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
 from webhook_listener.writer import BatchWriter
@@ -82,6 +83,7 @@ def create_app(
         _check_shareable(app.state.engine)
         migrate.upgrade(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
+        app.state.metrics = ListenerMetrics(gauge_reader(app.state.engine, current))
         # One writer process with group commit (see writer.py), on SQLite and PostgreSQL alike.
         app.state.writer = BatchWriter(
             app.state.engine.url.render_as_string(hide_password=False),
@@ -107,6 +109,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_finance_api(app)
+    install_metrics(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
