@@ -55,6 +55,14 @@ elif viewer.can_read:
                 "pages/sync.py", title="Stripe sync", icon=":material/sync:", url_path="stripe-sync"
             )
         )
+        pages.append(
+            st.Page(
+                "pages/alerts.py",
+                title="Alerts",
+                icon=":material/notifications:",
+                url_path="alerts",
+            )
+        )
     page = st.navigation(pages)
 else:
     page = st.navigation([st.Page("pages/forbidden.py", title="No access", url_path="no-access")])
