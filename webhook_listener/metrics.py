@@ -22,7 +22,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -141,8 +140,9 @@ class ListenerMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
+        # No process_* metrics: they would speak of this process only, not of its writer and
+        # worker, and cost a quarter of a scrape; node_exporter sees every process.
         self.registry.register(StoreGaugeCollector(read_gauges))
-        ProcessCollector(registry=self.registry)
 
     def delivered(self, outcome: str, started: float) -> None:
         """Count a verified delivery's answer; `started` is its perf_counter() on arrival."""
