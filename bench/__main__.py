@@ -1,4 +1,4 @@
-"""`python -m bench`: ingest throughput and the read path at scale; a table and JSON results."""
+"""`python -m bench`: ingest, the read path and alerts and metrics at scale; tables and JSON."""
 
 import argparse
 import json
@@ -281,9 +281,93 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
+def bench_alerts(args: argparse.Namespace) -> dict[str, object]:
+    """Issue 13's targets on each backend: /metrics, the alert evaluation, ingest on vs off."""
+    from bench import alerts
+
+    results: dict[str, object] = {}
+    backends = [] if args.no_sqlite else ["sqlite"]
+    backends += [] if args.no_postgres or not find_pg_bin() else ["postgresql"]
+    for backend in backends:
+        workdir = Path(tempfile.mkdtemp(prefix="pmf-alerts-"))
+        print(f"\nAlerts and metrics on {backend}:", flush=True)
+        url, _, server = _read_path_stores(backend, workdir, args)
+        result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+        try:
+            result["load_seconds"] = _fill(url, args)
+            result["store_rows"] = _store_sizes(url)
+            print(
+                "  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items())
+            )
+            result["evaluation"] = alerts.measure_evaluation(url)
+            result["scrapes"] = alerts.measure_scrapes(url, workdir=workdir)
+            if not args.no_ingest:
+                print(
+                    f"  ingest: {args.rounds} alternating rounds of {args.duration}s, "
+                    f"{args.connections} connections",
+                    flush=True,
+                )
+                result["ingest"] = alerts.measure_ingest(
+                    backend,
+                    workdir=workdir,
+                    server=server,
+                    rounds=args.rounds,
+                    duration=args.duration,
+                    connections=args.connections,
+                    events=args.events,
+                )
+        finally:
+            if server:
+                server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        result["load_average_after"] = os.getloadavg()
+        result["targets"] = alerts.targets(result)
+        _print_alerts(result)
+        results[backend] = result
+    return results
+
+
+def _print_alerts(result: dict[str, Any]) -> None:
+    scrapes, evaluation = result["scrapes"], result["evaluation"]
+    print(
+        f"\n  /metrics, {scrapes['scrapes']} scrapes {scrapes['interval_s'] * 1000:.0f} ms apart "
+        f"(gauges read from the store about {scrapes['store_reads_about']} times):"
+    )
+    for side in ("server", "client"):
+        timing = scrapes[side]
+        print(
+            f"    {side:7} p50 {timing['p50_ms']:6.2f}  p95 {timing['p95_ms']:6.2f}  "
+            f"max {timing['max_ms']:6.2f} ms"
+        )
+    gauges = evaluation["gauge_read_in_process"]
+    print(
+        f"    store read behind the gauges, in-process: p50 {gauges['p50_ms']:.2f} ms, "
+        f"p95 {gauges['p95_ms']:.2f} ms"
+    )
+    backend_cpu = evaluation["postgres_backend_cpu_ms_mean"]
+    print(
+        f"  alert evaluation ({evaluation['kept_rejections']:,} kept rejections): CPU "
+        f"{evaluation['cpu_ms_mean']:.2f} ms each (this process "
+        f"{evaluation['client_cpu_ms_mean']:.2f}"
+        + ("" if backend_cpu is None else f", PostgreSQL backend {backend_cpu:.2f}")
+        + f"), wall p50 {evaluation['wall_ms']['p50_ms']:.2f} ms: "
+        f"{evaluation['percent_of_a_core_at_60s']:.4f}% of a core every 60 s"
+    )
+    ingest = result.get("ingest")
+    if ingest:
+        ratios = ", ".join(f"{ratio:.2f}" for ratio in ingest["ratios"])
+        print(
+            f"  ingest: off {ingest['off_events_per_s']:.0f}/s, "
+            f"on {ingest['on_events_per_s']:.0f}/s, on/off per round {ratios}"
+        )
+    print()
+    for target in result["targets"]:
+        print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "read-path"])
+    parser.add_argument("--only", choices=["ingest", "read-path", "alerts"])
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -312,6 +396,7 @@ def main() -> None:
         help="an extra `streamlit run` setting for the dashboard (experiments)",
     )
     parser.add_argument("--no-dashboard", action="store_true", help="read path: skip Chromium")
+    parser.add_argument("--no-ingest", action="store_true", help="alerts: skip the ingest rounds")
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
@@ -319,6 +404,8 @@ def main() -> None:
         report["ingest"] = bench_ingest(args)
     if args.only in (None, "read-path"):
         report["read_path"] = bench_read_path(args)
+    if args.only in (None, "alerts"):
+        report["alerts"] = bench_alerts(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
