@@ -5,6 +5,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -228,30 +231,55 @@ def _print_read_path(result: dict[str, Any]) -> None:
         print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
 
 
+@dataclass
+class FilledStore:
+    """A store filled to the read path's size, an empty one beside it, and their server."""
+
+    workdir: Path
+    url: str
+    empty_url: str
+    server: PostgresServer | None
+    result: dict[str, Any]
+
+
+def _backends(args: argparse.Namespace) -> list[str]:
+    backends = [] if args.no_sqlite else ["sqlite"]
+    return backends + ([] if args.no_postgres or not find_pg_bin() else ["postgresql"])
+
+
+@contextmanager
+def _filled_store(backend: str, args: argparse.Namespace, prefix: str) -> Iterator[FilledStore]:
+    """Fill (or reuse) the store on `backend`; its server stopped and workdir gone after."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    url, empty_url, server = _read_path_stores(backend, workdir, args)
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+    try:
+        result["load_seconds"] = _fill(url, args)
+        if result["load_seconds"] is not None:
+            print(f"  loaded in {result['load_seconds']:.0f} s", flush=True)
+        result["store_rows"] = _store_sizes(url)
+        print("  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items()))
+        yield FilledStore(workdir, url, empty_url, server, result)
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the filled store is gigabytes
+    result["load_average_after"] = os.getloadavg()
+
+
 def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     from bench import dashboard_scale, read_path_http
 
     results: dict[str, object] = {}
-    backends = [] if args.no_sqlite else ["sqlite"]
-    backends += [] if args.no_postgres or not find_pg_bin() else ["postgresql"]
-    for backend in backends:
-        workdir = Path(tempfile.mkdtemp(prefix="pmf-read-"))
+    for backend in _backends(args):
         print(f"\nRead path on {backend}:", flush=True)
-        url, empty_url, server = _read_path_stores(backend, workdir, args)
-        result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
-        try:
-            result["load_seconds"] = _fill(url, args)
-            if result["load_seconds"] is not None:
-                print(f"  loaded in {result['load_seconds']:.0f} s", flush=True)
-            result["store_rows"] = _store_sizes(url)
-            print(
-                "  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items())
-            )
+        with _filled_store(backend, args, "pmf-read-") as store:
+            url, result = store.url, store.result
             result["in_process"] = _in_process(url)
             if not args.no_http:
                 print(f"  HTTP: {args.http_requests} requests per path, interleaved", flush=True)
                 result["http"] = read_path_http.measure(
-                    url, workdir=workdir, requests=args.http_requests
+                    url, workdir=store.workdir, requests=args.http_requests
                 )
             if not args.no_dashboard:
                 print(
@@ -259,22 +287,17 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
                     "store",
                     flush=True,
                 )
-                engine = make_engine(empty_url)
+                engine = make_engine(store.empty_url)
                 migrate.upgrade(engine)
                 engine.dispose()
                 result["dashboard"] = dashboard_scale.measure(
-                    empty_url=empty_url,
+                    empty_url=store.empty_url,
                     filled_url=url,
-                    workdir=workdir,
+                    workdir=store.workdir,
                     runs=args.dashboard_runs,
                     pause=args.dashboard_pause,
                     options=args.dashboard_option,
                 )
-        finally:
-            if server:
-                server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)  # the filled store is gigabytes
-        result["load_average_after"] = os.getloadavg()
         result["targets"] = _read_path_targets(result)
         _print_read_path(result)
         results[backend] = result
@@ -286,21 +309,12 @@ def bench_alerts(args: argparse.Namespace) -> dict[str, object]:
     from bench import alerts
 
     results: dict[str, object] = {}
-    backends = [] if args.no_sqlite else ["sqlite"]
-    backends += [] if args.no_postgres or not find_pg_bin() else ["postgresql"]
-    for backend in backends:
-        workdir = Path(tempfile.mkdtemp(prefix="pmf-alerts-"))
+    for backend in _backends(args):
         print(f"\nAlerts and metrics on {backend}:", flush=True)
-        url, _, server = _read_path_stores(backend, workdir, args)
-        result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
-        try:
-            result["load_seconds"] = _fill(url, args)
-            result["store_rows"] = _store_sizes(url)
-            print(
-                "  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items())
-            )
-            result["evaluation"] = alerts.measure_evaluation(url)
-            result["scrapes"] = alerts.measure_scrapes(url, workdir=workdir)
+        with _filled_store(backend, args, "pmf-alerts-") as store:
+            result = store.result
+            result["evaluation"] = alerts.measure_evaluation(store.url)
+            result["scrapes"] = alerts.measure_scrapes(store.url, workdir=store.workdir)
             if not args.no_ingest:
                 print(
                     f"  ingest: {args.rounds} alternating rounds of {args.duration}s, "
@@ -309,18 +323,13 @@ def bench_alerts(args: argparse.Namespace) -> dict[str, object]:
                 )
                 result["ingest"] = alerts.measure_ingest(
                     backend,
-                    workdir=workdir,
-                    server=server,
+                    workdir=store.workdir,
+                    server=store.server,
                     rounds=args.rounds,
                     duration=args.duration,
                     connections=args.connections,
                     events=args.events,
                 )
-        finally:
-            if server:
-                server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-        result["load_average_after"] = os.getloadavg()
         result["targets"] = alerts.targets(result)
         _print_alerts(result)
         results[backend] = result

@@ -246,6 +246,13 @@ ALERT_KINDS = ("started", "ended", "test")
 ALERT_STATUSES = ("sending", "sent", "failed", "unsent")
 ALERT_OUTCOMES = ("sent", "failed", "timed_out")
 
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A CHECK that `column` holds one of `values`, named after the column."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
 alert_rules = Table(
     "alert_rules",
     metadata,
@@ -270,10 +277,8 @@ alerts = Table(
     Column("triggered_by", String(255)),
     # While sending: its sender's hold; past it another process sends it (the sender died).
     Column("claimed_until", UTCDateTime),
-    CheckConstraint("kind IN ({})".format(", ".join(f"'{k}'" for k in ALERT_KINDS)), name="kind"),
-    CheckConstraint(
-        "status IN ({})".format(", ".join(f"'{s}'" for s in ALERT_STATUSES)), name="status"
-    ),
+    _one_of("kind", ALERT_KINDS),
+    _one_of("status", ALERT_STATUSES),
     Index("ix_alerts_status_claimed_until", "status", "claimed_until"),
 )
 
@@ -289,9 +294,7 @@ alert_deliveries = Table(
     Column("attempted_at", UTCDateTime, nullable=False),
     Column("outcome", String(16), nullable=False),
     Column("detail", String(500)),
-    CheckConstraint(
-        "outcome IN ({})".format(", ".join(f"'{o}'" for o in ALERT_OUTCOMES)), name="outcome"
-    ),
+    _one_of("outcome", ALERT_OUTCOMES),
     Index("ix_alert_deliveries_alert_id", "alert_id"),
 )
 
