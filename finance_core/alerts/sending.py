@@ -20,7 +20,7 @@ from finance_core.stripe_api import Backoff
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 4
-# Waits of about 1, 2 and 4 seconds between a channel's attempts.
+# Waits of up to 1, 2 and 4 seconds (jittered) between a channel's attempts.
 BACKOFF = Backoff(first_delay=1.0, max_delay=8.0)
 
 
