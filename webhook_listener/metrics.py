@@ -48,7 +48,11 @@ GaugeReader = Callable[[], StoreGauges]
 
 
 class StoreGaugeCollector:
-    """The store's gauges, read at most every `ttl` seconds; none while the store is away."""
+    """The store's gauges as last read; `refresh` reads them again once they are `ttl` old.
+
+    Collecting never reads the store, so that a scrape whose gauges are fresh is rendered on
+    the event loop, without a trip to the thread pool; none are given while the store is away.
+    """
 
     def __init__(self, read: GaugeReader, ttl: float = GAUGES_TTL_S) -> None:
         self._read = read
@@ -57,23 +61,28 @@ class StoreGaugeCollector:
         self._value: StoreGauges | None = None
         self._read_at = -math.inf
 
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self._read_at >= self._ttl
+
+    def refresh(self) -> None:
+        """Read the store if the gauges are stale (blocking: call it off the event loop)."""
+        with self._lock:  # concurrent scrapes wait for one read instead of each reading
+            if not self.stale:
+                return
+            try:
+                self._value = self._read()
+            except SQLAlchemyError:
+                log.warning("the store's gauges are left out: the database cannot be read")
+                self._value = None
+            self._read_at = time.monotonic()
+
     def describe(self) -> Iterator[Metric]:
         # Names for the registry's duplicate check, without reading the store.
         return self._families(None)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._current())
-
-    def _current(self) -> StoreGauges | None:
-        with self._lock:  # concurrent scrapes wait for one read instead of each reading
-            if time.monotonic() - self._read_at >= self._ttl:
-                try:
-                    self._value = self._read()
-                except SQLAlchemyError:
-                    log.warning("the store's gauges are left out: the database cannot be read")
-                    self._value = None
-                self._read_at = time.monotonic()
-            return self._value
+        return self._families(self._value)
 
     def _families(self, gauges: StoreGauges | None) -> Iterator[Metric]:
         health = GaugeMetricFamily(
@@ -142,7 +151,8 @@ class ListenerMetrics:
         )
         # No process_* metrics: they would speak of this process only, not of its writer and
         # worker, and cost a quarter of a scrape; node_exporter sees every process.
-        self.registry.register(StoreGaugeCollector(read_gauges))
+        self.gauges = StoreGaugeCollector(read_gauges)
+        self.registry.register(self.gauges)
 
     def delivered(self, outcome: str, started: float) -> None:
         """Count a verified delivery's answer; `started` is its perf_counter() on arrival."""
@@ -187,6 +197,7 @@ def install_metrics(app: FastAPI) -> None:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        # On the thread pool: a scrape may read the store.
-        body = await run_in_threadpool(generate_latest, state.metrics.registry)
-        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
+        metrics: ListenerMetrics = state.metrics
+        if metrics.gauges.stale:  # a store read, on the thread pool; else none at all
+            await run_in_threadpool(metrics.gauges.refresh)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
