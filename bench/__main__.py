@@ -365,9 +365,13 @@ def _print_alerts(result: dict[str, Any]) -> None:
     ingest = result.get("ingest")
     if ingest:
         ratios = ", ".join(f"{ratio:.2f}" for ratio in ingest["ratios"])
+        cpu_ratios = ", ".join(f"{ratio:.2f}" for ratio in ingest["cpu_ratios"])
         print(
             f"  ingest: off {ingest['off_events_per_s']:.0f}/s, "
-            f"on {ingest['on_events_per_s']:.0f}/s, on/off per round {ratios}"
+            f"on {ingest['on_events_per_s']:.0f}/s, on/off per round {ratios}\n"
+            f"  CPU per event: off {ingest['cpu_us_per_event_off']:.0f} µs, "
+            f"on {ingest['cpu_us_per_event_on']:.0f} µs; events per CPU second, on/off per "
+            f"round {cpu_ratios}"
         )
     print()
     for target in result["targets"]:

@@ -6,7 +6,7 @@ so the figures include the scrapes that read the store), the store read behind t
 in-process, and the CPU time of one alert evaluation (this process's, plus the PostgreSQL
 backend's on PostgreSQL). Then ingest: wrk against a listener without its worker and not
 scraped (`--jobs none`) and one evaluating the alert rules every second, sending to a local
-receiver and scraped every second, in alternating rounds.
+receiver and scraped every second, in alternating rounds on fresh stores.
 """
 
 import secrets
@@ -34,7 +34,8 @@ from finance_core.models import rejected_deliveries
 from finance_core.rejections import KEEP_LATEST_REJECTIONS, record_rejection
 from finance_core.settings import Settings, load_settings
 from tests.support.postgres import PostgresServer, free_port
-from tests.support.receivers import json_receiver
+from tests.support.receivers import JsonReceiver, json_receiver
+from tests.support.servers import child_processes
 
 SCRAPE_TARGET_P95_MS = 5
 EVALUATION_TARGET_PERCENT = 1.0
@@ -163,13 +164,23 @@ def _ingest_round(
     workdir: Path,
     duration: int,
     connections: int,
-    alert_url: str,
-) -> float:
-    """Events per second of one listener run; "on": alerts every second and scrapes."""
+    receiver: JsonReceiver,
+) -> tuple[float, float]:
+    """Events per second of one listener run, and the CPU its processes spent per event (µs).
+
+    "On": alerts every second and scrapes. The CPU per event (listener, writer and worker,
+    from /proc) tells the cost apart from the load others put on a shared machine, which
+    moves the rate of a 5 s round by half.
+
+    With alerts on, the load starts once the worker has sent its first alert (health is
+    delayed on the empty store): its start, a second or two of a core on this machine, is
+    the listener's start, not the cost of evaluating and sending.
+    """
     settings = {"stripe_webhook_secret": SECRET, "metrics_token": METRICS_TOKEN}
     command = [sys.executable, "-m", "webhook_listener", "--log-level", "warning"]
+    alerts_before = len(receiver.messages())
     if variant == "on":
-        settings.update(alert_urls=alert_url, alert_check_seconds="1")
+        settings.update(alert_urls=receiver.url(), alert_check_seconds="1")
     else:
         command += ["--jobs", "none"]
     port = free_port()
@@ -181,17 +192,24 @@ def _ingest_round(
         ready_url=f"{url}/healthz",
         ready_body=None,
         log=workdir / f"ingest-{variant}.log",
-    ):
+    ) as process:
         scraper = threading.Thread(target=_scraper, args=(url, stop), daemon=True)
         if variant == "on":
+            if len(receiver.wait_for(alerts_before + 1, timeout=60)) <= alerts_before:
+                raise RuntimeError("the listener's worker sent no alert within 60 s")
             scraper.start()
+        pids = [process.pid, *child_processes(process.pid)]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         try:
             out = wrk(url, requests_file, duration=duration, connections=connections)
         finally:
             stop.set()
             if scraper.is_alive():
                 scraper.join(timeout=10)
-    return parse_run(out, f"listener-{variant}", 0).events_per_s
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+    run = parse_run(out, f"listener-{variant}", 0)
+    events = run.events_per_s * duration
+    return run.events_per_s, cpu / events * 1e6
 
 
 def measure_ingest(
@@ -219,27 +237,41 @@ def measure_ingest(
                     if server is not None
                     else f"sqlite:///{workdir}/{name}.db"
                 )
-                rate = _ingest_round(
+                rate, cpu_us = _ingest_round(
                     variant,
                     url,
                     requests_file,
                     workdir=workdir,
                     duration=duration,
                     connections=connections,
-                    alert_url=receiver.url(),
+                    receiver=receiver,
                 )
-                runs.append({"round": round_number, "variant": variant, "events_per_s": rate})
-                print(f"  {backend} round {round_number} alerts+metrics {variant}: {rate:.0f}/s")
+                runs.append(
+                    {
+                        "round": round_number,
+                        "variant": variant,
+                        "events_per_s": rate,
+                        "cpu_us_per_event": cpu_us,
+                    }
+                )
+                print(
+                    f"  {backend} round {round_number} alerts+metrics {variant}: {rate:.0f}/s, "
+                    f"{cpu_us:.0f} µs of CPU per event"
+                )
         alerts_received = len(receiver.messages())
 
+    def figure(name: str, variant: str, round_number: int) -> float:
+        return next(r[name] for r in runs if r["variant"] == variant and r["round"] == round_number)
+
     def rate(variant: str, round_number: int) -> float:
-        return next(
-            r["events_per_s"]
-            for r in runs
-            if r["variant"] == variant and r["round"] == round_number
-        )
+        return figure("events_per_s", variant, round_number)
 
     ratios = [rate("on", n) / rate("off", n) for n in range(1, rounds + 1)]
+    # Events per CPU second, on over off: the same ratio, without the other load's noise.
+    cpu_ratios = [
+        figure("cpu_us_per_event", "off", n) / figure("cpu_us_per_event", "on", n)
+        for n in range(1, rounds + 1)
+    ]
     return {
         "rounds": rounds,
         "duration_s": duration,
@@ -248,6 +280,14 @@ def measure_ingest(
         "on_events_per_s": statistics.median(rate("on", n) for n in range(1, rounds + 1)),
         "ratio_on_to_off": statistics.median(ratios),
         "ratios": ratios,
+        "cpu_us_per_event_off": statistics.median(
+            figure("cpu_us_per_event", "off", n) for n in range(1, rounds + 1)
+        ),
+        "cpu_us_per_event_on": statistics.median(
+            figure("cpu_us_per_event", "on", n) for n in range(1, rounds + 1)
+        ),
+        "events_per_cpu_ratio_on_to_off": statistics.median(cpu_ratios),
+        "cpu_ratios": cpu_ratios,
         "alerts_received": alerts_received,
         "runs": runs,
     }
@@ -271,11 +311,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     ingest = result.get("ingest")
     if ingest:
-        found.append(
-            {
-                "target": f"ingest, alerts+metrics on >= {INGEST_TARGET_RATIO}x off",
-                "measured": f"{ingest['ratio_on_to_off']:.2f}x",
-                "met": ingest["ratio_on_to_off"] >= INGEST_TARGET_RATIO,
-            }
-        )
+        for name, ratio in (
+            ("events/s", ingest["ratio_on_to_off"]),
+            ("events per CPU s", ingest["events_per_cpu_ratio_on_to_off"]),
+        ):
+            found.append(
+                {
+                    "target": f"ingest {name}, alerts+metrics on >= {INGEST_TARGET_RATIO}x off",
+                    "measured": f"{ratio:.2f}x",
+                    "met": ratio >= INGEST_TARGET_RATIO,
+                }
+            )
     return found

@@ -227,8 +227,16 @@ def count_alerts(*, conn: Connection) -> int:
 
 
 def record_sample(*, engine: Engine, measure: str, value: int, now: datetime) -> None:
-    """Sample a measure for this minute (the first sample of a minute stays), trimming old ones."""
+    """Sample a measure for this minute (the first sample of a minute stays), trimming old ones.
+
+    A read first: evaluated every second, the rules would otherwise take SQLite's write lock
+    from the listener's writer every second, where once a minute will do.
+    """
     minute = now.replace(second=0, microsecond=0)
+    this_minute = (alert_samples.c.measure == measure) & (alert_samples.c.taken_at == minute)
+    with read_transaction(engine) as conn:
+        if conn.execute(select(alert_samples.c.measure).where(this_minute)).first() is not None:
+            return
     with write_transaction(engine) as conn:
         conn.execute(
             insert_for(conn, alert_samples)
