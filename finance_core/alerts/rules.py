@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from finance_core.alerts import store
+from finance_core.alerts import samples
 from finance_core.db import read_transaction
 from finance_core.queries import WebhookHealth, stripe_sync_status
 from finance_core.rejections import rejections_between
@@ -139,7 +139,7 @@ def failed_payments(*, conn: Connection, settings: Settings, now: datetime) -> F
     """
     status = stripe_sync_status(conn=conn, delayed_after=settings.webhook_delayed_after, now=now)
     count = status.failed_payments_count
-    lowest = store.lowest_sample(
+    lowest = samples.lowest_sample(
         conn=conn, measure=FAILED_PAYMENTS_MEASURE, start=now - RISE_WINDOW, end=now
     )
     lowest = count if lowest is None else min(lowest, count)
@@ -169,7 +169,7 @@ def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime)
         status = stripe_sync_status(
             conn=conn, delayed_after=settings.webhook_delayed_after, now=now
         )
-    store.record_sample(
+    samples.record_sample(
         engine=engine,
         measure=FAILED_PAYMENTS_MEASURE,
         value=status.failed_payments_count,

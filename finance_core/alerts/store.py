@@ -1,24 +1,15 @@
-"""The alerts' rows: each rule's state, every alert with its attempts per channel, and samples."""
+"""The alerts' rows: each rule's state, and every alert with its attempts per channel."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from finance_core.db import insert_for, read_transaction, write_transaction
-from finance_core.models import (
-    ALERT_STATE_OK,
-    alert_deliveries,
-    alert_rules,
-    alert_samples,
-    alerts,
-)
+from finance_core.models import ALERT_STATE_OK, alert_deliveries, alert_rules, alerts
 
-# A measure is sampled at most once a minute, and kept an hour and a minute.
-SAMPLE_EVERY = timedelta(minutes=1)
-KEEP_SAMPLES = timedelta(hours=1) + SAMPLE_EVERY
 MAX_PAGE_SIZE = 200
 
 
@@ -224,42 +215,6 @@ def get_alert(*, conn: Connection, alert_id: int) -> AlertRecord:
 
 def count_alerts(*, conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(alerts)).scalar_one())
-
-
-def record_sample(*, engine: Engine, measure: str, value: int, now: datetime) -> None:
-    """Sample a measure for this minute (the first sample of a minute stays), trimming old ones.
-
-    A read first: evaluated every second, the rules would otherwise take SQLite's write lock
-    from the listener's writer every second, where once a minute will do.
-    """
-    minute = now.replace(second=0, microsecond=0)
-    this_minute = (alert_samples.c.measure == measure) & (alert_samples.c.taken_at == minute)
-    with read_transaction(engine) as conn:
-        if conn.execute(select(alert_samples.c.measure).where(this_minute)).first() is not None:
-            return
-    with write_transaction(engine) as conn:
-        conn.execute(
-            insert_for(conn, alert_samples)
-            .values(measure=measure, taken_at=minute, sample_value=value)
-            .on_conflict_do_nothing(index_elements=["measure", "taken_at"])
-        )
-        conn.execute(
-            delete(alert_samples).where(
-                alert_samples.c.measure == measure, alert_samples.c.taken_at < now - KEEP_SAMPLES
-            )
-        )
-
-
-def lowest_sample(*, conn: Connection, measure: str, start: datetime, end: datetime) -> int | None:
-    """The lowest sample of a measure taken in [start, end), if any."""
-    lowest = conn.execute(
-        select(func.min(alert_samples.c.sample_value)).where(
-            alert_samples.c.measure == measure,
-            alert_samples.c.taken_at >= start,
-            alert_samples.c.taken_at < end,
-        )
-    ).scalar_one()
-    return None if lowest is None else int(lowest)
 
 
 def _deliveries(conn: Connection, alert_ids: Sequence[int]) -> dict[int, tuple[Delivery, ...]]:
