@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from finance_core.alerts import channels, store
+from finance_core.backoff import Backoff
 from finance_core.db import read_transaction
-from finance_core.stripe_api import Backoff
 
 log = logging.getLogger(__name__)
 
