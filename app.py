@@ -64,6 +64,12 @@ elif viewer.can_read:
             st.Page(
                 "pages/audit.py", title="Audit log", icon=":material/history:", url_path="audit-log"
             ),
+            st.Page(
+                "pages/alert_history.py",
+                title="Alerts",
+                icon=":material/notifications:",
+                url_path="alerts",
+            ),
         ]
     page = st.navigation(pages)
 else:

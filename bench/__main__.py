@@ -1,10 +1,13 @@
-"""`python -m bench`: ingest throughput and the read path at scale; a table and JSON results."""
+"""`python -m bench`: ingest, the read path and alerts and metrics at scale; tables and JSON."""
 
 import argparse
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -268,30 +271,55 @@ def _print_read_path(result: dict[str, Any]) -> None:
         print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
 
 
+@dataclass
+class FilledStore:
+    """A store filled to the read path's size, an empty one beside it, and their server."""
+
+    workdir: Path
+    url: str
+    empty_url: str
+    server: PostgresServer | None
+    result: dict[str, Any]
+
+
+def _backends(args: argparse.Namespace) -> list[str]:
+    backends = [] if args.no_sqlite else ["sqlite"]
+    return backends + ([] if args.no_postgres or not find_pg_bin() else ["postgresql"])
+
+
+@contextmanager
+def _filled_store(backend: str, args: argparse.Namespace, prefix: str) -> Iterator[FilledStore]:
+    """Fill (or reuse) the store on `backend`; its server stopped and workdir gone after."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    url, empty_url, server = _read_path_stores(backend, workdir, args)
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+    try:
+        result["load_seconds"] = _fill(url, args)
+        if result["load_seconds"] is not None:
+            print(f"  loaded in {result['load_seconds']:.0f} s", flush=True)
+        result["store_rows"] = _store_sizes(url)
+        print("  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items()))
+        yield FilledStore(workdir, url, empty_url, server, result)
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the filled store is gigabytes
+    result["load_average_after"] = os.getloadavg()
+
+
 def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     from bench import dashboard_scale, read_path_http
 
     results: dict[str, object] = {}
-    backends = [] if args.no_sqlite else ["sqlite"]
-    backends += [] if args.no_postgres or not find_pg_bin() else ["postgresql"]
-    for backend in backends:
-        workdir = Path(tempfile.mkdtemp(prefix="pmf-read-"))
+    for backend in _backends(args):
         print(f"\nRead path on {backend}:", flush=True)
-        url, empty_url, server = _read_path_stores(backend, workdir, args)
-        result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
-        try:
-            result["load_seconds"] = _fill(url, args)
-            if result["load_seconds"] is not None:
-                print(f"  loaded in {result['load_seconds']:.0f} s", flush=True)
-            result["store_rows"] = _store_sizes(url)
-            print(
-                "  store: " + ", ".join(f"{n:,} {name}" for name, n in result["store_rows"].items())
-            )
+        with _filled_store(backend, args, "pmf-read-") as store:
+            url, result = store.url, store.result
             result["in_process"] = _in_process(url)
             if not args.no_http:
                 print(f"  HTTP: {args.http_requests} requests per path, interleaved", flush=True)
                 result["http"] = read_path_http.measure(
-                    url, workdir=workdir, requests=args.http_requests
+                    url, workdir=store.workdir, requests=args.http_requests
                 )
             if not args.no_dashboard:
                 print(
@@ -299,22 +327,17 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
                     "store",
                     flush=True,
                 )
-                engine = make_engine(empty_url)
+                engine = make_engine(store.empty_url)
                 migrate.upgrade(engine)
                 engine.dispose()
                 result["dashboard"] = dashboard_scale.measure(
-                    empty_url=empty_url,
+                    empty_url=store.empty_url,
                     filled_url=url,
-                    workdir=workdir,
+                    workdir=store.workdir,
                     runs=args.dashboard_runs,
                     pause=args.dashboard_pause,
                     options=args.dashboard_option,
                 )
-        finally:
-            if server:
-                server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)  # the filled store is gigabytes
-        result["load_average_after"] = os.getloadavg()
         result["targets"] = _read_path_targets(result)
         _print_read_path(result)
         results[backend] = result
@@ -345,9 +368,85 @@ def bench_thin_events(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def bench_alerts(args: argparse.Namespace) -> dict[str, object]:
+    """Issue 13's targets on each backend: /metrics, the alert evaluation, ingest on vs off."""
+    from bench import alerts
+
+    results: dict[str, object] = {}
+    for backend in _backends(args):
+        print(f"\nAlerts and metrics on {backend}:", flush=True)
+        with _filled_store(backend, args, "pmf-alerts-") as store:
+            result = store.result
+            result["evaluation"] = alerts.measure_evaluation(store.url)
+            result["scrapes"] = alerts.measure_scrapes(store.url, workdir=store.workdir)
+            if not args.no_ingest:
+                print(
+                    f"  ingest: {args.rounds} alternating rounds of {args.duration}s, "
+                    f"{args.connections} connections",
+                    flush=True,
+                )
+                result["ingest"] = alerts.measure_ingest(
+                    backend,
+                    workdir=store.workdir,
+                    server=store.server,
+                    rounds=args.rounds,
+                    duration=args.duration,
+                    connections=args.connections,
+                    events=args.events,
+                )
+        result["targets"] = alerts.targets(result)
+        _print_alerts(result)
+        results[backend] = result
+    return results
+
+
+def _print_alerts(result: dict[str, Any]) -> None:
+    scrapes, evaluation = result["scrapes"], result["evaluation"]
+    print(
+        f"\n  /metrics, {scrapes['scrapes']} scrapes {scrapes['interval_s'] * 1000:.0f} ms apart "
+        f"(gauges read from the store about {scrapes['store_reads_about']} times):"
+    )
+    for side in ("server", "client"):
+        timing = scrapes[side]
+        print(
+            f"    {side:7} p50 {timing['p50_ms']:6.2f}  p95 {timing['p95_ms']:6.2f}  "
+            f"max {timing['max_ms']:6.2f} ms"
+        )
+    gauges = evaluation["gauge_read_in_process"]
+    print(
+        f"    store read behind the gauges, in-process: p50 {gauges['p50_ms']:.2f} ms, "
+        f"p95 {gauges['p95_ms']:.2f} ms"
+    )
+    backend_cpu = evaluation["postgres_backend_cpu_ms_mean"]
+    print(
+        f"  alert evaluation ({evaluation['kept_rejections']:,} kept rejections): CPU "
+        f"{evaluation['cpu_ms_mean']:.2f} ms each (this process "
+        f"{evaluation['client_cpu_ms_mean']:.2f}"
+        + ("" if backend_cpu is None else f", PostgreSQL backend {backend_cpu:.2f}")
+        + f"), wall p50 {evaluation['wall_ms']['p50_ms']:.2f} ms: "
+        f"{evaluation['percent_of_a_core_at_60s']:.4f}% of a core every 60 s"
+    )
+    ingest = result.get("ingest")
+    if ingest:
+        ratios = ", ".join(f"{ratio:.2f}" for ratio in ingest["ratios"])
+        cpu_ratios = ", ".join(f"{ratio:.2f}" for ratio in ingest["cpu_ratios"])
+        print(
+            f"  ingest: off {ingest['off_events_per_s']:.0f}/s, "
+            f"on {ingest['on_events_per_s']:.0f}/s, on/off per round {ratios}\n"
+            f"  CPU per event: off {ingest['cpu_us_per_event_off']:.0f} µs, "
+            f"on {ingest['cpu_us_per_event_on']:.0f} µs; events per CPU second, on/off per "
+            f"round {cpu_ratios}"
+        )
+    print()
+    for target in result["targets"]:
+        print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "scale-out", "read-path", "thin-events"])
+    parser.add_argument(
+        "--only", choices=["ingest", "scale-out", "read-path", "thin-events", "alerts"]
+    )
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -382,6 +481,7 @@ def main() -> None:
     parser.add_argument(
         "--thin-duration", type=int, default=20, help="thin events: seconds of snapshot load"
     )
+    parser.add_argument("--no-ingest", action="store_true", help="alerts: skip the ingest rounds")
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
@@ -393,6 +493,8 @@ def main() -> None:
         report["read_path"] = bench_read_path(args)
     if args.only in (None, "thin-events"):
         report["thin_events"] = bench_thin_events(args)
+    if args.only in (None, "alerts"):
+        report["alerts"] = bench_alerts(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

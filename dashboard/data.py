@@ -15,6 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
 from finance_core import audit, event_log, migrate, queries, rejections, resolver, tokens, users
+from finance_core.alerts import channels, job
+from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
@@ -271,6 +273,32 @@ def sync_runs(limit: int = 10) -> list[SyncRun]:
     return _sync_runs(settings().database_url, limit)
 
 
+@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
+def _alerts(url: str, limit: int, before: int | None) -> AlertPage:
+    with read_transaction(_engine_for(url)) as conn:
+        return alert_page(conn=conn, limit=limit, before=before)
+
+
+@_store_errors
+def alerts(limit: int, before: int | None) -> AlertPage:
+    """A page of the alerts kept, newest first, with each channel's attempts."""
+    return _alerts(settings().database_url, limit, before)
+
+
+def alert_channels() -> list[str]:
+    """The configured alert channels, named by scheme and host only (never their secrets)."""
+    return [channels.describe(url) for url in settings().alert_channels()]
+
+
+@_store_errors
+def send_test_alert(actor: str) -> AlertRecord:
+    """Send a test alert to every channel now; the alert kept, with each channel's result."""
+    try:
+        return job.send_test_alert(engine=engine(), settings=settings(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
 def forget_cached_reads() -> None:
     """Drop cached answers after a write, so that the next run shows its effect."""
     # Every read: a replay or a sync can change subscriptions and plans as well as health.
@@ -287,6 +315,7 @@ def forget_cached_reads() -> None:
         _event_types,
         _event_page,
         _sync_runs,
+        _alerts,
     ):
         cached.clear()
 

@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from finance_core.alerts.store import AlertRecord
 from finance_core.audit import AuditEntry
 from finance_core.event_log import EventRow, VersionCount
 from finance_core.queries import PlanCount
@@ -195,5 +196,57 @@ def audit_table(entries: Sequence[AuditEntry]) -> dict[str, Any]:
         "column_config": {
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
             "Detail": st.column_config.TextColumn(width="large"),
+        },
+    }
+
+
+OUTCOME_WORDS = {"sent": "sent", "failed": "failed", "timed_out": "timed out"}
+ALERT_STATUS_WORDS = {
+    "sending": "sending",
+    "sent": "sent",
+    "failed": "failed",
+    "unsent": "not sent (no channel)",
+}
+
+
+def channel_results(alert: AlertRecord) -> list[str]:
+    """Each channel's result in words: the last attempt, and the failures before it."""
+    by_channel: dict[int, list[Any]] = {}
+    for delivery in alert.deliveries:
+        by_channel.setdefault(delivery.channel, []).append(delivery)
+    lines = []
+    for attempts in by_channel.values():
+        last = attempts[-1]
+        line = f"{last.channel_name}: {OUTCOME_WORDS[last.outcome]} on attempt {last.attempt}"
+        earlier = [
+            f"{a.attempt}: {OUTCOME_WORDS[a.outcome]}" + (f" ({a.detail})" if a.detail else "")
+            for a in attempts[:-1]
+        ]
+        if last.outcome != "sent" and last.detail:
+            line += f" ({last.detail})"
+        lines.append(line + (f"; earlier {'; '.join(earlier)}" if earlier else ""))
+    return lines
+
+
+def alert_table(alerts: Sequence[AlertRecord]) -> dict[str, Any]:
+    """Alerts with what they said and how each channel took them."""
+    frame = pd.DataFrame(
+        {
+            "Time (UTC)": [alert.created_at for alert in alerts],
+            "Rule": [alert.rule for alert in alerts],
+            "Change": [alert.kind for alert in alerts],
+            "State": [alert.state for alert in alerts],
+            "Status": [ALERT_STATUS_WORDS[alert.status] for alert in alerts],
+            "Channels": ["\n".join(channel_results(alert)) for alert in alerts],
+            "Text": [f"{alert.title}\n{alert.body}" for alert in alerts],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
+            "Channels": st.column_config.TextColumn(width="large"),
+            "Text": st.column_config.TextColumn(width="large"),
         },
     }

@@ -217,6 +217,7 @@ sync_runs = Table(
 )
 
 # A ring of the latest rejections (trimmed on insert) plus one total per reason.
+KEEP_LATEST_REJECTIONS = 5000
 rejected_deliveries = Table(
     "rejected_deliveries",
     metadata,
@@ -284,4 +285,72 @@ leases = Table(
     Column("name", String(100), primary_key=True),
     Column("holder", String(255), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Alerts (SPEC 12). Each rule's state, so that it alerts once when its condition starts and once
+# when it ends, across restarts; changing it is the claim that decides which process sends.
+ALERT_STATE_OK = "ok"
+ALERT_KINDS = ("started", "ended", "test")
+ALERT_STATUSES = ("sending", "sent", "failed", "unsent")
+ALERT_OUTCOMES = ("sent", "failed", "timed_out")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A CHECK that `column` holds one of `values`, named after the column."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("rule", String(64), primary_key=True),
+    # ALERT_STATE_OK, or the state the condition started in ("delayed", "bad_signature", ...).
+    Column("state", String(64), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+)
+
+# Every alert, sent or not (no channel configured), for the Alerts page. Rare: never trimmed.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(64), nullable=False),
+    Column("title", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("triggered_by", String(255)),
+    # While sending: its sender's hold; past it another process sends it (the sender died).
+    Column("claimed_until", UTCDateTime),
+    _one_of("kind", ALERT_KINDS),
+    _one_of("status", ALERT_STATUSES),
+    Index("ix_alerts_status_claimed_until", "status", "claimed_until"),
+)
+
+# Each attempt to send an alert to a channel, named without its secrets (scheme and host).
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", Integer, nullable=False),
+    Column("channel", Integer, nullable=False),  # its place in ALERT_URLS, from 1
+    Column("channel_name", String(255), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", String(500)),
+    _one_of("outcome", ALERT_OUTCOMES),
+    Index("ix_alert_deliveries_alert_id", "alert_id"),
+)
+
+# A measure sampled once a minute over the last hour (failed payments, for their rise).
+alert_samples = Table(
+    "alert_samples",
+    metadata,
+    Column("measure", String(64), primary_key=True),
+    Column("taken_at", UTCDateTime, primary_key=True),
+    Column("sample_value", BigInteger, nullable=False),
 )

@@ -6,9 +6,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, delete, func, select
 
 from finance_core.db import insert_for, write_transaction
-from finance_core.models import rejected_deliveries, rejection_totals
-
-KEEP_LATEST_REJECTIONS = 5000
+from finance_core.models import KEEP_LATEST_REJECTIONS, rejected_deliveries, rejection_totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +61,18 @@ def rejections_by_reason(*, conn: Connection) -> list[ReasonCount]:
 def kept_rejections(*, conn: Connection) -> int:
     """How many individual rejections are currently kept."""
     return int(conn.execute(select(func.count()).select_from(rejected_deliveries)).scalar_one())
+
+
+def rejections_between(*, conn: Connection, start: datetime, end: datetime) -> dict[str, int]:
+    """Rejected deliveries received in [start, end) per reason, most frequent first.
+
+    Reads the kept rejections (the latest KEEP_LATEST_REJECTIONS), a few thousand rows at most.
+    """
+    count = func.count().label("rejections")
+    rows = conn.execute(
+        select(rejected_deliveries.c.reason, count)
+        .where(rejected_deliveries.c.received_at >= start, rejected_deliveries.c.received_at < end)
+        .group_by(rejected_deliveries.c.reason)
+        .order_by(count.desc(), rejected_deliveries.c.reason)
+    ).all()
+    return {row.reason: int(row.rejections) for row in rows}

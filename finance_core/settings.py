@@ -2,9 +2,12 @@
 
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from finance_core.models import KEEP_LATEST_REJECTIONS
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "secret", "xxx"})
 MIN_COOKIE_KEY_LENGTH = 32
@@ -22,6 +25,10 @@ def _split_commas(value: object) -> object:
 
 def _is_placeholder(value: str) -> bool:
     return value.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def _plain(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
 class Settings(BaseSettings):
@@ -47,6 +54,14 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
     dashboard_cookie_key: SecretStr | None = None
     dashboard_cookie_expiry_days: float = Field(default=1, gt=0)
+    # Alerts and metrics (SPEC 12). Apprise URLs hold their channels' credentials: secrets.
+    alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    alert_check_seconds: int = Field(default=60, ge=1)
+    # The rejections rule counts the kept rejections: it cannot see more than are kept.
+    alert_rejections: int = Field(default=20, ge=1, le=KEEP_LATEST_REJECTIONS)
+    alert_failed_payments_rise: int = Field(default=10, ge=1)
+    dashboard_url: str = ""
+    metrics_token: SecretStr | None = None
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod
@@ -106,6 +121,52 @@ class Settings(BaseSettings):
             raise ValueError("has a placeholder password; use the database user's real one")
         return value
 
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _alert_urls_usable(cls, value: object) -> object:
+        if value is None:
+            return []
+        parts = _split_commas(value)
+        if isinstance(parts, list) and parts:
+            from finance_core.alerts.channels import unusable_positions
+
+            bad = unusable_positions([_plain(part) for part in parts])
+            if bad:
+                # Never the URL itself: it holds the channel's token or password.
+                entries = ", ".join(str(position) for position in bad)
+                which = (
+                    f"entry {entries} of {len(parts)} is not a URL"
+                    if len(bad) == 1
+                    else (f"entries {entries} of {len(parts)} are not URLs")
+                )
+                raise ValueError(
+                    f"{which} Apprise can send to (check the scheme and fields; not shown "
+                    "here, since an Apprise URL holds a token or password)"
+                )
+        return parts
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token_not_placeholder(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None  # /metrics is open
+        if _is_placeholder(_plain(value)):
+            raise ValueError("is a placeholder; use a long random token, or leave it empty")
+        return value
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _dashboard_url_is_http(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be the dashboard's http(s) address, such as https://finance.example.com"
+            )
+        return value.rstrip("/")
+
     @field_validator("stripe_api_base")
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
@@ -150,6 +211,14 @@ class Settings(BaseSettings):
                 f"(at least {MIN_COOKIE_KEY_LENGTH} characters) to sign its login cookie"
             )
         return self.dashboard_cookie_key.get_secret_value()
+
+    def alert_channels(self) -> list[str]:
+        """The Apprise URLs alerts go to (none: alerts are kept but not sent)."""
+        return [url.get_secret_value() for url in self.alert_urls]
+
+    def metrics_bearer(self) -> str | None:
+        """The token /metrics asks for, or None when it is open."""
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
 
 def load_settings(**overrides: object) -> Settings:

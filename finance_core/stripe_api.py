@@ -4,14 +4,13 @@ Only `sync` and `replay` talk to Stripe; the listener never does. Objects come b
 dicts, the same shape a webhook carries, so that the same handlers apply them.
 """
 
-import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
 
+from finance_core.backoff import Backoff
 from finance_core.settings import Settings
 
 PAGE_SIZE = 100
@@ -25,22 +24,6 @@ class StripeUnavailable(RuntimeError):
 
 class NotFoundAtStripe(LookupError):
     """Stripe has no such object (404), or no longer keeps it."""
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter for 429s, as Stripe recommends."""
-
-    first_delay: float = 1.0
-    max_delay: float = 32.0
-    max_waits_in_a_row: int = 8
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, waits_in_a_row: int, retry_after: str | None) -> float:
-        if retry_after and retry_after.isdigit():
-            return min(float(retry_after), self.max_delay)
-        ceiling = min(self.max_delay, self.first_delay * 2 ** (waits_in_a_row - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
 
 def make_client(settings: Settings) -> stripe.StripeClient:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,16 +95,16 @@ def store(tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
-    """`streamlit run app.py` on a free port, against the prepared store."""
+@contextmanager
+def running_dashboard(store: str, log_path: Path, **settings: str) -> Iterator[str]:
+    """`streamlit run app.py` on a free port against `store`, with `settings`; its URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")},  # no API key
         "DATABASE_URL": store,
         "DASHBOARD_COOKIE_KEY": COOKIE_KEY,
         "PYTHONUNBUFFERED": "1",
+        **settings,
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -148,6 +149,13 @@ def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
             process.kill()
             process.wait()
         assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(store, tmp_path_factory) -> Iterator[str]:
+    """`streamlit run app.py` on a free port, against the prepared store."""
+    with running_dashboard(store, tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -101,3 +101,59 @@ def test_a_database_url_without_a_password_is_fine():
     """Peer or trust authentication, or a password from ~/.pgpass or PGPASSWORD."""
     url = "postgresql+psycopg://finance@db.internal/finance"
     assert load(database_url=url).database_url == url
+
+
+def test_alert_and_metrics_defaults_match_the_spec(monkeypatch):
+    for name in ("ALERT_URLS", "DASHBOARD_URL", "METRICS_TOKEN", "ALERT_CHECK_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load()
+    assert settings.alert_channels() == []
+    assert settings.alert_check_seconds == 60
+    assert settings.alert_rejections == 20
+    assert settings.alert_failed_payments_rise == 10
+    assert settings.dashboard_url == ""
+    assert settings.metrics_bearer() is None
+
+
+def test_alert_urls_are_secrets_split_on_commas(monkeypatch):
+    urls = "json://hook:hunter2-token@127.0.0.1:8123/hooks, mailtos://me:pw-1234@example.com"
+    monkeypatch.setenv("ALERT_URLS", urls)
+    monkeypatch.setenv("DASHBOARD_URL", "https://finance.example.com/")
+    settings = load()
+    assert settings.alert_channels() == [url.strip() for url in urls.split(",")]
+    assert settings.dashboard_url == "https://finance.example.com"
+    assert "hunter2-token" not in repr(settings) and "pw-1234" not in repr(settings)
+
+
+def test_an_unparsable_alert_url_names_its_position_never_the_url(monkeypatch):
+    bad = "msteams://not-enough/parts-hunter2"
+    monkeypatch.setenv("ALERT_URLS", f"json://127.0.0.1:8123/hooks, {bad}")
+    with pytest.raises(SettingsError) as error:
+        load()
+    assert "ALERT_URLS entry 2 of 2 is not a URL Apprise can send to" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALERT_CHECK_SECONDS", "0", "ALERT_CHECK_SECONDS Input should be greater than or equal"),
+        ("ALERT_REJECTIONS", "0", "ALERT_REJECTIONS Input should be greater than or equal"),
+        ("ALERT_REJECTIONS", "999999", "ALERT_REJECTIONS Input should be less than or equal"),
+        ("ALERT_FAILED_PAYMENTS_RISE", "lots", "ALERT_FAILED_PAYMENTS_RISE"),
+        ("DASHBOARD_URL", "finance.example.com", "DASHBOARD_URL must be the dashboard's http"),
+        ("DASHBOARD_URL", "ftp://finance.example.com", "DASHBOARD_URL must be"),
+        ("METRICS_TOKEN", "changeme", "METRICS_TOKEN is a placeholder"),
+    ],
+)
+def test_invalid_alert_settings_name_the_variable(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load()
+
+
+def test_an_empty_metrics_token_leaves_metrics_open(monkeypatch):
+    monkeypatch.setenv("METRICS_TOKEN", "")
+    assert load().metrics_bearer() is None
+    monkeypatch.setenv("METRICS_TOKEN", "metrics-token-5f0c1e")
+    assert load().metrics_bearer() == "metrics-token-5f0c1e"

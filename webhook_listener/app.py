@@ -21,6 +21,7 @@ from finance_core.settings import Settings, SettingsError, get_settings
 from webhook_listener.api import install_finance_api
 from webhook_listener.background import BackgroundWorker
 from webhook_listener.background_process import JOBS
+from webhook_listener.metrics import ListenerMetrics, gauge_reader, install_metrics
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.startup import StoreOpening, StoreRefused
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
@@ -85,6 +86,7 @@ def create_app(
         app.state.engine = engine or make_engine(current.database_url)
         _check_shareable(app.state.engine)
         app.state.rate_limits = RateLimits.from_settings(current)
+        app.state.metrics = ListenerMetrics(gauge_reader(app.state.engine, current))
         # One writer process with group commit (see writer.py), on SQLite and PostgreSQL alike.
         app.state.writer = BatchWriter(
             app.state.engine.url.render_as_string(hide_password=False),
@@ -119,6 +121,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_finance_api(app)
+    install_metrics(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:

@@ -26,6 +26,7 @@ log = logging.getLogger("webhook_listener.background")
 # Job name -> "module:function", imported only by a worker that runs it.
 JOBS: dict[str, str] = {
     "resolver": "finance_core.resolver:resolve_forever",
+    "alerts": "finance_core.alerts.job:run_alerts",
 }
 JOB_RESTART_DELAY_S = 5.0
 JOIN_TIMEOUT_S = 20.0

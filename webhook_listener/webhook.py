@@ -7,6 +7,7 @@ signature. The Finance API and /healthz stay on FastAPI. The rules live in `fina
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from finance_core.ingest import Outcome
 from finance_core.rejections import record_rejection
 from finance_core.settings import Settings
+from webhook_listener.metrics import ListenerMetrics
 from webhook_listener.verify import Rejected, verify_signature
 from webhook_listener.writer import BatchWriter, WriterError, WriterUnavailable
 
@@ -40,7 +42,8 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
         )
         return
     settings: Settings = state.settings
-    received_at = datetime.now(UTC)
+    metrics: ListenerMetrics = state.metrics
+    started, received_at = time.perf_counter(), datetime.now(UTC)
     try:
         body = await _read_body(scope, receive, settings.webhook_max_body_bytes)
         verify_signature(
@@ -58,6 +61,7 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
         )
         body_json = {"received": False, "error": rejection.reason, "message": rejection.message}
         await _answer(send, rejection.status_code, body_json)
+        metrics.rejected(rejection.reason, started)
         return
     except WriterUnavailable as exc:
         log.warning("delivery not stored (event %s): %s", exc.event_id or "unknown", exc)
@@ -66,6 +70,7 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
             503,
             {"received": False, "error": "database_unavailable", "event_id": exc.event_id},
         )
+        metrics.delivered("database_unavailable", started)
         return
     except WriterError as exc:
         await _answer(
@@ -73,6 +78,7 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
             500,
             {"received": False, "error": "internal_error", "event_id": exc.event_id},
         )
+        metrics.delivered("internal_error", started)
         return
     if stored.outcome is Outcome.FAILED:
         await _answer(
@@ -85,8 +91,10 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
                 "event_id": stored.event_id,
             },
         )
+        metrics.delivered(stored.outcome.value, started)
         return
     await _answer(send, 200, {"received": True, "outcome": stored.outcome.value})
+    metrics.delivered(stored.outcome.value, started)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -6,7 +6,7 @@ the dashboard's login cookie is signed with (finance_core.sessions); users of be
 revision start with '' and sign in once more, since their cookies were signed otherwise.
 
 Revision ID: 0008_admin_audit
-Revises: 0004_failing_index_sqlite
+Revises: 0007_alerts
 Create Date: 2026-11-26
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import finance_core.models
 
 revision: str = "0008_admin_audit"
-down_revision: str | None = "0006_thin_events"
+down_revision: str | None = "0007_alerts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,47 @@
+"""A measure sampled once a minute over the last hour, for rules about how fast it moves."""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, delete, func, select
+
+from finance_core.db import insert_for, read_transaction, write_transaction
+from finance_core.models import alert_samples
+
+SAMPLE_EVERY = timedelta(minutes=1)
+KEEP_SAMPLES = timedelta(hours=1) + SAMPLE_EVERY
+
+
+def record_sample(*, engine: Engine, measure: str, value: int, now: datetime) -> None:
+    """Sample a measure for this minute (the first sample of a minute stays), trimming old ones.
+
+    A read first: evaluated every second, the rules would otherwise take SQLite's write lock
+    from the listener's writer every second, where once a minute will do.
+    """
+    minute = now.replace(second=0, microsecond=0)
+    this_minute = (alert_samples.c.measure == measure) & (alert_samples.c.taken_at == minute)
+    with read_transaction(engine) as conn:
+        if conn.execute(select(alert_samples.c.measure).where(this_minute)).first() is not None:
+            return
+    with write_transaction(engine) as conn:
+        conn.execute(
+            insert_for(conn, alert_samples)
+            .values(measure=measure, taken_at=minute, sample_value=value)
+            .on_conflict_do_nothing(index_elements=["measure", "taken_at"])
+        )
+        conn.execute(
+            delete(alert_samples).where(
+                alert_samples.c.measure == measure, alert_samples.c.taken_at < now - KEEP_SAMPLES
+            )
+        )
+
+
+def lowest_sample(*, conn: Connection, measure: str, start: datetime, end: datetime) -> int | None:
+    """The lowest sample of a measure taken in [start, end), if any."""
+    lowest = conn.execute(
+        select(func.min(alert_samples.c.sample_value)).where(
+            alert_samples.c.measure == measure,
+            alert_samples.c.taken_at >= start,
+            alert_samples.c.taken_at < end,
+        )
+    ).scalar_one()
+    return None if lowest is None else int(lowest)
