@@ -5,8 +5,6 @@ Every query is bounded by a LIMIT or by a half-open UTC range [start, end) on
 (type, first_received_at) and (status, first_received_at) indexes serve it.
 """
 
-import csv
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,14 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 
-from finance_core.db import read_transaction
+from finance_core.csv_text import cell, iso, keyset_csv
 from finance_core.models import EVENT_STATUSES, webhook_events
 from finance_core.queries import stripe_dashboard_url
 from finance_core.stripe_shapes import timestamp
 
 MAX_PAGE_SIZE = 500
 MAX_EVENT_TYPES = 500
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
     "id",
     "type",
@@ -220,53 +217,28 @@ def _as_utc_hour(value: datetime | str) -> datetime:
 def csv_pages(
     *, engine: Engine, filters: EventFilter, page_size: int = MAX_PAGE_SIZE
 ) -> Iterator[str]:
-    """The filtered log as CSV text, a header and then one chunk per page of rows.
-
-    One read transaction for the whole export, so that it is one consistent snapshot.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    yield _drain(buffer)
-    with read_transaction(engine) as conn:
-        after: Cursor | None = None
-        while True:
-            page = event_page(conn=conn, filters=filters, limit=page_size, after=after)
-            for row in page.rows:
-                writer.writerow(_csv_values(row))
-            yield _drain(buffer)
-            if page.next_cursor is None:
-                return
-            after = page.next_cursor
+    """The filtered log as CSV text, a header and then one chunk per page; one snapshot."""
+    return keyset_csv(
+        engine=engine,
+        header=CSV_COLUMNS,
+        read_page=lambda conn, after: event_page(
+            conn=conn, filters=filters, limit=page_size, after=after
+        ),
+        values=_csv_values,
+    )
 
 
 def _csv_values(row: EventRow) -> list[object]:
     return [
-        _cell(row.id),
-        _cell(row.type),
+        cell(row.id),
+        cell(row.type),
         row.status,
-        _iso(row.created),
-        _iso(row.first_received_at),
-        _iso(row.last_received_at),
+        iso(row.created),
+        iso(row.first_received_at),
+        iso(row.last_received_at),
         row.attempts,
         row.deliveries,
         "true" if row.livemode else "false",
-        _cell(row.error or ""),
+        cell(row.error or ""),
         row.stripe_url,
     ]
-
-
-def _cell(text: str) -> str:
-    """Text a spreadsheet will not run as a formula (the export is opened in Excel)."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
-def _iso(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
-
-
-def _drain(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text

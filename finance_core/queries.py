@@ -41,6 +41,11 @@ def plan_id_for(product_id: str) -> uuid.UUID:
     return uuid.uuid5(PLAN_NAMESPACE, product_id)
 
 
+def plan_name_for(product_id: str, name: str | None) -> str:
+    """A plan's name (SPEC section 5): the product's, else its id, else "No plan"."""
+    return name or product_id or NO_PLAN_NAME
+
+
 def stripe_dashboard_url(path: str, *, livemode: bool) -> str:
     """A Stripe Dashboard link, under /test when the data comes from test mode."""
     prefix = "" if livemode else "/test"
@@ -193,7 +198,7 @@ def _plan_distribution(rows: Sequence[Sequence[Any]]) -> list[PlanCount]:
         PlanCount(
             plan_id=plan_id_for(product_id),
             product_id=product_id,
-            plan_name=name or product_id or NO_PLAN_NAME,
+            plan_name=plan_name_for(product_id, name),
             count=int(total),
         )
         for product_id, name, total in rows

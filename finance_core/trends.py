@@ -1,0 +1,146 @@
+"""How plans and churn moved: named, UI-free reads of the daily subscription history.
+
+`subscription_history` holds, per UTC day the store saw a change, the net change of each
+(plan, status) and the day's new subscriptions and cancellations (migration 0009). A day's
+count is today's `subscription_counts` less the changes since that day, so a window costs a
+few rows per day of the window, however many subscriptions or years of history the store has.
+Ranges are half-open UTC days: [start, end).
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Connection, Date, cast, func, null, select, union_all
+
+from finance_core.models import products, subscription_counts, subscription_history
+from finance_core.queries import plan_id_for, plan_name_for
+
+MAX_DAYS = 3660
+WINDOWS = (30, 90, 365)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDay:
+    """Active subscriptions of one plan at the end of one UTC day."""
+
+    day: date
+    plan_id: uuid.UUID
+    product_id: str
+    plan_name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WeekFlow:
+    """Subscriptions new to the store and subscriptions canceled in one week (Monday first)."""
+
+    week: date
+    new_subscriptions: int
+    cancellations: int
+
+    @property
+    def net(self) -> int:
+        return self.new_subscriptions - self.cancellations
+
+
+def last_days(*, days: int, now: datetime) -> tuple[date, date]:
+    """The `days` UTC days that end with today, as [start, end)."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime")
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"a window is 1 to {MAX_DAYS} days, not {days}")
+    end = now.astimezone(UTC).date() + timedelta(days=1)
+    return end - timedelta(days=days), end
+
+
+def _check(start: date, end: date) -> None:
+    if not start < end or (end - start).days > MAX_DAYS:
+        raise ValueError(f"a range is [start, end) with start < end, at most {MAX_DAYS} days")
+
+
+def active_per_plan_per_day(
+    *, conn: Connection, active_statuses: Sequence[str], start: date, end: date
+) -> list[PlanDay]:
+    """Active subscriptions per plan at the end of each UTC day in [start, end), by day.
+
+    One statement reads today's counts and the changes since `start`, one snapshot of both.
+    Plans with no active subscription on any of those days are left out.
+    """
+    _check(start, end)
+    history = subscription_history.c
+    changes = (
+        select(history.day, history.product_id, func.sum(history.subscription_change))
+        .where(history.day >= start, history.status.in_(list(active_statuses)))
+        .group_by(history.day, history.product_id)
+    )
+    today = (
+        select(
+            cast(null(), Date),
+            subscription_counts.c.product_id,
+            func.sum(subscription_counts.c.subscription_count),
+        )
+        .where(subscription_counts.c.status.in_(list(active_statuses)))
+        .group_by(subscription_counts.c.product_id)
+    )
+    current: dict[str, int] = {}
+    changed: dict[str, dict[date, int]] = {}
+    for day, product_id, total in conn.execute(union_all(changes, today)):
+        if day is None:
+            current[product_id] = int(total)
+        else:
+            changed.setdefault(product_id, {})[day] = int(total)
+
+    days = [start + timedelta(days=n) for n in range((end - start).days)]
+    counts: dict[str, list[int]] = {}
+    for product_id in current.keys() | changed.keys():
+        by_day = changed.get(product_id, {})
+        # Walk back from today: the count at the end of a day is the next day's count less
+        # that next day's change.
+        count = current.get(product_id, 0) - sum(n for day, n in by_day.items() if day >= end)
+        column = []
+        for day in reversed(days):
+            column.append(count)
+            count -= by_day.get(day, 0)
+        if any(column):
+            counts[product_id] = column[::-1]
+    names = _plan_names(conn, sorted(counts))
+    return [
+        PlanDay(day, plan_id_for(product_id), product_id, names[product_id], column[n])
+        for n, day in enumerate(days)
+        for product_id, column in sorted(counts.items(), key=lambda item: names[item[0]])
+    ]
+
+
+def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> list[WeekFlow]:
+    """New subscriptions and cancellations of the UTC days in [start, end), per week.
+
+    Weeks run Monday to Sunday; a week only partly in the range counts its days in it.
+    """
+    _check(start, end)
+    history = subscription_history.c
+    statement = (
+        select(history.day, func.sum(history.new_subscriptions), func.sum(history.cancellations))
+        .where(history.day >= start, history.day < end)
+        .group_by(history.day)
+    )
+    weeks: dict[date, list[int]] = {}
+    monday = start - timedelta(days=start.weekday())
+    while monday < end:
+        weeks[monday] = [0, 0]
+        monday += timedelta(days=7)
+    for day, new, canceled in conn.execute(statement):
+        week = weeks[day - timedelta(days=day.weekday())]
+        week[0] += int(new)
+        week[1] += int(canceled)
+    return [WeekFlow(week, new, canceled) for week, (new, canceled) in weeks.items()]
+
+
+def _plan_names(conn: Connection, product_ids: Sequence[str]) -> dict[str, str]:
+    known = dict(
+        conn.execute(select(products.c.id, products.c.name).where(products.c.id.in_(product_ids)))
+        .tuples()
+        .all()
+    )
+    return {product: plan_name_for(product, known.get(product)) for product in product_ids}
