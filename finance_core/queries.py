@@ -107,7 +107,8 @@ class SyncStatus:
 # The statements behind the Finance API's numbers, built once and run on the driver
 # (finance_core.statements): SQLAlchemy's building and execution cost ten times the database's
 # own work for reads this small. Constants are bound values SQLAlchemy fixes in the statement.
-_LATEST_EVENT = (
+# The event of the latest verified delivery ("last webhook"); retention never prunes it.
+LATEST_EVENT = (
     select(
         webhook_events.c.id,
         webhook_events.c.type,
@@ -167,13 +168,13 @@ _ANCHOR = select(literal(1).label("anchor")).subquery("anchor")
 def _summary_statement(statuses: tuple[str, ...]) -> Select[Any]:
     """A row per plan (none: one row of NULLs), each with the latest event's livemode."""
     plans = _plan_counts_statement(statuses).subquery("plans")
-    livemode = _LATEST_EVENT.with_only_columns(webhook_events.c.livemode).scalar_subquery()
+    livemode = LATEST_EVENT.with_only_columns(webhook_events.c.livemode).scalar_subquery()
     return select(
         plans.c.product_id, plans.c.name, plans.c.subscriptions, livemode.label("livemode")
     ).select_from(_ANCHOR.outerjoin(plans, true()))
 
 
-_LATEST = _LATEST_EVENT.subquery("latest")
+_LATEST = LATEST_EVENT.subquery("latest")
 _SYNC_STATUS = select(
     *_LATEST.c,
     _UNRESOLVED_FAILED_EVENTS.scalar_subquery().label("unresolved_failed_events"),

@@ -8,6 +8,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "secret", "xxx"})
 MIN_COOKIE_KEY_LENGTH = 32
+# Stripe retries a delivery for up to 3 days and an event can be resent by hand for 30: an
+# event pruned sooner would be taken for a new one when it comes again.
+MIN_EVENT_RETENTION_DAYS = 35
 
 
 class SettingsError(RuntimeError):
@@ -44,6 +47,7 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
     dashboard_cookie_key: SecretStr | None = None
     dashboard_cookie_expiry_days: float = Field(default=1, gt=0)
+    event_retention_days: int = 90
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod
@@ -86,6 +90,17 @@ class Settings(BaseSettings):
         if _is_placeholder(text) or len(text) < MIN_COOKIE_KEY_LENGTH:
             raise ValueError(
                 f"must be a random string of at least {MIN_COOKIE_KEY_LENGTH} characters"
+            )
+        return value
+
+    @field_validator("event_retention_days")
+    @classmethod
+    def _retention_outlasts_redeliveries(cls, value: int) -> int:
+        if value < MIN_EVENT_RETENTION_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_EVENT_RETENTION_DAYS} (days), not {value}: Stripe "
+                "retries a delivery for up to 3 days and an event can be resent by hand for "
+                "30, and an event pruned before then would be applied again as a new one"
             )
         return value
 

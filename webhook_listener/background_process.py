@@ -24,7 +24,9 @@ from finance_core.settings import Settings
 log = logging.getLogger("webhook_listener.background")
 
 # Job name -> "module:function", imported only by a worker that runs it.
-JOBS: dict[str, str] = {}
+JOBS: dict[str, str] = {
+    "housekeeping": "finance_core.housekeeping:housekeeping",
+}
 JOB_RESTART_DELAY_S = 5.0
 JOIN_TIMEOUT_S = 20.0
 
