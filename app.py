@@ -40,6 +40,18 @@ elif viewer.can_read:
             url_path="plan-distribution",
         ),
         st.Page(
+            "pages/failed_payments.py",
+            title="Payments",
+            icon=":material/credit_card_off:",
+            url_path="payments",
+        ),
+        st.Page(
+            "pages/subscription_trends.py",
+            title="Trends",
+            icon=":material/trending_up:",
+            url_path="trends",
+        ),
+        st.Page(
             "pages/webhooks.py",
             title="Webhooks",
             icon=":material/webhook:",

@@ -12,6 +12,7 @@ from dashboard.ui import STATUS_COLORS
 from finance_core.event_log import HourlyCount
 from finance_core.models import EVENT_STATUSES
 from finance_core.queries import PlanCount
+from finance_core.trends import PlanDay, WeekFlow
 
 PLAN_COLOR = "#1f6feb"
 FONT = {"family": "Inter, Source Sans Pro, sans-serif", "size": 13}
@@ -108,3 +109,46 @@ def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int)
     figure.update_yaxes(title_text="Events", gridcolor="#e6e9ef", rangemode="tozero")
     figure.update_xaxes(title_text="Hour (UTC)")
     return _layout(figure, height=320)
+
+
+def active_per_plan_per_day(rows: Sequence[PlanDay]) -> go.Figure:
+    """Active subscriptions of each plan at the end of each day, a line per plan."""
+    figure = go.Figure()
+    plans: dict[str, list[PlanDay]] = {}
+    for row in rows:
+        plans.setdefault(row.plan_name, []).append(row)
+    for name, days in plans.items():
+        figure.add_scatter(
+            x=[day.day for day in days],
+            y=[day.count for day in days],
+            name=name,
+            mode="lines",
+            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + name + "<extra></extra>",
+        )
+    figure.update_yaxes(title_text="Active subscriptions", gridcolor="#e6e9ef", rangemode="tozero")
+    figure.update_xaxes(title_text="Day (UTC)")
+    return _layout(figure, height=340)
+
+
+def week_flow(weeks: Sequence[WeekFlow]) -> go.Figure:
+    """New and canceled subscriptions per week, side by side."""
+    starts = [week.week for week in weeks]
+    figure = go.Figure()
+    figure.add_bar(
+        x=starts,
+        y=[week.new_subscriptions for week in weeks],
+        name="new",
+        marker_color=STATUS_COLORS["processed"],
+        hovertemplate="Week of %{x|%Y-%m-%d}: %{y:,} new<extra></extra>",
+    )
+    figure.add_bar(
+        x=starts,
+        y=[week.cancellations for week in weeks],
+        name="canceled",
+        marker_color=STATUS_COLORS["failed"],
+        hovertemplate="Week of %{x|%Y-%m-%d}: %{y:,} canceled<extra></extra>",
+    )
+    figure.update_layout(barmode="group", bargap=0.2)
+    figure.update_yaxes(title_text="Subscriptions", gridcolor="#e6e9ef", rangemode="tozero")
+    figure.update_xaxes(title_text="Week (UTC, from Monday)")
+    return _layout(figure, height=300)

@@ -5,8 +5,8 @@ results are keyed by the database URL, so two stores in one process (tests) neve
 """
 
 import tempfile
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, ParamSpec, TypeVar
 
 import streamlit as st
@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import event_log, migrate, queries, rejections, users
+from finance_core import event_log, migrate, payments, queries, rejections, trends, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.ingest import ReplayError, dismiss_event
 from finance_core.replay import replay_events
@@ -199,15 +199,61 @@ def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], I
     Streamlit runs it on another thread when the button is pressed, so it takes the engine
     rather than reaching for Streamlit's caches.
     """
+    return _spooled(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
+
+def payments_csv_export(engine: Engine) -> Callable[[], IO[bytes]]:
+    """A deferred CSV download of every failing invoice, as `csv_export` is for the log."""
+    return _spooled(lambda: payments.csv_pages(engine=engine))
+
+
+def _spooled(chunks: Callable[[], Iterator[str]]) -> Callable[[], IO[bytes]]:
     def build() -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
-        for chunk in event_log.csv_pages(engine=engine, filters=filters):
+        for chunk in chunks():
             spool.write(chunk.encode())
         spool.seek(0)
         return spool
 
     return build
+
+
+@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
+def _failing_invoices(
+    url: str, limit: int, after: payments.Cursor | None
+) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
+    with read_transaction(_engine_for(url)) as conn:
+        page = payments.failing_invoice_page(conn=conn, limit=limit, after=after)
+        return page, payments.failing_totals(conn=conn)
+
+
+@_store_errors
+def failing_invoices(
+    limit: int, after: payments.Cursor | None
+) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
+    """One page of the failing invoices and the totals per currency, from one snapshot."""
+    return _failing_invoices(settings().database_url, limit, after)
+
+
+@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
+def _trends(
+    url: str, statuses: tuple[str, ...], start: date, end: date
+) -> tuple[list[trends.PlanDay], list[trends.WeekFlow]]:
+    with read_transaction(_engine_for(url)) as conn:
+        per_day = trends.active_per_plan_per_day(
+            conn=conn, active_statuses=statuses, start=start, end=end
+        )
+        # Whole weeks: from the Monday of the window's first day.
+        monday = start - timedelta(days=start.weekday())
+        return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+
+
+@_store_errors
+def subscription_trends(days: int) -> tuple[list[trends.PlanDay], list[trends.WeekFlow]]:
+    """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
+    config = settings()
+    start, end = trends.last_days(days=days, now=now())
+    return _trends(config.database_url, tuple(config.active_subscription_statuses), start, end)
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
@@ -235,6 +281,8 @@ def forget_cached_reads() -> None:
         _event_types,
         _event_page,
         _sync_runs,
+        _failing_invoices,
+        _trends,
     ):
         cached.clear()
 

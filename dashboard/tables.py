@@ -7,9 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from finance_core.event_log import EventRow
+from finance_core.payments import CurrencyTotal, FailingInvoice
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
 from finance_core.sync import SyncRun
+from finance_core.trends import PlanDay, WeekFlow
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
@@ -110,5 +112,81 @@ def sync_run_table(runs: Sequence[SyncRun]) -> dict[str, Any]:
             "Changes": st.column_config.NumberColumn(format="localized"),
             "Failures": st.column_config.NumberColumn(format="localized"),
             "Error": st.column_config.TextColumn(width="large"),
+        },
+    }
+
+
+def failing_invoice_table(rows: Sequence[FailingInvoice]) -> dict[str, Any]:
+    """Failing invoices, each linked to its page in the Stripe Dashboard."""
+    frame = pd.DataFrame(
+        {
+            "Invoice": [row.stripe_url for row in rows],
+            "Subscription": [row.subscription_id or "" for row in rows],
+            "Plan": [row.plan_name or "" for row in rows],
+            "Amount due": [row.amount for row in rows],
+            "Attempts": pd.array([row.attempts for row in rows], "Int64"),
+            "Failing since (UTC)": [row.failing_since for row in rows],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            # The link shows the invoice id and opens the invoice in Stripe.
+            "Invoice": st.column_config.LinkColumn(display_text=r"/invoices/([^/?#]+)$"),
+            "Amount due": st.column_config.TextColumn(help="In the invoice's own currency"),
+            "Failing since (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
+    }
+
+
+def currency_total_table(totals: Sequence[CurrencyTotal]) -> dict[str, Any]:
+    """Failing invoices and the amount they leave unpaid, per currency."""
+    frame = pd.DataFrame(
+        {
+            "Currency": [(total.currency or "unknown").upper() for total in totals],
+            "Invoices": [total.invoices for total in totals],
+            "Amount due": [total.amount for total in totals],
+        }
+    )
+    return {"data": frame, "hide_index": True}
+
+
+def plan_trend_table(rows: Sequence[PlanDay]) -> dict[str, Any]:
+    """Per plan: active subscriptions on the window's first and last days, and the change."""
+    first = {row.plan_name: row.count for row in rows if row.day == rows[0].day}
+    last = {row.plan_name: row.count for row in rows if row.day == rows[-1].day}
+    frame = pd.DataFrame(
+        {
+            "Plan": list(last),
+            f"{rows[0].day:%Y-%m-%d}": [first.get(plan, 0) for plan in last],
+            f"{rows[-1].day:%Y-%m-%d}": list(last.values()),
+            "Change": [last[plan] - first.get(plan, 0) for plan in last],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {"Change": st.column_config.NumberColumn(format="%+d")},
+    }
+
+
+def week_flow_table(weeks: Sequence[WeekFlow]) -> dict[str, Any]:
+    """New and canceled subscriptions per week, newest week first."""
+    ordered = list(reversed(weeks))
+    frame = pd.DataFrame(
+        {
+            "Week of": [week.week for week in ordered],
+            "New": [week.new_subscriptions for week in ordered],
+            "Canceled": [week.cancellations for week in ordered],
+            "Net": [week.net for week in ordered],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Week of": st.column_config.DateColumn(format="YYYY-MM-DD"),
+            "Net": st.column_config.NumberColumn(format="%+d"),
         },
     }

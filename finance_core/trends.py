@@ -138,9 +138,6 @@ def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> li
 
 
 def _plan_names(conn: Connection, product_ids: Sequence[str]) -> dict[str, str]:
-    known = dict(
-        conn.execute(select(products.c.id, products.c.name).where(products.c.id.in_(product_ids)))
-        .tuples()
-        .all()
-    )
+    statement = select(products.c.id, products.c.name).where(products.c.id.in_(product_ids))
+    known = {product_id: name for product_id, name in conn.execute(statement)}
     return {product: plan_name_for(product, known.get(product)) for product in product_ids}

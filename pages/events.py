@@ -23,6 +23,11 @@ TRAIL, FILTER_KEY, ANCHOR = "events_trail", "events_filter_key", "events_anchor"
 
 auth.current_viewer()
 st.title("Events")
+st.caption(
+    f"Processed, ignored and dismissed events are kept for {data.settings().event_retention_days} "
+    "days (EVENT_RETENTION_DAYS), then pruned; failed events stay until they are replayed or "
+    "dismissed. Counts, trends and health do not depend on them."
+)
 
 kind, outcome, period = st.columns(3)
 event_type = kind.selectbox("Type", [ALL, *data.event_types()], key="events_type")
