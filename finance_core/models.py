@@ -154,23 +154,18 @@ invoices = Table(
     Column("failing_since", UTCDateTime),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
+    # The failing few, newest failure first: the failed-payments count and the Payments
+    # page's keyset pages. Spelled as each dialect renders `WHERE invoices.payment_failing`
+    # (SQLite: `= 1`), or the planners would not use it.
     Index(
         "ix_invoices_failing",
-        "payment_failing",
-        # Spelled as each dialect renders `WHERE invoices.payment_failing`, so that the
-        # failed-payments count reads the failing few, not every invoice (SQLite: `= 1`).
-        sqlite_where=text("payment_failing = 1"),
-        postgresql_where=text("payment_failing"),
-    ),
-    # The Payments page's keyset pages over the failing few, newest failure first.
-    Index(
-        "ix_invoices_failing_since",
         "failing_since",
         "id",
         sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
     ),
 )
+
 
 webhook_events = Table(
     "webhook_events",

@@ -5,8 +5,9 @@ subscription's plan or status, one more upsert (two rows on an update, in key or
 PostgreSQL so that concurrent moves cannot deadlock) adds the day's net change per (plan,
 status) and counts the day's new subscriptions and cancellations. The day is the UTC date of
 the row's `updated_at`, when the store saw the change. Existing counts start the history on
-the day of this migration. `invoices.failing_since` gets an index for the Payments page's
-keyset pages; the invoices failing now are taken to fail since they were last written.
+the day of this migration. The partial index of the failing invoices moves to
+(failing_since, id), which serves the failed-payments count as before and the Payments page's
+keyset pages too; the invoices failing now are taken to fail since they were last written.
 
 Revision ID: 0009_history_retention
 Revises: 0005_leases
@@ -126,6 +127,18 @@ POSTGRESQL = [
 _TODAY = {"sqlite": "date('now')", "postgresql": "(now() AT TIME ZONE 'UTC')::date"}
 
 
+def _failing_index(columns: list[str]) -> None:
+    op.drop_index("ix_invoices_failing", table_name="invoices")
+    op.create_index(
+        "ix_invoices_failing",
+        "invoices",
+        columns,
+        # As 0004 spelled it for SQLite's planner.
+        sqlite_where=sa.text("payment_failing = 1"),
+        postgresql_where=sa.text("payment_failing"),
+    )
+
+
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     op.create_table(
@@ -153,18 +166,12 @@ def upgrade() -> None:
             sa.Column("failing_since", finance_core.models.UTCDateTime(), nullable=True)
         )
     op.execute("UPDATE invoices SET failing_since = updated_at WHERE payment_failing")
-    op.create_index(
-        "ix_invoices_failing_since",
-        "invoices",
-        ["failing_since", "id"],
-        sqlite_where=sa.text("payment_failing = 1"),
-        postgresql_where=sa.text("payment_failing"),
-    )
+    _failing_index(["failing_since", "id"])
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    op.drop_index("ix_invoices_failing_since", table_name="invoices")
+    _failing_index(["payment_failing"])
     with op.batch_alter_table("invoices", schema=None) as batch_op:
         batch_op.drop_column("failing_since")
     # The triggers of 0003 again, as that revision defines them.
