@@ -4,10 +4,9 @@ Every function here calls a named query in finance_core; the pages never see SQL
 results are keyed by the database URL, so two stores in one process (tests) never mix.
 """
 
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -27,7 +26,6 @@ from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_r
 HEALTH_TTL = timedelta(seconds=10)
 SUMMARY_TTL = timedelta(seconds=30)
 LOG_TTL = timedelta(seconds=15)
-EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -193,27 +191,24 @@ def event_page(
     return _event_page(settings().database_url, filters, limit, after)
 
 
-def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], IO[bytes]]:
-    """A deferred CSV download of the filtered log, spooled to disk past a few megabytes.
+def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], bytes]:
+    """A deferred CSV download of the filtered log, built only when the button is pressed.
 
-    Streamlit runs it on another thread when the button is pressed, so it takes the engine
-    rather than reaching for Streamlit's caches.
+    Streamlit runs it on another thread, so it takes the engine rather than reaching for
+    Streamlit's caches. Streamlit holds a download in memory whatever it is given (a file
+    object of another kind than BytesIO it refuses), so the file is the bytes themselves.
     """
-    return _spooled(lambda: event_log.csv_pages(engine=engine, filters=filters))
+    return _joined(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
 
-def payments_csv_export(engine: Engine) -> Callable[[], IO[bytes]]:
+def payments_csv_export(engine: Engine) -> Callable[[], bytes]:
     """A deferred CSV download of every failing invoice, as `csv_export` is for the log."""
-    return _spooled(lambda: payments.csv_pages(engine=engine))
+    return _joined(lambda: payments.csv_pages(engine=engine))
 
 
-def _spooled(chunks: Callable[[], Iterator[str]]) -> Callable[[], IO[bytes]]:
-    def build() -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
-        for chunk in chunks():
-            spool.write(chunk.encode())
-        spool.seek(0)
-        return spool
+def _joined(chunks: Callable[[], Iterator[str]]) -> Callable[[], bytes]:
+    def build() -> bytes:
+        return b"".join(chunk.encode() for chunk in chunks())
 
     return build
 
