@@ -1,4 +1,4 @@
-"""`python -m bench`: ingest throughput and the read path at scale; a table and JSON results."""
+"""`python -m bench`: ingest, the read path and the finance views at scale; tables and JSON."""
 
 import argparse
 import json
@@ -281,9 +281,35 @@ def bench_read_path(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
+def bench_finance_views(args: argparse.Namespace) -> dict[str, object]:
+    from bench import finance_views
+
+    result = finance_views.run(
+        postgres=not args.no_postgres,
+        sqlite=not args.no_sqlite,
+        events_n=args.retention_events,
+        subscriptions_n=args.subscriptions,
+        failing_n=args.failing_invoices,
+        seconds=args.duration,
+        dashboard_runs=0 if args.no_dashboard else args.dashboard_runs,
+    )
+    for backend, figures in result.items():
+        retention = figures["retention"]
+        print(
+            f"\n  {backend}: {retention['bytes_per_million_events'] / 2**20:.0f} MiB per million "
+            f"events; pruned {retention['events']:,} in {retention['prune_s']:.0f} s "
+            f"({retention['pruned_per_s']:,.0f}/s)"
+        )
+        for name, timing in figures["trends"]["queries"].items():
+            print(f"  {name:40} p50 {timing['p50_ms']:6.1f} ms  p95 {timing['p95_ms']:6.1f} ms")
+        for target in figures["targets"]:
+            print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["ingest", "read-path"])
+    parser.add_argument("--only", choices=["ingest", "read-path", "finance-views"])
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
@@ -312,6 +338,12 @@ def main() -> None:
         help="an extra `streamlit run` setting for the dashboard (experiments)",
     )
     parser.add_argument("--no-dashboard", action="store_true", help="read path: skip Chromium")
+    parser.add_argument(
+        "--retention-events", type=int, default=1_000_000, help="finance views: events to prune"
+    )
+    parser.add_argument(
+        "--failing-invoices", type=int, default=100_000, help="finance views: Payments page"
+    )
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
@@ -319,6 +351,8 @@ def main() -> None:
         report["ingest"] = bench_ingest(args)
     if args.only in (None, "read-path"):
         report["read_path"] = bench_read_path(args)
+    if args.only in (None, "finance-views"):
+        report["finance_views"] = bench_finance_views(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

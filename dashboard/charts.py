@@ -12,7 +12,7 @@ from dashboard.ui import STATUS_COLORS
 from finance_core.event_log import HourlyCount
 from finance_core.models import EVENT_STATUSES
 from finance_core.queries import PlanCount
-from finance_core.trends import PlanDay, WeekFlow
+from finance_core.trends import PlanSeries, WeekFlow
 
 PLAN_COLOR = "#1f6feb"
 FONT = {"family": "Inter, Source Sans Pro, sans-serif", "size": 13}
@@ -111,19 +111,16 @@ def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int)
     return _layout(figure, height=320)
 
 
-def active_per_plan_per_day(rows: Sequence[PlanDay]) -> go.Figure:
+def active_per_plan_per_day(plans: Sequence[PlanSeries]) -> go.Figure:
     """Active subscriptions of each plan at the end of each day, a line per plan."""
     figure = go.Figure()
-    plans: dict[str, list[PlanDay]] = {}
-    for row in rows:
-        plans.setdefault(row.plan_name, []).append(row)
-    for name, days in plans.items():
+    for plan in plans:
         figure.add_scatter(
-            x=[day.day for day in days],
-            y=[day.count for day in days],
-            name=name,
+            x=list(plan.days),
+            y=list(plan.counts),
+            name=plan.plan_name,
             mode="lines",
-            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + name + "<extra></extra>",
+            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + plan.plan_name + "<extra></extra>",
         )
     figure.update_yaxes(title_text="Active subscriptions", gridcolor="#e6e9ef", rangemode="tozero")
     figure.update_xaxes(title_text="Day (UTC)")

@@ -233,7 +233,7 @@ def failing_invoices(
 @st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
 def _trends(
     url: str, statuses: tuple[str, ...], start: date, end: date
-) -> tuple[list[trends.PlanDay], list[trends.WeekFlow]]:
+) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
     with read_transaction(_engine_for(url)) as conn:
         per_day = trends.active_per_plan_per_day(
             conn=conn, active_statuses=statuses, start=start, end=end
@@ -244,7 +244,7 @@ def _trends(
 
 
 @_store_errors
-def subscription_trends(days: int) -> tuple[list[trends.PlanDay], list[trends.WeekFlow]]:
+def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
     """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
     config = settings()
     start, end = trends.last_days(days=days, now=now())

@@ -11,7 +11,7 @@ from finance_core.payments import CurrencyTotal, FailingInvoice
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
 from finance_core.sync import SyncRun
-from finance_core.trends import PlanDay, WeekFlow
+from finance_core.trends import PlanSeries, WeekFlow
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
@@ -152,16 +152,15 @@ def currency_total_table(totals: Sequence[CurrencyTotal]) -> dict[str, Any]:
     return {"data": frame, "hide_index": True}
 
 
-def plan_trend_table(rows: Sequence[PlanDay]) -> dict[str, Any]:
+def plan_trend_table(plans: Sequence[PlanSeries]) -> dict[str, Any]:
     """Per plan: active subscriptions on the window's first and last days, and the change."""
-    first = {row.plan_name: row.count for row in rows if row.day == rows[0].day}
-    last = {row.plan_name: row.count for row in rows if row.day == rows[-1].day}
+    first_day, last_day = plans[0].days[0], plans[0].days[-1]
     frame = pd.DataFrame(
         {
-            "Plan": list(last),
-            f"{rows[0].day:%Y-%m-%d}": [first.get(plan, 0) for plan in last],
-            f"{rows[-1].day:%Y-%m-%d}": list(last.values()),
-            "Change": [last[plan] - first.get(plan, 0) for plan in last],
+            "Plan": [plan.plan_name for plan in plans],
+            f"{first_day:%Y-%m-%d}": [plan.counts[0] for plan in plans],
+            f"{last_day:%Y-%m-%d}": [plan.counts[-1] for plan in plans],
+            "Change": [plan.counts[-1] - plan.counts[0] for plan in plans],
         }
     )
     return {

@@ -11,9 +11,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Date, cast, func, null, select, union_all
+from sqlalchemy import Connection, Date, Select, bindparam, cast, func, null, select, union_all
 
+from finance_core import statements as hot
 from finance_core.models import products, subscription_counts, subscription_history
 from finance_core.queries import plan_id_for, plan_name_for
 
@@ -22,14 +25,14 @@ WINDOWS = (30, 90, 365)
 
 
 @dataclass(frozen=True, slots=True)
-class PlanDay:
-    """Active subscriptions of one plan at the end of one UTC day."""
+class PlanSeries:
+    """One plan's active subscriptions at the end of each UTC day of a window."""
 
-    day: date
     plan_id: uuid.UUID
     product_id: str
     plan_name: str
-    count: int
+    days: tuple[date, ...]
+    counts: tuple[int, ...]  # one per day, in the order of `days`
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +63,18 @@ def _check(start: date, end: date) -> None:
         raise ValueError(f"a range is [start, end) with start < end, at most {MAX_DAYS} days")
 
 
-def active_per_plan_per_day(
-    *, conn: Connection, active_statuses: Sequence[str], start: date, end: date
-) -> list[PlanDay]:
-    """Active subscriptions per plan at the end of each UTC day in [start, end), by day.
+_history = subscription_history.c
 
-    One statement reads today's counts and the changes since `start`, one snapshot of both.
-    Plans with no active subscription on any of those days are left out.
-    """
-    _check(start, end)
-    history = subscription_history.c
+
+@cache
+def _active_statement(statuses: tuple[str, ...]) -> Select[Any]:
+    """Per day since :start and plan, the change of the active ones; then today's counts."""
+    # One named parameter per status (fixed by the settings), not an expanding IN list.
+    wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
     changes = (
-        select(history.day, history.product_id, func.sum(history.subscription_change))
-        .where(history.day >= start, history.status.in_(list(active_statuses)))
-        .group_by(history.day, history.product_id)
+        select(_history.day, _history.product_id, func.sum(_history.subscription_change))
+        .where(_history.day >= bindparam("start", type_=Date), _history.status.in_(wanted))
+        .group_by(_history.day, _history.product_id)
     )
     today = (
         select(
@@ -81,19 +82,51 @@ def active_per_plan_per_day(
             subscription_counts.c.product_id,
             func.sum(subscription_counts.c.subscription_count),
         )
-        .where(subscription_counts.c.status.in_(list(active_statuses)))
+        .where(subscription_counts.c.status.in_(wanted))
         .group_by(subscription_counts.c.product_id)
     )
+    return union_all(changes, today)
+
+
+_FLOW = (
+    select(_history.day, func.sum(_history.new_subscriptions), func.sum(_history.cancellations))
+    .where(
+        _history.day >= bindparam("start", type_=Date), _history.day < bindparam("end", type_=Date)
+    )
+    .group_by(_history.day)
+)
+
+
+def _day(conn: Connection, value: date) -> Any:
+    """A day as the driver stores it (SQLite: ISO text)."""
+    return value.isoformat() if conn.dialect.name == "sqlite" else value
+
+
+def _stored_day(value: date | str) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def active_per_plan_per_day(
+    *, conn: Connection, active_statuses: Sequence[str], start: date, end: date
+) -> list[PlanSeries]:
+    """Active subscriptions per plan at the end of each UTC day in [start, end), by plan name.
+
+    One statement reads today's counts and the changes since `start`, one snapshot of both;
+    it is compiled once and run on the driver (`finance_core.statements`), since a year of a
+    few dozen plans is thousands of rows. Plans never active in the window are left out.
+    """
+    _check(start, end)
+    statement = _active_statement(tuple(active_statuses))
     current: dict[str, int] = {}
     changed: dict[str, dict[date, int]] = {}
-    for day, product_id, total in conn.execute(union_all(changes, today)):
+    for day, product_id, total in hot.run(conn, statement, {"start": _day(conn, start)}):
         if day is None:
             current[product_id] = int(total)
         else:
-            changed.setdefault(product_id, {})[day] = int(total)
+            changed.setdefault(product_id, {})[_stored_day(day)] = int(total)
 
-    days = [start + timedelta(days=n) for n in range((end - start).days)]
-    counts: dict[str, list[int]] = {}
+    days = tuple(start + timedelta(days=n) for n in range((end - start).days))
+    counts: dict[str, tuple[int, ...]] = {}
     for product_id in current.keys() | changed.keys():
         by_day = changed.get(product_id, {})
         # Walk back from today: the count at the end of a day is the next day's count less
@@ -104,13 +137,14 @@ def active_per_plan_per_day(
             column.append(count)
             count -= by_day.get(day, 0)
         if any(column):
-            counts[product_id] = column[::-1]
+            counts[product_id] = tuple(reversed(column))
     names = _plan_names(conn, sorted(counts))
-    return [
-        PlanDay(day, plan_id_for(product_id), product_id, names[product_id], column[n])
-        for n, day in enumerate(days)
-        for product_id, column in sorted(counts.items(), key=lambda item: names[item[0]])
+    series = [
+        PlanSeries(plan_id_for(product_id), product_id, names[product_id], days, column)
+        for product_id, column in counts.items()
     ]
+    series.sort(key=lambda plan: (plan.plan_name, plan.product_id))
+    return series
 
 
 def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> list[WeekFlow]:
@@ -119,18 +153,14 @@ def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> li
     Weeks run Monday to Sunday; a week only partly in the range counts its days in it.
     """
     _check(start, end)
-    history = subscription_history.c
-    statement = (
-        select(history.day, func.sum(history.new_subscriptions), func.sum(history.cancellations))
-        .where(history.day >= start, history.day < end)
-        .group_by(history.day)
-    )
     weeks: dict[date, list[int]] = {}
     monday = start - timedelta(days=start.weekday())
     while monday < end:
         weeks[monday] = [0, 0]
         monday += timedelta(days=7)
-    for day, new, canceled in conn.execute(statement):
+    params = {"start": _day(conn, start), "end": _day(conn, end)}
+    for stored, new, canceled in hot.run(conn, _FLOW, params):
+        day = _stored_day(stored)
         week = weeks[day - timedelta(days=day.weekday())]
         week[0] += int(new)
         week[1] += int(canceled)

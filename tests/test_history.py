@@ -128,13 +128,14 @@ def test_active_per_plan_per_day_is_todays_counts_less_the_changes_since(engine)
         later = active_per_plan_per_day(
             conn=conn, active_statuses=ACTIVE, start=start, end=start + timedelta(days=3)
         )
-    counts = {(row.day, row.plan_name): row.count for row in days}
-    assert [counts[(start + timedelta(days=n), "Alpha")] for n in range(6)] == [0, 1, 2, 3, 2, 2]
-    assert [counts[(start + timedelta(days=n), "prod_b")] for n in range(6)] == [0, 0, 1, 1, 1, 1]
-    assert {row.plan_name for row in days} == {"Alpha", "prod_b"}
+    alpha, plan_b = days  # by name; prod_c was never active
+    assert alpha.days == tuple(start + timedelta(days=n) for n in range(6))
+    assert (alpha.plan_name, alpha.counts) == ("Alpha", (0, 1, 2, 3, 2, 2))
+    assert (plan_b.plan_name, plan_b.counts) == ("prod_b", (0, 0, 1, 1, 1, 1))
     # A window that ends before today reads the same days the same way.
-    assert [(r.day, r.plan_name, r.count) for r in later] == [
-        (r.day, r.plan_name, r.count) for r in days if r.day < start + timedelta(days=3)
+    assert [(plan.plan_name, plan.counts) for plan in later] == [
+        ("Alpha", (0, 1, 2)),
+        ("prod_b", (0, 0, 1)),
     ]
 
 
@@ -215,7 +216,7 @@ def test_the_history_adds_up_to_the_counts_in_any_delivery_order(engine, deliver
     with read_transaction(engine) as conn:
         start, end = last_days(days=10, now=DAY + timedelta(days=5))
         days = active_per_plan_per_day(conn=conn, active_statuses=ACTIVE, start=start, end=end)
-    last = {row.product_id: row.count for row in days if row.day == end - timedelta(days=1)}
+    last = {plan.product_id: plan.counts[-1] for plan in days}
     active = {}
     for (product, status), count in recount.items():
         if status in ACTIVE:
