@@ -1,10 +1,12 @@
 """Small widgets and formats the pages share: times, the health badge, failure messages."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import data
 from finance_core.queries import SyncStatus, WebhookHealth
@@ -84,3 +86,22 @@ def show_flash(key: str) -> None:
     if outcome:
         ok, message = outcome
         (st.success if ok else st.error)(message)
+
+
+def keyset_pager(
+    trail_key: str, next_cursor: Any, *, refresh: Callable[[], None]
+) -> DeltaGenerator:
+    """← Newer, Older → and Refresh over keyset pages whose cursors the session keeps under
+    `trail_key`; returns the column left beside them (for an export)."""
+
+    def newer() -> None:
+        st.session_state[trail_key] = st.session_state[trail_key][:-1]
+
+    def older() -> None:
+        st.session_state[trail_key] = [*st.session_state[trail_key], next_cursor]
+
+    back, forward, again, rest = st.columns([1, 1, 1, 3])
+    back.button("← Newer", on_click=newer, disabled=not st.session_state.get(trail_key))
+    forward.button("Older →", on_click=older, disabled=next_cursor is None)
+    again.button("Refresh", on_click=refresh, icon=":material/refresh:")
+    return rest

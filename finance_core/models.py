@@ -164,6 +164,14 @@ invoices = Table(
         sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
     ),
+    # The Payments page's totals per currency, read from the index alone.
+    Index(
+        "ix_invoices_failing_currency",
+        "currency",
+        "amount_due",
+        sqlite_where=text("payment_failing = 1"),
+        postgresql_where=text("payment_failing"),
+    ),
 )
 
 

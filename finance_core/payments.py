@@ -104,14 +104,15 @@ _PAGE = (
     .where(invoices.c.payment_failing)
     .order_by(invoices.c.failing_since.desc(), invoices.c.id.desc())
 )
+# Stripe's currency codes are lower case, so grouping the column as it is stays in index order.
 _TOTALS = (
     select(
-        func.lower(invoices.c.currency).label("currency"),
+        invoices.c.currency,
         func.count().label("invoices"),
         func.coalesce(func.sum(invoices.c.amount_due), 0).label("amount_due"),
     )
     .where(invoices.c.payment_failing)
-    .group_by(func.lower(invoices.c.currency))
+    .group_by(invoices.c.currency)
 )
 
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import streamlit as st
 
-from dashboard import auth, data, tables
+from dashboard import auth, data, tables, ui
 from finance_core.event_log import Cursor, EventFilter
 from finance_core.models import EVENT_STATUSES
 
@@ -77,23 +77,12 @@ else:
     st.info("No events match these filters.")
 
 
-def newer() -> None:
-    st.session_state[TRAIL] = st.session_state[TRAIL][:-1]
-
-
-def older() -> None:
-    st.session_state[TRAIL] = [*st.session_state[TRAIL], page.next_cursor]
-
-
 def refresh() -> None:
     st.session_state.pop(ANCHOR, None)
     data.forget_cached_reads()
 
 
-back, forward, again, export = st.columns([1, 1, 1, 3])
-back.button("← Newer", on_click=newer, disabled=not trail)
-forward.button("Older →", on_click=older, disabled=page.next_cursor is None)
-again.button("Refresh", on_click=refresh, icon=":material/refresh:")
+export = ui.keyset_pager(TRAIL, page.next_cursor, refresh=refresh)
 export.download_button(
     "Download CSV",
     data=data.csv_export(data.engine(), filters),

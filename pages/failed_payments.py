@@ -37,23 +37,12 @@ else:  # the invoices of this page recovered meanwhile
     st.info("No more failing invoices past the previous page.")
 
 
-def newer() -> None:
-    st.session_state[TRAIL] = st.session_state[TRAIL][:-1]
-
-
-def older() -> None:
-    st.session_state[TRAIL] = [*st.session_state[TRAIL], page.next_cursor]
-
-
 def refresh() -> None:
     st.session_state[TRAIL] = []
     data.forget_cached_reads()
 
 
-back, forward, again, export = st.columns([1, 1, 1, 3])
-back.button("← Newer", on_click=newer, disabled=not trail)
-forward.button("Older →", on_click=older, disabled=page.next_cursor is None)
-again.button("Refresh", on_click=refresh, icon=":material/refresh:")
+export = ui.keyset_pager(TRAIL, page.next_cursor, refresh=refresh)
 export.download_button(
     "Download CSV",
     data=data.payments_csv_export(data.engine()),

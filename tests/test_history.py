@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from finance_core import demo, migrate
 from finance_core.db import make_engine, read_transaction, write_transaction
@@ -16,11 +16,10 @@ from finance_core.demo_history import spread
 from finance_core.ingest import StripeEvent, ingest_event
 from finance_core.models import (
     invoices,
-    subscription_counts,
     subscription_history,
-    subscriptions,
 )
 from finance_core.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
+from tests.support import reads
 from tests.support import stripe_factory as sf
 
 DAY = datetime(2026, 11, 2, 23, 30, tzinfo=UTC)  # a Monday, late in the UTC day
@@ -65,20 +64,7 @@ def cumulative(engine):
 
 def maintained_and_recounted(engine):
     with read_transaction(engine) as conn:
-        maintained = {
-            (r.product_id, r.status): r.subscription_count
-            for r in conn.execute(select(subscription_counts))
-            if r.subscription_count
-        }
-        recount = {
-            (r.product_id, r.status): r.n
-            for r in conn.execute(
-                select(
-                    subscriptions.c.product_id, subscriptions.c.status, func.count().label("n")
-                ).group_by(subscriptions.c.product_id, subscriptions.c.status)
-            )
-        }
-    return maintained, recount
+        return reads.maintained_and_recounted(conn)
 
 
 def test_each_change_lands_on_the_utc_day_the_store_saw_it(engine):

@@ -7,7 +7,8 @@ status) and counts the day's new subscriptions and cancellations. The day is the
 the row's `updated_at`, when the store saw the change. Existing counts start the history on
 the day of this migration. The partial index of the failing invoices moves to
 (failing_since, id), which serves the failed-payments count as before and the Payments page's
-keyset pages too; the invoices failing now are taken to fail since they were last written.
+keyset pages too, and another over (currency, amount_due) gives the totals per currency from
+the index alone; the invoices failing now are taken to fail since they were last written.
 
 Revision ID: 0009_history_retention
 Revises: 0005_leases
@@ -167,10 +168,18 @@ def upgrade() -> None:
         )
     op.execute("UPDATE invoices SET failing_since = updated_at WHERE payment_failing")
     _failing_index(["failing_since", "id"])
+    op.create_index(
+        "ix_invoices_failing_currency",
+        "invoices",
+        ["currency", "amount_due"],
+        sqlite_where=sa.text("payment_failing = 1"),
+        postgresql_where=sa.text("payment_failing"),
+    )
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
+    op.drop_index("ix_invoices_failing_currency", table_name="invoices")
     _failing_index(["payment_failing"])
     with op.batch_alter_table("invoices", schema=None) as batch_op:
         batch_op.drop_column("failing_since")
