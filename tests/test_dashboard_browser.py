@@ -423,3 +423,11 @@ def test_trends_draws_its_charts(page):
     assert charts.count() == 2
     page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(state="attached")
     screenshot(page, "trends")
+
+
+def test_a_link_to_payments_opens_payments_once_signed_in(page, dashboard_url):
+    page.goto(f"{dashboard_url}/payments")
+    sign_in(page, "fiona")
+    page.get_by_role("heading", name="Payments").wait_for()
+    assert page.url == f"{dashboard_url}/payments"
+    assert page.get_by_text("Page not found").count() == 0
