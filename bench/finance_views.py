@@ -239,6 +239,17 @@ def payments_page(
             executable_path=str(dashboard_scale.CHROMIUM), args=dashboard_scale.CHROMIUM_ARGS
         )
         try:
+            # A process's very first page run knows only the pages/ folder, not the app's
+            # navigation: a first visit at /payments would meet "page not found". Open the
+            # root once, as the first viewer after a restart does.
+            context = browser.new_context()
+            first = context.new_page()
+            first.goto(url)
+            first.get_by_role("textbox", name="Username").wait_for(
+                timeout=dashboard_scale.TIMEOUT_MS
+            )
+            dashboard_scale._idle_since(first)
+            context.close()
             for run in range(runs):
                 if run:
                     time.sleep(pause)
