@@ -9,6 +9,23 @@ from dashboard import auth, ui
 
 st.set_page_config(page_title="PenguinMails Finance", page_icon="🐧", layout="wide")
 
+# The addresses of the pages below. Signed out, each shows the sign-in form and keeps its URL,
+# so that a link to a page (a bookmark, an alert's) opens that page once signed in rather than
+# Streamlit's "page not found" over the form.
+PAGE_PATHS = (
+    "home",
+    "plan-distribution",
+    "payments",
+    "trends",
+    "webhook-health",
+    "event-log",
+    "stripe-sync",
+    "users",
+    "api-tokens",
+    "audit-log",
+    "alerts",
+)
+
 
 def signed_out() -> None:
     """Nothing but the login form above."""
@@ -23,7 +40,13 @@ with ui.friendly_errors():
 # that is without the sign-in. Unmatched, it falls back to this script, which navigates.
 if viewer is None:
     # Always navigate, even signed out, so that Streamlit never serves pages/ on its own.
-    page = st.navigation([st.Page(signed_out, title="Sign in", url_path="sign-in")])
+    page = st.navigation(
+        [
+            st.Page(signed_out, title="Sign in", url_path="sign-in", default=True),
+            *(st.Page(signed_out, title="Sign in", url_path=path) for path in PAGE_PATHS),
+        ],
+        position="hidden",
+    )
 elif viewer.can_read:
     pages = [
         st.Page(
@@ -38,6 +61,18 @@ elif viewer.can_read:
             title="Plans",
             icon=":material/bar_chart:",
             url_path="plan-distribution",
+        ),
+        st.Page(
+            "pages/failed_payments.py",
+            title="Payments",
+            icon=":material/credit_card_off:",
+            url_path="payments",
+        ),
+        st.Page(
+            "pages/subscription_trends.py",
+            title="Trends",
+            icon=":material/trending_up:",
+            url_path="trends",
         ),
         st.Page(
             "pages/webhooks.py",

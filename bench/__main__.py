@@ -1,4 +1,5 @@
-"""`python -m bench`: ingest, the read path and alerts and metrics at scale; tables and JSON."""
+"""`python -m bench`: ingest, scale-out, the read path, thin events, alerts and metrics, and the
+finance views at scale; tables and JSON."""
 
 import argparse
 import json
@@ -442,10 +443,37 @@ def _print_alerts(result: dict[str, Any]) -> None:
         print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
 
 
+def bench_finance_views(args: argparse.Namespace) -> dict[str, object]:
+    from bench import finance_views
+
+    result = finance_views.run(
+        postgres=not args.no_postgres,
+        sqlite=not args.no_sqlite,
+        events_n=args.retention_events,
+        subscriptions_n=args.subscriptions,
+        failing_n=args.failing_invoices,
+        seconds=args.duration,
+        dashboard_runs=0 if args.no_dashboard else args.dashboard_runs,
+    )
+    for backend, figures in result.items():
+        retention = figures["retention"]
+        print(
+            f"\n  {backend}: {retention['bytes_per_million_events'] / 2**20:.0f} MiB per million "
+            f"events; pruned {retention['events']:,} in {retention['prune_s']:.0f} s "
+            f"({retention['pruned_per_s']:,.0f}/s)"
+        )
+        for name, timing in figures["trends"]["queries"].items():
+            print(f"  {name:40} p50 {timing['p50_ms']:6.1f} ms  p95 {timing['p95_ms']:6.1f} ms")
+        for target in figures["targets"]:
+            print(f"  {target['target']:52} {target['measured']:>10}  {mark(target['met'])}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", choices=["ingest", "scale-out", "read-path", "thin-events", "alerts"]
+        "--only",
+        choices=["ingest", "scale-out", "read-path", "thin-events", "alerts", "finance-views"],
     )
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
@@ -482,6 +510,12 @@ def main() -> None:
         "--thin-duration", type=int, default=20, help="thin events: seconds of snapshot load"
     )
     parser.add_argument("--no-ingest", action="store_true", help="alerts: skip the ingest rounds")
+    parser.add_argument(
+        "--retention-events", type=int, default=1_000_000, help="finance views: events to prune"
+    )
+    parser.add_argument(
+        "--failing-invoices", type=int, default=100_000, help="finance views: Payments page"
+    )
     args = parser.parse_args()
 
     report: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "args": vars(args)}
@@ -495,6 +529,8 @@ def main() -> None:
         report["thin_events"] = bench_thin_events(args)
     if args.only in (None, "alerts"):
         report["alerts"] = bench_alerts(args)
+    if args.only in (None, "finance-views"):
+        report["finance_views"] = bench_finance_views(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

@@ -109,6 +109,7 @@ def fill(
                         "subscription_id": None,
                         "status": "open",
                         "payment_failing": n % 10 == 0,
+                        "failing_since": now if n % 10 == 0 else None,
                         "amount_due": 2900,
                         "currency": "usd",
                         "attempt_count": 1,
@@ -117,15 +118,23 @@ def fill(
                     for n in range(start, min(start + BATCH, invoices_n))
                 ],
             )
-    first = now - timedelta(days=30)
-    step = timedelta(days=30) / max(events_n, 1)
+    load_events(engine, events_n=events_n, first=now - timedelta(days=30), span=timedelta(days=30))
+    analyze(engine)
+    return time.perf_counter() - started
+
+
+def load_events(
+    engine: Engine, *, events_n: int, first: datetime, span: timedelta, prefix: str = "evt_scale"
+) -> None:
+    """Bulk-load `events_n` processed deliveries received evenly over [first, first + span)."""
+    step = span / max(events_n, 1)
     for start in range(0, events_n, BATCH):
         rows = []
         for n in range(start, min(start + BATCH, events_n)):
             at = first + step * n
             rows.append(
                 {
-                    "id": f"evt_scale_{n:09d}",
+                    "id": f"{prefix}_{n:09d}",
                     "type": EVENT_TYPES[n % 4],
                     "created": 1_790_000_000 + n,
                     "api_version": "2025-03-31.basil",
@@ -143,13 +152,16 @@ def fill(
             )
         with write_transaction(engine) as conn:
             conn.execute(insert(webhook_events), rows)
+
+
+def analyze(engine: Engine) -> None:
+    """Fresh planner statistics after a bulk load."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     else:
         with write_transaction(engine) as conn:
             conn.execute(text("ANALYZE"))
-    return time.perf_counter() - started
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

@@ -14,7 +14,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import audit, event_log, migrate, queries, rejections, resolver, tokens, users
+from finance_core import (
+    audit,
+    event_log,
+    migrate,
+    payments,
+    queries,
+    rejections,
+    resolver,
+    tokens,
+    trends,
+    users,
+)
 from finance_core.alerts import channels, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
 from finance_core.db import make_engine, read_transaction
@@ -256,9 +267,52 @@ def _deferred(chunks: Callable[[], Iterator[str]]) -> Callable[[], bytes]:
     return build
 
 
+def payments_csv_export(engine: Engine) -> Callable[[], bytes]:
+    """Every failing invoice as a deferred CSV download, as `csv_export` is for the log."""
+    return _deferred(lambda: payments.csv_pages(engine=engine))
+
+
 def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], bytes]:
     """The filtered event log as a deferred CSV download."""
     return _deferred(lambda: event_log.csv_pages(engine=engine, filters=filters))
+
+
+@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
+def _failing_invoices(
+    url: str, limit: int, after: payments.Cursor | None
+) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
+    with read_transaction(_engine_for(url)) as conn:
+        page = payments.failing_invoice_page(conn=conn, limit=limit, after=after)
+        return page, payments.failing_totals(conn=conn)
+
+
+@_store_errors
+def failing_invoices(
+    limit: int, after: payments.Cursor | None
+) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
+    """One page of the failing invoices and the totals per currency, from one snapshot."""
+    return _failing_invoices(settings().database_url, limit, after)
+
+
+@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
+def _trends(
+    url: str, statuses: tuple[str, ...], start: date, end: date
+) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+    with read_transaction(_engine_for(url)) as conn:
+        per_day = trends.active_per_plan_per_day(
+            conn=conn, active_statuses=statuses, start=start, end=end
+        )
+        # Whole weeks: from the Monday of the window's first day.
+        monday = start - timedelta(days=start.weekday())
+        return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+
+
+@_store_errors
+def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+    """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
+    config = settings()
+    start, end = trends.last_days(days=days, now=now())
+    return _trends(config.database_url, tuple(config.active_subscription_statuses), start, end)
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
@@ -316,6 +370,8 @@ def forget_cached_reads() -> None:
         _event_page,
         _sync_runs,
         _alerts,
+        _failing_invoices,
+        _trends,
     ):
         cached.clear()
 

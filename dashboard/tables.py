@@ -9,10 +9,12 @@ import streamlit as st
 from finance_core.alerts.store import AlertRecord
 from finance_core.audit import AuditEntry
 from finance_core.event_log import EventRow, VersionCount
+from finance_core.payments import CurrencyTotal, FailingInvoice
 from finance_core.queries import PlanCount
 from finance_core.rejections import ReasonCount
 from finance_core.sync import SyncRun
 from finance_core.tokens import TokenInfo
+from finance_core.trends import PlanSeries, WeekFlow
 from finance_core.users import DashboardUser
 
 WHEN = "YYYY-MM-DD HH:mm:ss"
@@ -248,5 +250,80 @@ def alert_table(alerts: Sequence[AlertRecord]) -> dict[str, Any]:
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
             "Channels": st.column_config.TextColumn(width="large"),
             "Text": st.column_config.TextColumn(width="large"),
+        },
+    }
+
+
+def failing_invoice_table(rows: Sequence[FailingInvoice]) -> dict[str, Any]:
+    """Failing invoices, each linked to its page in the Stripe Dashboard."""
+    frame = pd.DataFrame(
+        {
+            "Invoice": [row.stripe_url for row in rows],
+            "Subscription": [row.subscription_id or "" for row in rows],
+            "Plan": [row.plan_name or "" for row in rows],
+            "Amount due": [row.amount for row in rows],
+            "Attempts": pd.array([row.attempts for row in rows], "Int64"),
+            "Failing since (UTC)": [row.failing_since for row in rows],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            # The link shows the invoice id and opens the invoice in Stripe.
+            "Invoice": st.column_config.LinkColumn(display_text=r"/invoices/([^/?#]+)$"),
+            "Amount due": st.column_config.TextColumn(help="In the invoice's own currency"),
+            "Failing since (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
+    }
+
+
+def currency_total_table(totals: Sequence[CurrencyTotal]) -> dict[str, Any]:
+    """Failing invoices and the amount they leave unpaid, per currency."""
+    frame = pd.DataFrame(
+        {
+            "Currency": [(total.currency or "unknown").upper() for total in totals],
+            "Invoices": [total.invoices for total in totals],
+            "Amount due": [total.amount for total in totals],
+        }
+    )
+    return {"data": frame, "hide_index": True}
+
+
+def plan_trend_table(plans: Sequence[PlanSeries]) -> dict[str, Any]:
+    """Per plan: active subscriptions on the window's first and last days, and the change."""
+    first_day, last_day = plans[0].days[0], plans[0].days[-1]
+    frame = pd.DataFrame(
+        {
+            "Plan": [plan.plan_name for plan in plans],
+            f"{first_day:%Y-%m-%d}": [plan.counts[0] for plan in plans],
+            f"{last_day:%Y-%m-%d}": [plan.counts[-1] for plan in plans],
+            "Change": [plan.counts[-1] - plan.counts[0] for plan in plans],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {"Change": st.column_config.NumberColumn(format="%+d")},
+    }
+
+
+def week_flow_table(weeks: Sequence[WeekFlow]) -> dict[str, Any]:
+    """New and canceled subscriptions per week, newest week first."""
+    ordered = list(reversed(weeks))
+    frame = pd.DataFrame(
+        {
+            "Week of": [week.week for week in ordered],
+            "New": [week.new_subscriptions for week in ordered],
+            "Canceled": [week.cancellations for week in ordered],
+            "Net": [week.net for week in ordered],
+        }
+    )
+    return {
+        "data": frame,
+        "hide_index": True,
+        "column_config": {
+            "Week of": st.column_config.DateColumn(format="YYYY-MM-DD"),
+            "Net": st.column_config.NumberColumn(format="%+d"),
         },
     }

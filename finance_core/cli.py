@@ -12,6 +12,7 @@ from finance_core import audit, demo, migrate, tokens, users
 from finance_core.db import make_engine, read_transaction
 from finance_core.events import Outcome
 from finance_core.replay import replay_events
+from finance_core.retention import prune_events
 from finance_core.settings import SettingsError, get_settings
 from finance_core.stripe_api import StripeUnavailable, make_client
 from finance_core.sync import SyncError, run_sync
@@ -205,6 +206,14 @@ def cmd_demo(args: argparse.Namespace, engine: Engine) -> int:
     return 1 if outcomes[Outcome.FAILED] else 0
 
 
+def cmd_prune(args: argparse.Namespace, engine: Engine) -> int:
+    days = get_settings().event_retention_days
+    report = prune_events(engine=engine, retention_days=days, now=_now(), dry_run=args.dry_run)
+    print(f"{report.line()} (EVENT_RETENTION_DAYS={days})")
+    print("failed events stay until they are replayed or dismissed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finance_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -264,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="reprocess failed events (all when none named)")
     replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
     replay.set_defaults(run=cmd_replay)
+    prune = commands.add_parser(
+        "prune", help="delete settled events older than EVENT_RETENTION_DAYS now"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+    prune.set_defaults(run=cmd_prune)
     demo_command = commands.add_parser(
         "demo", help="fill the store with demo data through the real ingest path"
     )

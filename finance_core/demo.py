@@ -11,16 +11,28 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, delete, exists, insert, select
 
+from finance_core.db import write_transaction
+from finance_core.demo_history import spread
 from finance_core.events import Outcome, StripeEvent
 from finance_core.ingest import ingest_event
-from finance_core.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.models import (
+    invoices,
+    prices,
+    products,
+    subscription_counts,
+    subscription_history,
+    subscriptions,
+    webhook_events,
+)
 
 DEMO_EVENT_PREFIX = "evt_demo_"
+HISTORY_DAYS = 90
 
 PLANS = [
     ("prod_demo_starter", "Starter", 900),
@@ -79,13 +91,20 @@ def _subscription(sub_id: str, status: str, product: str, price: int) -> dict[st
     }
 
 
-def _invoice(invoice_id: str, status: str, sub_id: str, amount: int) -> dict[str, Any]:
+# Most customers pay in dollars, some in euros, a few in yen (a zero-decimal currency), with
+# the minor units of each per US cent of the plan's price.
+CURRENCIES = [("usd", 1)] * 3 + [("eur", 1)] * 2 + [("jpy", 1.5)]
+
+
+def _invoice(
+    invoice_id: str, status: str, sub_id: str, amount: int, currency: str = "usd"
+) -> dict[str, Any]:
     return {
         "id": invoice_id,
         "object": "invoice",
         "status": status,
         "amount_due": amount,
-        "currency": "usd",
+        "currency": currency,
         "attempted": True,
         "livemode": False,
         "parent": {
@@ -108,6 +127,7 @@ def backfill(subscriptions: int = 300, seed: int = 2026) -> list[dict[str, Any]]
         )
         for p, n, _ in PLANS
     ]
+    failures = 0
     for n in range(subscriptions):
         sub_id = f"sub_demo_{n:05d}"
         product, _, price = rng.choice(PLANS)
@@ -131,11 +151,14 @@ def backfill(subscriptions: int = 300, seed: int = 2026) -> list[dict[str, Any]]
         )
         if rng.random() < 0.12:
             invoice_id = f"in_demo_{n:05d}"
+            currency, minor_per_cent = CURRENCIES[failures % len(CURRENCIES)]
+            failures += 1
+            amount = round(price * minor_per_cent)  # yen: about the dollar price, whole yen
             created += 5
             events.append(
                 _event(
                     "invoice.payment_failed",
-                    _invoice(invoice_id, "open", sub_id, price),
+                    _invoice(invoice_id, "open", sub_id, amount, currency),
                     created,
                     rng,
                 )
@@ -144,7 +167,10 @@ def backfill(subscriptions: int = 300, seed: int = 2026) -> list[dict[str, Any]]
                 created += 3600
                 events.append(
                     _event(
-                        "invoice.paid", _invoice(invoice_id, "paid", sub_id, price), created, rng
+                        "invoice.paid",
+                        _invoice(invoice_id, "paid", sub_id, amount, currency),
+                        created,
+                        rng,
                     )
                 )
     for _ in range(len(events) // 40):  # late deliveries: an older event arrives after newer ones
@@ -152,6 +178,19 @@ def backfill(subscriptions: int = 300, seed: int = 2026) -> list[dict[str, Any]]
         events.insert(min(len(events), i + rng.randrange(2, 20)), events.pop(i))
     events.extend(rng.sample(events, len(events) // 50))  # Stripe's at-least-once duplicates
     return events
+
+
+def malformed_event(seed: int = 3) -> dict[str, Any]:
+    """A subscription update whose object lacks its items, as a Stripe change might send it.
+
+    It fails to apply and waits on the Webhooks page for an admin to replay or dismiss it.
+    """
+    product, _, price = PLANS[1]
+    broken = _subscription("sub_demo_00001", "active", product, price)
+    del broken["items"]
+    return _event(
+        "customer.subscription.updated", broken, int(time.time()) - 3600, random.Random(seed)
+    )
 
 
 def trickle(seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -198,13 +237,40 @@ def holds_non_demo_data(engine: Engine) -> bool:
         )
 
 
-def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Outcome, int]:
-    """Ingest the demo history in-process through the same path as webhooks; count outcomes."""
+def _refuse_non_demo(engine: Engine) -> None:
     if holds_non_demo_data(engine):
         raise NotADemoStore(
             "this store already holds data that is not demo data; demo events go only to a "
             "store of their own (set DATABASE_URL to a new file, e.g. sqlite:///data/demo.db)"
         )
+
+
+def backdate_history(*, engine: Engine, now: datetime, days: int = HISTORY_DAYS) -> int:
+    """Give a demo store's history a believable past over `days` days; the rows written.
+
+    Replaces the whole history with one that ends at today's counts (`demo_history.spread`),
+    in one transaction with reading them. Refuses a store holding anything but demo data.
+    """
+    _refuse_non_demo(engine)
+    with write_transaction(engine) as conn:
+        counts = {
+            (row.product_id, row.status): row.subscription_count
+            for row in conn.execute(select(subscription_counts))
+            if row.subscription_count
+        }
+        rows = spread(counts, days=days, today=now.astimezone(UTC).date(), rng=random.Random(days))
+        conn.execute(delete(subscription_history))
+        if rows:
+            conn.execute(insert(subscription_history), rows)
+    return len(rows)
+
+
+def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Outcome, int]:
+    """Ingest the demo history in-process through the same path as webhooks; count outcomes.
+
+    Then spread the subscriptions over the last days' history (`backdate_history`).
+    """
+    _refuse_non_demo(engine)
     outcomes = dict.fromkeys(Outcome, 0)
     for payload in backfill(subscriptions=subscriptions):
         result = ingest_event(
@@ -214,4 +280,5 @@ def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Ou
             raw_payload=json.dumps(payload),
         )
         outcomes[result.outcome] += 1
+    backdate_history(engine=engine, now=now())
     return outcomes

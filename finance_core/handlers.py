@@ -31,6 +31,7 @@ from finance_core.stripe_shapes import (
     required_str,
     subscription_items,
     subscription_period,
+    timestamp,
 )
 
 TERMINAL_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
@@ -73,6 +74,7 @@ def _apply_state(
     terminal_statuses: frozenset[str] | None,
     keep_when_missing: tuple[str, ...] = (),
     default_when_new: Mapping[str, Any] | None = None,
+    since_flag: tuple[str, str] | None = None,
     report_change: bool = False,
 ) -> Change:
     """Write an object's new state unless the stored one is newer.
@@ -80,6 +82,7 @@ def _apply_state(
     `row` holds stored values (times through `statements.db_time`). Columns in
     `keep_when_missing` whose new value is None keep their stored value; a new row takes them
     from `default_when_new`. `terminal_statuses` None: the `deleted` flag is the terminal state.
+    `since_flag`: a since column that follows a flag column (`statements.upsert_state`).
     With `report_change` the stored row is read first, to tell created, updated and unchanged
     apart (sync reports them); webhooks skip that read, and do not read whether the state was
     written either: the ordering rule is the upsert's own WHERE.
@@ -90,7 +93,7 @@ def _apply_state(
     params = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
     params.update({f"keep_{column}": row[column] for column in keep_when_missing})
     upsert = statements.upsert_state(
-        conn.dialect.name, table, tuple(row), keep_when_missing, terminal_statuses
+        conn.dialect.name, table, tuple(row), keep_when_missing, terminal_statuses, since_flag
     )
     cursor = statements.run_with(conn, upsert, params, tuple(row))
     if not report_change:
@@ -101,7 +104,8 @@ def _apply_state(
     if old is None:
         return Change.CREATED
     new = {k: (old[k] if v is None and k in keep_when_missing else v) for k, v in row.items()}
-    same = all(old[k] == v for k, v in new.items() if k not in STATE_COLUMNS)
+    derived = {since_flag[0]} if since_flag else set()  # follows its flag, compared there
+    same = all(old[k] == v for k, v in new.items() if k not in STATE_COLUMNS | derived)
     return Change.UNCHANGED if same else Change.UPDATED
 
 
@@ -235,6 +239,10 @@ def apply_invoice(
         "amount_due": optional_int(obj, "amount_due"),
         "currency": optional_str(obj, "currency"),
         "attempt_count": optional_int(obj, "attempt_count"),
+        # When Stripe saw this failure; the upsert keeps an earlier start of the same run.
+        "failing_since": statements.db_time(
+            conn.dialect.name, timestamp(event.created) if failing else None
+        ),
         **_state(conn, event, received_at),
     }
     return _apply_state(
@@ -244,6 +252,7 @@ def apply_invoice(
         terminal_statuses=TERMINAL_INVOICE_STATUSES,
         keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
         default_when_new={"payment_failing": False},
+        since_flag=("failing_since", "payment_failing"),
         report_change=report_change,
     )
 

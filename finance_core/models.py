@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -132,6 +133,21 @@ subscription_counts = Table(
     CheckConstraint("subscription_count >= 0", name="count_not_negative"),
 )
 
+# The same triggers keep a daily history (UTC days of `updated_at`, when the store saw the
+# change): per plan and status the day's net change, and how many subscriptions were new or
+# became canceled that day. A day's counts are today's minus the changes since, so trends read
+# a few rows per day of the window at any size (migration 0009).
+subscription_history = Table(
+    "subscription_history",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("product_id", String(255), primary_key=True),
+    Column("status", String(64), primary_key=True),
+    Column("subscription_change", BigInteger, nullable=False),
+    Column("new_subscriptions", BigInteger, nullable=False),
+    Column("cancellations", BigInteger, nullable=False),
+)
+
 invoices = Table(
     "invoices",
     metadata,
@@ -143,17 +159,31 @@ invoices = Table(
     Column("amount_due", BigInteger),
     Column("currency", String(16)),
     Column("attempt_count", Integer),
+    # When the invoice's current run of failures began (the failing event's `created`);
+    # NULL while it is not failing.
+    Column("failing_since", UTCDateTime),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
+    # The failing few, newest failure first: the failed-payments count and the Payments
+    # page's keyset pages. Spelled as each dialect renders `WHERE invoices.payment_failing`
+    # (SQLite: `= 1`), or the planners would not use it.
     Index(
         "ix_invoices_failing",
-        "payment_failing",
-        # Spelled as each dialect renders `WHERE invoices.payment_failing`, so that the
-        # failed-payments count reads the failing few, not every invoice (SQLite: `= 1`).
+        "failing_since",
+        "id",
+        sqlite_where=text("payment_failing = 1"),
+        postgresql_where=text("payment_failing"),
+    ),
+    # The Payments page's totals per currency, read from the index alone.
+    Index(
+        "ix_invoices_failing_currency",
+        "currency",
+        "amount_due",
         sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
     ),
 )
+
 
 webhook_events = Table(
     "webhook_events",

@@ -42,6 +42,11 @@ def plan_id_for(product_id: str) -> uuid.UUID:
     return uuid.uuid5(PLAN_NAMESPACE, product_id)
 
 
+def plan_name_for(product_id: str, name: str | None) -> str:
+    """A plan's name (SPEC section 5): the product's, else its id, else "No plan"."""
+    return name or product_id or NO_PLAN_NAME
+
+
 def stripe_dashboard_url(path: str, *, livemode: bool) -> str:
     """A Stripe Dashboard link, under /test when the data comes from test mode."""
     prefix = "" if livemode else "/test"
@@ -107,7 +112,8 @@ class SyncStatus:
 # The statements behind the Finance API's numbers, built once and run on the driver
 # (finance_core.statements): SQLAlchemy's building and execution cost ten times the database's
 # own work for reads this small. Constants are bound values SQLAlchemy fixes in the statement.
-_LATEST_EVENT = (
+# The event of the latest verified delivery ("last webhook"); retention never prunes it.
+LATEST_EVENT = (
     select(
         webhook_events.c.id,
         webhook_events.c.type,
@@ -177,13 +183,13 @@ _ANCHOR = select(literal(1).label("anchor")).subquery("anchor")
 def _summary_statement(statuses: tuple[str, ...]) -> Select[Any]:
     """A row per plan (none: one row of NULLs), each with the latest event's livemode."""
     plans = _plan_counts_statement(statuses).subquery("plans")
-    livemode = _LATEST_EVENT.with_only_columns(webhook_events.c.livemode).scalar_subquery()
+    livemode = LATEST_EVENT.with_only_columns(webhook_events.c.livemode).scalar_subquery()
     return select(
         plans.c.product_id, plans.c.name, plans.c.subscriptions, livemode.label("livemode")
     ).select_from(_ANCHOR.outerjoin(plans, true()))
 
 
-_LATEST = _LATEST_EVENT.subquery("latest")
+_LATEST = LATEST_EVENT.subquery("latest")
 _SYNC_STATUS = select(
     *_LATEST.c,
     _UNRESOLVED_FAILED_EVENTS.scalar_subquery().label("unresolved_failed_events"),
@@ -211,7 +217,7 @@ def _plan_distribution(rows: Sequence[Sequence[Any]]) -> list[PlanCount]:
         PlanCount(
             plan_id=plan_id_for(product_id),
             product_id=product_id,
-            plan_name=name or product_id or NO_PLAN_NAME,
+            plan_name=plan_name_for(product_id, name),
             count=int(total),
         )
         for product_id, name, total in rows

@@ -2,7 +2,8 @@
 
 Without STRIPE_WEBHOOK_SECRET it runs on its own store, data/demo.db, with a generated signing
 secret, cookie key and demo login (kept in data/demo.env, mode 0600), and a sender that posts
-signed demo events to the listener over HTTP, then a trickle so that health stays live.
+signed demo events to the listener over HTTP (one of them malformed, to replay or dismiss), then
+gives the store's history a believable 90 days and sends a trickle so that health stays live.
 Both listen on 127.0.0.1 only unless LISTENER_HOST or DASHBOARD_ADDRESS say otherwise: the
 demo login is printed on the terminal, and Streamlit would otherwise serve every interface.
 One Ctrl-C (or SIGTERM) stops everything.
@@ -64,12 +65,18 @@ def _ensure_demo_user(database_url: str, password: str) -> None:
     engine.dispose()
 
 
-def _send_demo(url: str, secret: str, stop: threading.Event) -> None:
+def _send_demo(url: str, secret: str, database_url: str, stop: threading.Event) -> None:
     with httpx.Client(timeout=10) as client:
         for event in demo.backfill():
             if stop.is_set():
                 return
             demo.post(client, url, event, secret)
+        demo.post(client, url, demo.malformed_event(), secret)  # fails: one to replay
+        engine = make_engine(database_url)
+        try:
+            demo.backdate_history(engine=engine, now=datetime.now(UTC))
+        finally:
+            engine.dispose()
         for event in demo.trickle():
             if stop.wait(TRICKLE_SECONDS):
                 return
@@ -158,7 +165,7 @@ def main() -> int:
         if _wait_for(f"{listener_url}/healthz") and demo_mode:
             threading.Thread(
                 target=_send_demo,
-                args=(listener_url, env["STRIPE_WEBHOOK_SECRET"], stop),
+                args=(listener_url, env["STRIPE_WEBHOOK_SECRET"], settings.database_url, stop),
                 daemon=True,
             ).start()
         print(f"\n  Dashboard: http://{_reachable(dashboard_address)}:{dashboard_port}")

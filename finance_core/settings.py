@@ -11,6 +11,9 @@ from finance_core.models import KEEP_LATEST_REJECTIONS
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "secret", "xxx"})
 MIN_COOKIE_KEY_LENGTH = 32
+# Stripe retries a delivery for up to 3 days and an event can be resent by hand for 30: an
+# event pruned sooner would be taken for a new one when it comes again.
+MIN_EVENT_RETENTION_DAYS = 35
 
 
 class SettingsError(RuntimeError):
@@ -62,6 +65,7 @@ class Settings(BaseSettings):
     alert_failed_payments_rise: int = Field(default=10, ge=1)
     dashboard_url: str = ""
     metrics_token: SecretStr | None = None
+    event_retention_days: int = 90
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod
@@ -166,6 +170,17 @@ class Settings(BaseSettings):
                 "must be the dashboard's http(s) address, such as https://finance.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("event_retention_days")
+    @classmethod
+    def _retention_outlasts_redeliveries(cls, value: int) -> int:
+        if value < MIN_EVENT_RETENTION_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_EVENT_RETENTION_DAYS} (days), not {value}: Stripe "
+                "retries a delivery for up to 3 days and an event can be resent by hand for "
+                "30, and an event pruned before then would be applied again as a new one"
+            )
+        return value
 
     @field_validator("stripe_api_base")
     @classmethod

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     func,
     literal,
     not_,
@@ -155,13 +156,17 @@ def upsert_state(
     columns: tuple[str, ...],
     keep_when_missing: tuple[str, ...],
     terminal_statuses: frozenset[str] | None,
+    since_flag: tuple[str, str] | None = None,
 ) -> Any:
     """Insert an object's state, or update to it when it is newer than the stored one.
 
     The ordering rule of SPEC section 4, as the WHERE of the upsert: a later `created` wins; on
     an equal `created` the arrival wins unless it would replace a terminal state with a
     non-terminal one. `keep_when_missing` columns take `keep_<column>` and fall back to the
-    stored value when it is NULL. RETURNING gives a row when the state was written.
+    stored value when it is NULL. `since_flag` (since column, boolean flag column): the since
+    column keeps its stored time while the written flag stays true, takes the new one when the
+    flag turns true, and is NULL while it is false. RETURNING gives a row when the state was
+    written.
     """
     statement = insert_for_dialect(dialect, table)
     stored, new = table.c, statement.excluded
@@ -190,6 +195,11 @@ def upsert_state(
         for column in columns
         if column != "id"
     }
+    if since_flag is not None:
+        since, flag = since_flag
+        changes[since] = case(
+            (changes[flag], func.coalesce(stored[since], new[since])), else_=null()
+        )
     return statement.on_conflict_do_update(
         index_elements=["id"], set_=changes, where=newer
     ).returning(stored.id)

@@ -11,6 +11,12 @@ PAGE_SIZE = 50
 
 auth.current_viewer()
 st.title("Events")
+st.caption(
+    f"Processed, ignored and dismissed events are kept for {data.settings().event_retention_days} "
+    "days (EVENT_RETENTION_DAYS), then pruned; failed events stay until they are replayed or "
+    "dismissed, and pending thin events until they are resolved. Counts, trends and health "
+    "do not depend on them."
+)
 
 kind, outcome, period = st.columns(3)
 event_type = kind.selectbox("Type", [ALL, *data.event_types()], key="events_type")

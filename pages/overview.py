@@ -20,7 +20,11 @@ def headline() -> None:
     with health:
         st.metric("Webhook health", status.webhook_health.value.capitalize())
         ui.health_badge(status)
-    failed.metric("Failed payments", f"{status.failed_payments_count:,}")
+    with failed:
+        st.metric("Failed payments", f"{status.failed_payments_count:,}")
+        st.page_link(
+            "pages/failed_payments.py", label="See the failing invoices", icon=":material/list:"
+        )
     with latest:
         st.metric("Last webhook", ui.relative_time(last, status.as_of))
         st.caption(ui.absolute_time(last))

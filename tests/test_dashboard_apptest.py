@@ -76,10 +76,11 @@ def test_signed_out_sees_the_login_form_and_no_data(dashboard):
     at = app().run()
     assert not at.exception
     assert [field.label for field in at.text_input] == ["Username", "Password"]
-    assert not at.metric and not at.dataframe
-    # Only the chart that loads plotly while the viewer types, and it holds no data.
+    assert not at.metric
+    # Only the chart and the table that load their scripts while the viewer types, empty.
     (warm_up,) = at.get("plotly_chart")
     assert json.loads(warm_up.proto.spec)["data"] == []
+    assert [frame.value.empty for frame in at.dataframe] == [True]
     assert "Pro" not in texts(at)
 
 
@@ -91,7 +92,7 @@ def test_wrong_password_shows_an_error_under_the_form_and_no_data(dashboard):
     at.button[0].click().run()
     assert not at.exception
     assert [error.value for error in at.error] == ["Wrong username or password."]
-    assert not at.metric and not at.dataframe
+    assert not at.metric and all(frame.value.empty for frame in at.dataframe)
     assert at.session_state["authentication_status"] is False
 
 

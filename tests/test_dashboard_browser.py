@@ -385,3 +385,60 @@ def test_admin_opens_stripe_sync_which_says_what_to_configure(page):
     assert page.get_by_role("button", name="Sync now").is_disabled()
     page.get_by_text("No sync has run yet.").wait_for()
     screenshot(page, "stripe-sync")
+
+
+def test_overview_to_payments_in_one_click_and_the_invoices_stripe_link(page, store):
+    sign_in(page, "fiona")
+    values = metric_values(page)
+    page.get_by_role("link", name="See the failing invoices").click()
+    page.get_by_role("heading", name="Payments").wait_for()
+    wait_until_idle(page)
+    _, status = api_numbers(store)
+    assert int(values["Failed payments"]) == status.failed_payments_count == 1
+    assert page.get_by_test_id("stMetricValue").first.inner_text().strip() == "1"
+    # The invoice cell is a link to the invoice in Stripe's test-mode dashboard.
+    grid = page.get_by_test_id("stDataFrame").last
+    grid.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stDataFrame] canvas')].length > 0"
+    )
+    screenshot(page, "payments")
+    link = "https://dashboard.stripe.com/test/invoices/in_1"
+    # The grid is drawn on a canvas: click where the first invoice's link is drawn. Stripe's
+    # answer is stood in for: nothing leaves this machine.
+    page.context.route("https://dashboard.stripe.com/**", lambda route: route.fulfill(body="ok"))
+    box = grid.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 16, box["y"] + 35 + 17)
+    page.wait_for_timeout(300)
+    with page.context.expect_page() as opened:
+        page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+    opened.value.wait_for_load_state()
+    assert opened.value.url == link
+    opened.value.close()
+    csv = page.get_by_role("button", name="Download CSV")
+    with page.expect_download() as download:
+        csv.click()
+    text = Path(download.value.path()).read_text()
+    assert link in text and "29.00,USD" in text
+    assert page.get_by_role("button", name="Older →").is_disabled()
+
+
+def test_trends_draws_its_charts(page):
+    sign_in(page, "fiona")
+    metric_values(page)
+    open_page(page, "Trends")
+    page.get_by_role("heading", name="Active subscriptions per plan").wait_for()
+    charts = page.locator(".js-plotly-plot")
+    charts.nth(1).wait_for()
+    assert charts.count() == 2
+    page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(state="attached")
+    screenshot(page, "trends")
+
+
+def test_a_link_to_payments_opens_payments_once_signed_in(page, dashboard_url):
+    page.goto(f"{dashboard_url}/payments")
+    sign_in(page, "fiona")
+    page.get_by_role("heading", name="Payments").wait_for()
+    assert page.url == f"{dashboard_url}/payments"
+    assert page.get_by_text("Page not found").count() == 0

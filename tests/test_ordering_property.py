@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from finance_core.db import read_transaction
 from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import invoices, subscription_counts, subscriptions
+from finance_core.models import invoices, subscriptions
 from tests.support import stripe_factory as sf
-from tests.support.reads import failed_payments_count
+from tests.support.reads import failed_payments_count, maintained_and_recounted
 
 SUB_STATUSES = ["incomplete", "trialing", "active", "past_due", "unpaid", "paused", "canceled"]
 INVOICE_EVENTS = {
@@ -91,19 +91,7 @@ def test_final_state_is_the_newest_event_in_any_delivery_order(engine, history):
             assert row.payment_failing is failing
 
         # The maintained counts always equal a count of the subscriptions themselves.
-        maintained = {
-            (r.product_id, r.status): r.subscription_count
-            for r in conn.execute(select(subscription_counts))
-            if r.subscription_count
-        }
-        counted = {
-            (r.product_id, r.status): r.n
-            for r in conn.execute(
-                select(
-                    subscriptions.c.product_id, subscriptions.c.status, func.count().label("n")
-                ).group_by(subscriptions.c.product_id, subscriptions.c.status)
-            )
-        }
+        maintained, counted = maintained_and_recounted(conn)
         assert maintained == counted
         failing_rows = conn.execute(
             select(func.count()).select_from(invoices).where(invoices.c.payment_failing.is_(True))

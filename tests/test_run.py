@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -12,7 +13,9 @@ from sqlalchemy import func, select
 
 from finance_core.db import make_engine, read_transaction
 from finance_core.models import webhook_events
+from finance_core.payments import failing_totals
 from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 from tests.support.postgres import free_port
 from tests.support.servers import child_processes, listening_addresses, wait_gone, writer_of
 
@@ -80,19 +83,37 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
                 ):
                     break
             time.sleep(1)
-        with read_transaction(engine) as conn:
-            from datetime import UTC, datetime
-
-            now = datetime.now(UTC)
-            summary = subscription_summary(
-                conn=conn, active_statuses=["active", "trialing", "past_due"], now=now
-            )
-            status = stripe_sync_status(conn=conn, delayed_after=600, now=now)
+        active = ["active", "trialing", "past_due"]
+        deadline = time.monotonic() + 60
+        while True:  # the sender backdates the history once its backfill is in
+            with read_transaction(engine) as conn:
+                now = datetime.now(UTC)
+                summary = subscription_summary(conn=conn, active_statuses=active, now=now)
+                status = stripe_sync_status(conn=conn, delayed_after=600, now=now)
+                totals = failing_totals(conn=conn)
+                start, end = last_days(days=90, now=now)
+                per_day = active_per_plan_per_day(
+                    conn=conn, active_statuses=active, start=start, end=end
+                )
+                weeks = new_and_canceled_per_week(conn=conn, start=start, end=end)
+            if any(plan.counts[0] for plan in per_day) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         engine.dispose()
         assert summary.active_subscriptions > 100
         assert len(summary.plan_distribution) == 4
-        assert status.webhook_health == "healthy"
+        # One malformed event waits for an admin on the Webhooks page.
+        assert status.webhook_health == "error" and status.unresolved_failed_events == 1
         assert status.stripe_dashboard_url.startswith("https://dashboard.stripe.com/test/")
+        # Payments: a few failing invoices in more than one currency.
+        assert len(totals) >= 2 and sum(t.invoices for t in totals) == status.failed_payments_count
+        # Trends: 90 days that start well above zero and grow, with churn along the way.
+        first = sum(plan.counts[0] for plan in per_day)
+        last = sum(plan.counts[-1] for plan in per_day)
+        assert 0 < first < last
+        assert last == summary.active_subscriptions
+        assert sum(week.new_subscriptions > 0 for week in weeks) >= 10
+        assert sum(week.cancellations for week in weeks) > 0
         started = {  # the listener, the dashboard, and the listener's writer process
             grandchild
             for child in child_processes(process.pid)

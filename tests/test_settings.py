@@ -157,3 +157,14 @@ def test_an_empty_metrics_token_leaves_metrics_open(monkeypatch):
     assert load().metrics_bearer() is None
     monkeypatch.setenv("METRICS_TOKEN", "metrics-token-5f0c1e")
     assert load().metrics_bearer() == "metrics-token-5f0c1e"
+
+
+def test_event_retention_defaults_to_90_days_and_refuses_less_than_35(monkeypatch):
+    monkeypatch.delenv("EVENT_RETENTION_DAYS", raising=False)
+    assert load().event_retention_days == 90
+    monkeypatch.setenv("EVENT_RETENTION_DAYS", "35")
+    assert load().event_retention_days == 35
+    monkeypatch.setenv("EVENT_RETENTION_DAYS", "10")
+    with pytest.raises(SettingsError, match="EVENT_RETENTION_DAYS must be at least 35") as refused:
+        load()
+    assert "resent by hand for 30" in str(refused.value)

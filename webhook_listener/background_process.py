@@ -27,6 +27,7 @@ log = logging.getLogger("webhook_listener.background")
 JOBS: dict[str, str] = {
     "resolver": "finance_core.resolver:resolve_forever",
     "alerts": "finance_core.alerts.job:run_alerts",
+    "housekeeping": "finance_core.housekeeping:housekeeping",
 }
 JOB_RESTART_DELAY_S = 5.0
 JOIN_TIMEOUT_S = 20.0

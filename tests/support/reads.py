@@ -3,8 +3,9 @@
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
+from finance_core.models import subscription_counts, subscriptions
 from finance_core.queries import LastEvent, PlanCount, stripe_sync_status, subscription_summary
 
 
@@ -22,3 +23,21 @@ def failed_payments_count(conn: Connection) -> int:
 def latest_event(conn: Connection) -> LastEvent | None:
     """The event of the latest verified delivery."""
     return stripe_sync_status(conn=conn, delayed_after=3600, now=datetime.now(UTC)).last_event
+
+
+def maintained_and_recounted(conn: Connection) -> tuple[dict[tuple[str, str], int], ...]:
+    """`subscription_counts` (zeros left out) and a GROUP BY over the subscriptions themselves."""
+    maintained = {
+        (r.product_id, r.status): r.subscription_count
+        for r in conn.execute(select(subscription_counts))
+        if r.subscription_count
+    }
+    recount = {
+        (r.product_id, r.status): r.n
+        for r in conn.execute(
+            select(
+                subscriptions.c.product_id, subscriptions.c.status, func.count().label("n")
+            ).group_by(subscriptions.c.product_id, subscriptions.c.status)
+        )
+    }
+    return maintained, recount

@@ -1,0 +1,58 @@
+"""A believable past for demo data: today's subscriptions spread over the last days' history.
+
+Demo events all arrive on the day the demo starts, so the history would show a single day.
+`spread` invents when each of today's subscriptions arrived (and, for canceled and expired
+ones, when they left) over a window, so that the Trends page has something to show. Its rows
+add up to the counts it is given, as the history always does. Pure: `demo.backdate_history`
+writes them, to demo stores only.
+"""
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+
+# Of today's subscriptions, this share was already there before the window opened.
+ALREADY_THERE = 0.35
+# Terminal statuses are reached from another: what the subscription was before.
+CAME_FROM = {"canceled": "active", "incomplete_expired": "incomplete"}
+
+
+def spread(
+    counts: Mapping[tuple[str, str], int], *, days: int, today: date, rng: random.Random
+) -> list[dict[str, Any]]:
+    """History rows over the `days` days ending `today` that end at `counts` (plan, status)."""
+    first = today - timedelta(days=days - 1)
+    rows: defaultdict[tuple[date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def add(day: date, key: tuple[str, str], change: int, new: int = 0, canceled: int = 0) -> None:
+        row = rows[(day, *key)]
+        row[0], row[1], row[2] = row[0] + change, row[1] + new, row[2] + canceled
+
+    for (product_id, status), count in sorted(counts.items()):
+        for _ in range(count):
+            if rng.random() < ALREADY_THERE:
+                arrived = first - timedelta(days=1)
+            else:  # more of them lately: a business that grows
+                arrived = first + timedelta(days=int(days * rng.random() ** 0.6))
+            before = CAME_FROM.get(status)
+            if before is None:
+                add(arrived, (product_id, status), 1, new=1)
+                continue
+            left = arrived + timedelta(days=rng.randint(0, (today - arrived).days))
+            add(arrived, (product_id, before), 1, new=1)
+            add(left, (product_id, before), -1)
+            add(left, (product_id, status), 1, canceled=int(status == "canceled"))
+    return [
+        {
+            "day": day,
+            "product_id": product_id,
+            "status": status,
+            "subscription_change": change,
+            "new_subscriptions": new,
+            "cancellations": canceled,
+        }
+        for (day, product_id, status), (change, new, canceled) in sorted(rows.items())
+        if change or new or canceled
+    ]
