@@ -245,7 +245,7 @@ def apply_invoice(
         ),
         **_state(conn, event, received_at),
     }
-    return _apply_state(
+    change = _apply_state(
         conn,
         invoices,
         row,
@@ -255,6 +255,16 @@ def apply_invoice(
         since_flag=("failing_since", "payment_failing"),
         report_change=report_change,
     )
+    if failing:
+        # An invoice fails until it is paid, voided, marked uncollectible or deleted, all
+        # terminal: every failure of a failing invoice is of one run, so its start is the
+        # earliest failure whatever order they arrive in (an older one changes no state).
+        statements.run(
+            conn,
+            statements.earlier_since(invoices, "failing_since", "payment_failing"),
+            {"object_id": invoice_id, "since": row["failing_since"]},
+        )
+    return change
 
 
 class Handler(Protocol):

@@ -206,6 +206,20 @@ def upsert_state(
 
 
 @cache
+def earlier_since(table: Table, since: str, flag: str) -> Any:
+    """Move the `since` time of a row whose `flag` is set back to `since`, if that is earlier."""
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("object_id"),
+            table.c[flag],
+            or_(table.c[since].is_(None), table.c[since] > bindparam("since")),
+        )
+        .values({since: bindparam("since")})
+    )
+
+
+@cache
 def add_api_version_counts(dialect: str, rows: int) -> Any:
     """Add `count_<n>` events of (`day_<n>`, `kind_<n>`, `api_version_<n>`) to `writer`'s counts."""
     table = event_api_versions

@@ -38,7 +38,13 @@ SPEC_SETTINGS = [
     "METRICS_TOKEN",
     "EVENT_RETENTION_DAYS",
 ]
-PLACEHOLDERED = ["DATABASE_URL", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "DASHBOARD_COOKIE_KEY"]
+PLACEHOLDERED = [
+    "DATABASE_URL",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_KEY",
+    "DASHBOARD_COOKIE_KEY",
+    "METRICS_TOKEN",
+]
 
 
 def sample_values() -> dict[str, str]:
@@ -73,6 +79,7 @@ def test_a_copied_sample_is_refused_until_its_placeholders_are_filled_in():
         "stripe_webhook_secret": "whsec_live_endpoint_secret",
         "stripe_api_key": "rk_live_restricted",
         "dashboard_cookie_key": "k" * 48,
+        "metrics_token": "m" * 40,
     }
     settings = load_settings(_env_file=None, **filled)
     assert settings.webhook_secrets() == ["whsec_live_endpoint_secret"]
