@@ -102,6 +102,15 @@ def test_failing_since_is_when_the_run_of_failures_began(engine):
     assert [row.failing_since for row in read(engine)[0].rows] == [timestamp(paid)]
 
 
+def test_failing_since_is_the_earliest_failure_whatever_order_they_arrive_in(engine):
+    first, second, third = 1_790_000_000, 1_790_003_600, 1_790_007_200
+    fail(engine, "in_1", created=third, attempt_count=3)
+    fail(engine, "in_1", created=first, attempt_count=1)  # older: changes no state but its start
+    fail(engine, "in_1", created=second, attempt_count=2)
+    [row] = read(engine)[0].rows
+    assert (row.failing_since, row.attempts) == (timestamp(first), 3)
+
+
 def test_a_recovered_invoice_leaves_the_page_and_the_totals(engine):
     fail(engine, "in_1")
     fail(engine, "in_2", currency="eur")

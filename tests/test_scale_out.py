@@ -52,7 +52,7 @@ def stripe_like_burst(count: int, *, seed: int) -> list[dict[str, Any]]:
     """`count` deliveries over 300 subscriptions and their invoices: 5% duplicates, and
     arrivals out of order within windows of 50 (`created` no longer rises)."""
     rng = random.Random(seed)
-    distinct = burst(count - count // 20, seed=seed, subscriptions_n=300)
+    distinct = paid_stays_paid(burst(count - count // 20, seed=seed, subscriptions_n=300))
     deliveries = list(distinct)
     for _ in range(count // 20):
         deliveries.insert(rng.randrange(len(deliveries) + 1), rng.choice(distinct))
@@ -61,6 +61,26 @@ def stripe_like_burst(count: int, *, seed: int) -> list[dict[str, Any]]:
         rng.shuffle(window)
         deliveries[start : start + 50] = window
     return deliveries
+
+
+def paid_stays_paid(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` (in `created` order), where an invoice once paid stays paid, as in Stripe.
+
+    `burst` draws invoice events freely; in Stripe paid is final, so every failure of a
+    failing invoice belongs to one run and its "failing since" is the earliest of them,
+    whatever order they arrive in.
+    """
+    paid: set[str] = set()
+    settled = []
+    for event in events:
+        obj = event["data"]["object"]
+        if obj["object"] == "invoice" and obj["id"] in paid and event["type"] != "invoice.paid":
+            again = {**obj, "status": "paid", "amount_paid": obj["amount_due"]}
+            event = {**event, "type": "invoice.paid", "data": {"object": again}}
+        if event["type"] == "invoice.paid":
+            paid.add(obj["id"])
+        settled.append(event)
+    return settled
 
 
 @dataclass
