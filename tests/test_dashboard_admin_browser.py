@@ -211,7 +211,7 @@ def test_an_admin_adds_a_user_and_a_token_and_ends_the_users_sessions(
     next_run(carol)
     signed_out_with(carol, SESSION_ENDED)
     sign_in(carol, "carol", CAROL_RESET)
-    metric_values(carol)
+    carol.get_by_role("heading", name="Plans").wait_for()  # back on the page she asked for
 
     # So do new roles; signed in again, she has the admin pages.
     wait_until_idle(admin)
@@ -222,7 +222,7 @@ def test_an_admin_adds_a_user_and_a_token_and_ends_the_users_sessions(
     next_run(carol)
     signed_out_with(carol, SESSION_ENDED)
     sign_in(carol, "carol", CAROL_RESET)
-    metric_values(carol)
+    carol.get_by_role("heading", name="Plans").wait_for()  # back on the page she asked for
     open_page(carol, "Users")
 
     # The audit log has all of it, by ada; its CSV and the store hold no password or token.
