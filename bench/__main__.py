@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.ingest import add_load_arguments
-from finance_core import migrate
-from finance_core.db import make_engine
-from finance_core.models import invoices, products, subscriptions, webhook_events
+from finance_core.store import migrate
+from finance_core.store.db import make_engine
+from finance_core.store.models import invoices, products, subscriptions, webhook_events
 from tests.support.postgres import PostgresServer, find_pg_bin
 
 RESULTS = Path(__file__).with_name("results")

@@ -26,13 +26,13 @@ from bench.ingest import SECRET, parse_run, wrk
 from bench.process_cpu import cpu_seconds
 from bench.read_path import percentiles
 from bench.read_path_http import SERVER_TIMING, running, service_env
-from finance_core import migrate
 from finance_core.alerts.job import evaluate
-from finance_core.db import make_engine, statement_reads
-from finance_core.gauges import store_gauges
-from finance_core.models import rejected_deliveries
-from finance_core.rejections import KEEP_LATEST_REJECTIONS, record_rejection
+from finance_core.feed.rejections import KEEP_LATEST_REJECTIONS, record_rejection
 from finance_core.settings import Settings, load_settings
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, statement_reads
+from finance_core.store.models import rejected_deliveries
+from finance_core.views.gauges import store_gauges
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.receivers import JsonReceiver, json_receiver
 from tests.support.servers import child_processes

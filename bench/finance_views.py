@@ -28,11 +28,11 @@ from sqlalchemy import Engine, delete, insert, select, text
 from bench import dashboard_scale, ingest, read_path
 from bench.events import generate, write_requests
 from bench.read_path_http import ROOT, finance_cli, running, service_env
-from finance_core import migrate
-from finance_core.db import make_engine, read_transaction, write_transaction
 from finance_core.demo_history import spread
-from finance_core.models import invoices, subscription_counts, subscription_history
-from finance_core.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction, write_transaction
+from finance_core.store.models import invoices, subscription_counts, subscription_history
+from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 
 PRUNE_TARGET_RATIO = 0.9

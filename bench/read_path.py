@@ -9,16 +9,16 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, text
 
-from finance_core import statements as hot
-from finance_core.db import statement_reads, write_transaction
-from finance_core.models import (
+from finance_core.store import statements as hot
+from finance_core.store.db import statement_reads, write_transaction
+from finance_core.store.models import (
     invoices,
     products,
     subscription_counts,
     subscriptions,
     webhook_events,
 )
-from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 
 STATUSES = (
     ["active"] * 70 + ["trialing"] * 8 + ["past_due"] * 5 + ["canceled"] * 15 + ["unpaid"] * 2

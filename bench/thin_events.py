@@ -27,9 +27,9 @@ from sqlalchemy import func, select
 
 from bench.events import generate, sign, write_requests
 from bench.ingest import LUA, parse_run, wait_ready
-from finance_core import migrate
-from finance_core.db import make_engine
-from finance_core.models import webhook_events
+from finance_core.store import migrate
+from finance_core.store.db import make_engine
+from finance_core.store.models import webhook_events
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.stripe_api import API_KEY, running_stand_in

@@ -2,11 +2,11 @@
 
 Roles always come from the store (or, with OpenID Connect, from the configured email map)
 on every run, never from the login cookie, so a role change or a removed user applies at
-the next click. Sessions end for real (finance_core.sessions): the login cookie is signed with
-a key bound to the user's session version, and a signed-in session is checked against that
-version on every run, from the users read for the run anyway. The password form is ours, not
-the authenticator's, so that finance_core.sign_in checks the lock before the authenticator
-checks the password.
+the next click. Sessions end for real (finance_core.access.sessions): the login cookie is
+signed with a key bound to the user's session version, and a signed-in session is checked
+against that version on every run, from the users read for the run anyway. The password form
+is ours, not the authenticator's, so that finance_core.access.sign_in checks the lock before
+the authenticator checks the password.
 """
 
 import importlib.util
@@ -20,14 +20,14 @@ import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
 from dashboard import charts, data
-from finance_core import sessions
-from finance_core.roles import can_read, is_admin
-from finance_core.sign_in import Outcome, SignInUnavailable
+from finance_core.access import sessions
+from finance_core.access.roles import can_read, is_admin
+from finance_core.access.sign_in import Outcome, SignInUnavailable
 
 COOKIE_NAME = "penguinmails_finance_login"
 VIEWER_KEY = "finance_viewer"
 SET_COOKIE_KEY = "finance_set_login_cookie"
-# The session version the viewer signed in with (finance_core.sessions).
+# The session version the viewer signed in with (finance_core.access.sessions).
 SESSION_VERSION_KEY = "finance_session_version"
 OIDC_ROLES_SECTION = "dashboard_roles"
 LOGGED_OUT = "You have logged out."

@@ -9,10 +9,10 @@ import streamlit as st
 
 from dashboard import PLOTLY_WARM_UP_KEY
 from dashboard.ui import STATUS_COLORS
-from finance_core.event_log import HourlyCount
-from finance_core.models import EVENT_STATUSES
-from finance_core.queries import PlanCount
-from finance_core.trends import PlanSeries, WeekFlow
+from finance_core.store.models import EVENT_STATUSES
+from finance_core.views.event_log import HourlyCount
+from finance_core.views.queries import PlanCount
+from finance_core.views.trends import PlanSeries, WeekFlow
 
 PLAN_COLOR = "#1f6feb"
 FONT = {"family": "Inter, Source Sans Pro, sans-serif", "size": 13}

@@ -14,28 +14,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
-from finance_core import (
-    audit,
-    event_log,
-    migrate,
-    payments,
-    queries,
-    rejections,
-    resolver,
-    tokens,
-    trends,
-    users,
-)
+from finance_core.access import audit, tokens, users
+from finance_core.access.roles import describe_roles
+from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.alerts import channels, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
-from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import ReplayError, dismiss_event
-from finance_core.replay import replay_events
-from finance_core.roles import describe_roles
+from finance_core.feed import rejections, resolver
+from finance_core.feed.ingest import ReplayError, dismiss_event
+from finance_core.feed.replay import replay_events
+from finance_core.feed.stripe_api import make_client
+from finance_core.feed.sync import Progress, SyncError, SyncReport, SyncRun, latest_runs, run_sync
 from finance_core.settings import Settings, get_settings
-from finance_core.sign_in import SignInResult, SignInThrottle, attempt_sign_in
-from finance_core.stripe_api import make_client
-from finance_core.sync import Progress, SyncError, SyncReport, SyncRun, latest_runs, run_sync
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.views import event_log, payments, queries, trends
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -439,7 +431,7 @@ def dismiss(event_id: str, actor: str) -> tuple[bool, str]:
     return True, f"Dismissed {event_id}; it no longer counts against webhook health."
 
 
-# --- signing in: the throttle and the sessions of finance_core.sign_in and .sessions --------
+# --- signing in: the throttle and the sessions of finance_core.access.sign_in and .sessions
 
 
 def _close_throttle(throttle: SignInThrottle) -> None:

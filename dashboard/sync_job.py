@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from finance_core.sync import Progress, SyncError, SyncReport
+from finance_core.feed.sync import Progress, SyncError, SyncReport
 
 log = logging.getLogger(__name__)
 

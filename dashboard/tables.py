@@ -6,16 +6,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from finance_core.access.audit import AuditEntry
+from finance_core.access.tokens import TokenInfo
+from finance_core.access.users import DashboardUser
 from finance_core.alerts.store import AlertRecord
-from finance_core.audit import AuditEntry
-from finance_core.event_log import EventRow, VersionCount
-from finance_core.payments import CurrencyTotal, FailingInvoice
-from finance_core.queries import PlanCount
-from finance_core.rejections import ReasonCount
-from finance_core.sync import SyncRun
-from finance_core.tokens import TokenInfo
-from finance_core.trends import PlanSeries, WeekFlow
-from finance_core.users import DashboardUser
+from finance_core.feed.rejections import ReasonCount
+from finance_core.feed.sync import SyncRun
+from finance_core.views.event_log import EventRow, VersionCount
+from finance_core.views.payments import CurrencyTotal, FailingInvoice
+from finance_core.views.queries import PlanCount
+from finance_core.views.trends import PlanSeries, WeekFlow
 
 WHEN = "YYYY-MM-DD HH:mm:ss"
 

@@ -7,8 +7,8 @@ from datetime import datetime
 import streamlit as st
 
 from dashboard import data
-from finance_core.queries import SyncStatus, WebhookHealth
 from finance_core.settings import SettingsError
+from finance_core.views.queries import SyncStatus, WebhookHealth
 
 # Health panels re-read the store on their own this often (the cache lasts 10 seconds).
 REFRESH_SECONDS = 30

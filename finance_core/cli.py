@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from finance_core import audit, demo, migrate, tokens, users
-from finance_core.db import make_engine, read_transaction
-from finance_core.events import Outcome
-from finance_core.replay import replay_events
-from finance_core.retention import prune_events
+from finance_core import demo
+from finance_core.access import audit, tokens, users
+from finance_core.feed.events import Outcome
+from finance_core.feed.replay import replay_events
+from finance_core.feed.retention import prune_events
+from finance_core.feed.stripe_api import StripeUnavailable, make_client
+from finance_core.feed.sync import SyncError, run_sync
 from finance_core.settings import SettingsError, get_settings
-from finance_core.stripe_api import StripeUnavailable, make_client
-from finance_core.sync import SyncError, run_sync
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
 
 Command = Callable[[argparse.Namespace, Engine], int]
 

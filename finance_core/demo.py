@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, delete, exists, insert, select
 
-from finance_core.db import write_transaction
 from finance_core.demo_history import spread
-from finance_core.events import Outcome, StripeEvent
-from finance_core.ingest import ingest_event
-from finance_core.models import (
+from finance_core.feed.events import Outcome, StripeEvent
+from finance_core.feed.ingest import ingest_event
+from finance_core.store.db import write_transaction
+from finance_core.store.models import (
     invoices,
     prices,
     products,

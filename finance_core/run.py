@@ -21,10 +21,12 @@ from pathlib import Path
 
 import httpx
 
-from finance_core import audit, demo, migrate
-from finance_core.db import make_engine, read_transaction
+from finance_core import demo
+from finance_core.access import audit
+from finance_core.access.users import add_user, list_users
 from finance_core.settings import SettingsError, load_settings
-from finance_core.users import add_user, list_users
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
 
 DEMO_USER = "demo"
 TRICKLE_SECONDS = 5

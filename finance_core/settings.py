@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from finance_core.models import KEEP_LATEST_REJECTIONS
+from finance_core.store.models import KEEP_LATEST_REJECTIONS
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "changethis", "secret", "xxx"})
 MIN_COOKIE_KEY_LENGTH = 32

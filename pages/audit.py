@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, paging, tables
-from finance_core.audit import ACTIONS, AuditFilter
+from finance_core.access.audit import ACTIONS, AuditFilter
 
 ALL = "All"
 PAGE_SIZE = 50

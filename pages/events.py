@@ -3,8 +3,8 @@
 import streamlit as st
 
 from dashboard import auth, data, paging, tables
-from finance_core.event_log import EventFilter
-from finance_core.models import EVENT_STATUSES
+from finance_core.store.models import EVENT_STATUSES
+from finance_core.views.event_log import EventFilter
 
 ALL = "All"
 PAGE_SIZE = 50

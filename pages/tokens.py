@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
-from finance_core.roles import ADMIN, FINANCE
+from finance_core.access.roles import ADMIN, FINANCE
 
 OUTCOME = "tokens_outcome"
 

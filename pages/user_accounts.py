@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
-from finance_core.roles import ADMIN, FINANCE
+from finance_core.access.roles import ADMIN, FINANCE
 
 OUTCOME = "users_outcome"
 PASSWORDS_DIFFER = (False, "The two passwords differ; nothing was changed.")

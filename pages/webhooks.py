@@ -3,8 +3,8 @@
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
-from finance_core.event_log import stripe_event_url
-from finance_core.queries import SyncStatus
+from finance_core.views.event_log import stripe_event_url
+from finance_core.views.queries import SyncStatus
 
 ACTION_OUTCOME = "webhooks_action_outcome"
 THIN_OUTCOME = "webhooks_thin_outcome"

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from finance_core import migrate
-from finance_core.db import make_engine
 from finance_core.settings import Settings, load_settings
+from finance_core.store import migrate
+from finance_core.store.db import make_engine
 from tests.support.cluster import Cluster, cluster
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.redis_server import redis_server

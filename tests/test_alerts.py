@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from finance_core.alerts import channels, sending, store
 from finance_core.alerts.job import CLAIM_HOLD, evaluate, send_test_alert
-from finance_core.db import make_engine, read_transaction, write_transaction
-from finance_core.ingest import StripeEvent, dismiss_event, ingest_event
-from finance_core.models import alert_deliveries, alert_rules, alert_samples, alerts
-from finance_core.rejections import record_rejection
+from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
+from finance_core.feed.rejections import record_rejection
+from finance_core.store.db import make_engine, read_transaction, write_transaction
+from finance_core.store.models import alert_deliveries, alert_rules, alert_samples, alerts
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.receivers import SMTP_PASSWORD, json_receiver, smtp_receiver

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from finance_core import migrate
 from finance_core.alerts import store
-from finance_core.db import make_engine, read_transaction
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port

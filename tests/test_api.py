@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from finance_core import migrate, statements
-from finance_core.db import make_engine, read_transaction, write_transaction
-from finance_core.queries import plan_id_for
-from finance_core.tokens import create_token, list_tokens, revoke_token
+from finance_core.access.tokens import create_token, list_tokens, revoke_token
+from finance_core.store import migrate, statements
+from finance_core.store.db import make_engine, read_transaction, write_transaction
+from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.servers import ThreadedServer

@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from finance_core import migrate
-from finance_core.db import make_engine
+from finance_core.access.tokens import create_token
 from finance_core.settings import Settings
-from finance_core.tokens import create_token
+from finance_core.store import migrate
+from finance_core.store.db import make_engine
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from finance_core import audit
-from finance_core.audit import AuditFilter, audit_page, csv_pages, record
-from finance_core.db import read_transaction, write_transaction
-from finance_core.ingest import ReplayError, dismiss_event
-from finance_core.models import audit_log
-from finance_core.replay import replay_events
-from finance_core.tokens import TokenError, create_token, revoke_token
-from finance_core.users import UserError, add_user, remove_user, set_password, set_roles
+from finance_core.access import audit
+from finance_core.access.audit import AuditFilter, audit_page, csv_pages, record
+from finance_core.access.tokens import TokenError, create_token, revoke_token
+from finance_core.access.users import UserError, add_user, remove_user, set_password, set_roles
+from finance_core.feed.ingest import ReplayError, dismiss_event
+from finance_core.feed.replay import replay_events
+from finance_core.store.db import read_transaction, write_transaction
+from finance_core.store.models import audit_log
 from tests.support import stripe_factory as sf
 from tests.support.apptest import feed
 

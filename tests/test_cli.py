@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import bcrypt
 import pytest
 
-from finance_core import audit
-from finance_core.db import make_engine, read_transaction
-from finance_core.tokens import authenticate_token
-from finance_core.users import authenticator_credentials
+from finance_core.access import audit
+from finance_core.access.tokens import authenticate_token
+from finance_core.access.users import authenticator_credentials
+from finance_core.store.db import make_engine, read_transaction
 from tests.support.store_dump import store_text
 
 

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, update
 
-from finance_core import audit, handlers, queries
-from finance_core.db import read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import webhook_events
+from finance_core.access import audit
+from finance_core.feed import handlers
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store.db import read_transaction
+from finance_core.store.models import webhook_events
+from finance_core.views import queries
 from tests.support import stripe_factory as sf
 from tests.support.reads import latest_event
 from tests.support.stripe_api import API_KEY

@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core.db import read_transaction
-from finance_core.ingest import HANDLERS, TERMINAL_INVOICE_STATUSES, TERMINAL_SUBSCRIPTION_STATUSES
-from finance_core.models import invoices, prices, products, subscriptions, webhook_events
-from finance_core.stripe_shapes import invoice_subscription, item_product_and_price
+from finance_core.feed.ingest import (
+    HANDLERS,
+    TERMINAL_INVOICE_STATUSES,
+    TERMINAL_SUBSCRIPTION_STATUSES,
+)
+from finance_core.feed.stripe_shapes import invoice_subscription, item_product_and_price
+from finance_core.store.db import read_transaction
+from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
 from tests.support.store_dump import store_text

@@ -7,10 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import SESSION_ENDED, VIEWER_KEY, Viewer
-from finance_core.audit import record
-from finance_core.db import read_transaction
-from finance_core.tokens import authenticate_token
-from finance_core.users import authenticator_credentials, set_password, set_roles
+from finance_core.access.audit import record
+from finance_core.access.tokens import authenticate_token
+from finance_core.access.users import authenticator_credentials, set_password, set_roles
+from finance_core.store.db import read_transaction
 from tests.support import apptest
 from tests.support.apptest import APP, PASSWORD, app, signed_in, texts
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import func, select
 
 from dashboard.auth import COOKIE_NAME, SESSION_ENDED
-from finance_core import migrate
-from finance_core.db import make_engine, read_transaction
-from finance_core.models import audit_log
-from finance_core.sign_in import Lock
+from finance_core.access.sign_in import Lock
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import audit_log
 from tests import test_dashboard_browser as browser_suite
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from finance_core import audit
+from finance_core.access import audit
 from finance_core.alerts.job import evaluate, send_test_alert
 from finance_core.settings import get_settings
 from tests.conftest import make_settings

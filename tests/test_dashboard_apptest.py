@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from finance_core import handlers
-from finance_core.db import read_transaction
-from finance_core.queries import status_breakdown, stripe_sync_status
-from finance_core.queries import subscription_summary as api_summary
+from finance_core.feed import handlers
+from finance_core.store.db import read_transaction
+from finance_core.views.queries import status_breakdown, stripe_sync_status
+from finance_core.views.queries import subscription_summary as api_summary
 from tests.support import apptest
 from tests.support import stripe_factory as sf
 from tests.support.apptest import PASSWORD, app, feed, forget, metrics, signed_in, texts
@@ -127,7 +127,7 @@ def test_a_user_without_a_role_gets_the_forbidden_page_only(dashboard):
 
 def test_roles_come_from_the_store_on_every_run(dashboard):
     """A user removed from the store loses access at the next run, whatever the session says."""
-    from finance_core.users import remove_user
+    from finance_core.access.users import remove_user
 
     at = signed_in("fiona")
     assert list(metrics(at)) == METRICS
@@ -219,7 +219,7 @@ def test_webhooks_page_for_finance_shows_failures_without_actions(dashboard):
 
 
 def test_webhooks_page_lists_rejections_by_reason(dashboard):
-    from finance_core.rejections import record_rejection
+    from finance_core.feed.rejections import record_rejection
 
     now = datetime.now(UTC)
     for reason in ["bad_signature", "bad_signature", "missing_signature"]:

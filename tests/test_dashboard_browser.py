@@ -17,10 +17,11 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from dashboard import PLOTLY_WARM_UP_KEY
-from finance_core import handlers, migrate
-from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.queries import stripe_sync_status, subscription_summary
+from finance_core.feed import handlers
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.conftest import skip_or_fail
 from tests.support import stripe_factory as sf
 from tests.support.accounts import TEAM, add_users

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from finance_core.db import read_transaction
-from finance_core.queries import stripe_sync_status
+from finance_core.store.db import read_transaction
+from finance_core.views.queries import stripe_sync_status
 from tests.support import apptest
 from tests.support import stripe_factory as sf
 from tests.support.apptest import feed, metrics, signed_in, texts

@@ -15,12 +15,14 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import VIEWER_KEY, Viewer
 from dashboard.sync_job import SyncJobs
-from finance_core import audit, handlers, queries
-from finance_core.db import read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import webhook_events
+from finance_core.access import audit
+from finance_core.feed import handlers
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.feed.sync import SyncReport
 from finance_core.settings import get_settings
-from finance_core.sync import SyncReport
+from finance_core.store.db import read_transaction
+from finance_core.store.models import webhook_events
+from finance_core.views import queries
 from tests.support import apptest
 from tests.support import stripe_factory as sf
 from tests.support.apptest import APP, metrics, signed_in, texts

@@ -5,15 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from finance_core import audit
-from finance_core.db import read_transaction
-from finance_core.events import parse_payload
-from finance_core.ingest import ingest_event
-from finance_core.models import webhook_events
-from finance_core.queries import status_breakdown
-from finance_core.resolver import Resolver
-from finance_core.stripe_api import make_client
-from finance_core.sync import run_sync
+from finance_core.access import audit
+from finance_core.feed.events import parse_payload
+from finance_core.feed.ingest import ingest_event
+from finance_core.feed.resolver import Resolver
+from finance_core.feed.stripe_api import make_client
+from finance_core.feed.sync import run_sync
+from finance_core.store.db import read_transaction
+from finance_core.store.models import webhook_events
+from finance_core.views.queries import status_breakdown
 from tests.conftest import make_settings
 from tests.support import apptest
 from tests.support import stripe_factory as sf

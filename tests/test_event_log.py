@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event
 
-from finance_core import migrate, statements
-from finance_core.db import make_engine, read_transaction
-from finance_core.event_log import (
+from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
+from finance_core.store import migrate, statements
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import EVENT_STATUSES
+from finance_core.views.event_log import (
     Cursor,
     EventFilter,
     count_events,
@@ -22,8 +24,6 @@ from finance_core.event_log import (
     latest_generation_failure,
     stripe_event_url,
 )
-from finance_core.ingest import StripeEvent, dismiss_event, ingest_event
-from finance_core.models import EVENT_STATUSES
 from tests.support import stripe_factory as sf
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -231,7 +231,7 @@ def sqlite_query_plans(tmp_path, table, read):
         if table in statement and not statement.startswith("EXPLAIN"):
             executed.append((statement, parameters))
 
-    # Statements compiled once and run on the driver (finance_core.statements) skip the event.
+    # Statements compiled once and run on the driver (finance_core.store.statements) skip the event.
     run_on_driver = statements._execute
 
     def _capture_on_driver(conn, compiled, parameters):
@@ -284,7 +284,7 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
 def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
     """The count reads the failing few through the partial index, not every invoice, inside
     the Finance API's one-statement answer."""
-    from finance_core.queries import stripe_sync_status
+    from finance_core.views.queries import stripe_sync_status
 
     def read(conn):
         assert stripe_sync_status(conn=conn, delayed_after=3600, now=T0).failed_payments_count == 0
@@ -297,7 +297,7 @@ def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
 
 def test_the_api_answers_read_events_through_indexes_on_sqlite(tmp_path):
     """The latest delivery and the failed count never scan every event."""
-    from finance_core.queries import stripe_sync_status, subscription_summary
+    from finance_core.views.queries import stripe_sync_status, subscription_summary
 
     def read(conn):
         subscription_summary(conn=conn, active_statuses=["active"], now=T0)

@@ -10,15 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
-from finance_core import demo, migrate
-from finance_core.db import make_engine, read_transaction, write_transaction
+from finance_core import demo
 from finance_core.demo_history import spread
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import (
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction, write_transaction
+from finance_core.store.models import (
     invoices,
     subscription_history,
 )
-from finance_core.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
+from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 from tests.support import reads
 from tests.support import stripe_factory as sf
 

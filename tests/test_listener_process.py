@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from finance_core.db import make_engine
-from finance_core.tokens import create_token
+from finance_core.access.tokens import create_token
+from finance_core.store.db import make_engine
 from tests.conftest import deliver, make_settings, own_postgres_server
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
@@ -130,8 +130,8 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
         from tests.conftest import skip_or_fail
 
         skip_or_fail("no PostgreSQL server binaries", package="postgresql")
-    from finance_core import migrate
-    from finance_core.db import make_engine, read_transaction
+    from finance_core.store import migrate
+    from finance_core.store.db import make_engine, read_transaction
     from tests.support.reads import plan_counts
     from webhook_listener.app import create_app
 
@@ -183,8 +183,8 @@ def test_database_outage_answers_503_loses_nothing_and_recovers():
 
 def test_finance_api_answers_503_when_the_rate_limit_storage_is_unreachable(tmp_path):
     """Redis down: the API says so (and a retry may work); webhooks do not depend on it."""
-    from finance_core import migrate
-    from finance_core.db import make_engine
+    from finance_core.store import migrate
+    from finance_core.store.db import make_engine
     from webhook_listener.app import create_app
 
     url = f"sqlite:///{tmp_path}/redis-down.db"

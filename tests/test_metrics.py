@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from finance_core.db import read_transaction
-from finance_core.queries import stripe_sync_status
+from finance_core.store.db import read_transaction
+from finance_core.views.queries import stripe_sync_status
 from tests.conftest import deliver, make_settings, skip_or_fail
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port

@@ -11,9 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from finance_core import migrate
-from finance_core.db import is_unavailable, make_engine, write_transaction
-from finance_core.models import metadata
+from finance_core.store import migrate
+from finance_core.store.db import is_unavailable, make_engine, write_transaction
+from finance_core.store.models import metadata
 
 
 def test_migrations_match_the_models(engine):
@@ -43,7 +43,8 @@ def test_processes_migrating_one_database_at_once(database_url, starting_revisio
     # Each process imports first, then all start migrating at the same moment.
     start_at = time.time() + 3
     script = (
-        "import time; from finance_core.db import make_engine; from finance_core import migrate; "
+        "import time; from finance_core.store import migrate; "
+        "from finance_core.store.db import make_engine; "
         f"engine = make_engine({database_url!r}); time.sleep(max(0, {start_at} - time.time())); "
         "migrate.upgrade(engine)"
     )

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from finance_core.db import read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import invoices, subscriptions
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store.db import read_transaction
+from finance_core.store.models import invoices, subscriptions
 from tests.support import stripe_factory as sf
 from tests.support.reads import failed_payments_count, maintained_and_recounted
 

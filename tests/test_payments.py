@@ -8,16 +8,16 @@ from decimal import Decimal
 
 import pytest
 
-from finance_core.db import read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.money import format_amount, major_units
-from finance_core.payments import (
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.feed.stripe_shapes import timestamp
+from finance_core.store.db import read_transaction
+from finance_core.views.money import format_amount, major_units
+from finance_core.views.payments import (
     Cursor,
     csv_pages,
     failing_invoice_page,
     failing_totals,
 )
-from finance_core.stripe_shapes import timestamp
 from tests.support import stripe_factory as sf
 from tests.support.reads import failed_payments_count
 from tests.test_event_log import sqlite_query_plans

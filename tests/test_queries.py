@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from finance_core import migrate, statements
-from finance_core.db import make_engine, read_transaction, statement_reads
-from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
-from finance_core.models import subscriptions, webhook_events
-from finance_core.queries import (
+from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event, replay_event
+from finance_core.store import migrate, statements
+from finance_core.store.db import make_engine, read_transaction, statement_reads
+from finance_core.store.models import subscriptions, webhook_events
+from finance_core.views.queries import (
     plan_id_for,
     status_breakdown,
     stripe_sync_status,
@@ -255,7 +255,7 @@ def test_replay_heals_a_failed_event_without_counting_as_a_delivery(engine):
 
 
 def test_a_batch_with_one_failing_event_fails_only_that_event(engine):
-    from finance_core.ingest import Delivery, ingest_batch
+    from finance_core.feed.ingest import Delivery, ingest_batch
 
     good = sf.event("customer.subscription.created", sf.subscription("sub_b1", "active", "prod_b"))
     bad = sf.event("customer.subscription.updated", {"id": "sub_b2", "object": "subscription"})
@@ -276,7 +276,7 @@ def test_a_batch_with_one_failing_event_fails_only_that_event(engine):
 
 
 def test_a_batch_claims_an_id_given_twice_once(engine):
-    from finance_core.ingest import Delivery, ingest_batch
+    from finance_core.feed.ingest import Delivery, ingest_batch
 
     created = sf.event(
         "customer.subscription.created", sf.subscription("sub_t1", "active", "prod_t")
@@ -295,9 +295,9 @@ def test_a_batch_claims_an_id_given_twice_once(engine):
 @pytest.mark.postgres
 def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_server):
     """PostgreSQL reports a statement's error only when the batch is sent; the rest still land."""
-    from finance_core import migrate
-    from finance_core.db import make_engine
-    from finance_core.ingest import Delivery, ingest_batch
+    from finance_core.feed.ingest import Delivery, ingest_batch
+    from finance_core.store import migrate
+    from finance_core.store.db import make_engine
 
     engine = make_engine(postgres_server.create_database("finance_pipeline_error"))
     migrate.upgrade(engine)
@@ -328,11 +328,12 @@ def test_two_batches_locking_rows_in_opposite_orders_both_land(
     """Two listener processes' batches deadlock on PostgreSQL; the victim retries alone."""
     import threading
 
-    from finance_core import handlers, migrate
-    from finance_core.db import make_engine
-    from finance_core.ingest import Delivery, ingest_batch
+    from finance_core.feed import handlers
+    from finance_core.feed.ingest import Delivery, ingest_batch
+    from finance_core.store import migrate
+    from finance_core.store.db import make_engine
 
-    caplog.set_level(logging.INFO, logger="finance_core.ingest")
+    caplog.set_level(logging.INFO, logger="finance_core.feed.ingest")
     engine = make_engine(postgres_server.create_database("finance_deadlock"))
     migrate.upgrade(engine)
 

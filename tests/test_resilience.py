@@ -23,18 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from finance_core import migrate
-from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import (
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.feed.rejections import KEEP_LATEST_REJECTIONS
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import (
     invoices,
     rejected_deliveries,
     subscription_counts,
     subscriptions,
     webhook_events,
 )
-from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.rejections import KEEP_LATEST_REJECTIONS
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.support import stripe_factory as sf
 from tests.support.servers import ListenerProcess, wait_gone
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, insert, select, text
 
-from finance_core import leases, migrate
-from finance_core.db import make_engine, read_transaction, write_transaction
-from finance_core.housekeeping import LEASE, housekeeping
-from finance_core.ingest import StripeEvent, dismiss_event, ingest_event, recover_event
-from finance_core.models import subscription_counts, subscription_history, webhook_events
-from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.retention import prune_events
+from finance_core.feed.housekeeping import LEASE, housekeeping
+from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event, recover_event
+from finance_core.feed.retention import prune_events
+from finance_core.store import leases, migrate
+from finance_core.store.db import make_engine, read_transaction, write_transaction
+from finance_core.store.models import subscription_counts, subscription_history, webhook_events
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
@@ -276,7 +276,7 @@ def test_sqlite_prune_reads_the_status_index(tmp_path):
 
 
 def test_the_report_in_words():
-    from finance_core.retention import PruneReport
+    from finance_core.feed.retention import PruneReport
 
     report = PruneReport(
         datetime(2026, 9, 1, tzinfo=UTC),

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from finance_core.db import make_engine, read_transaction
-from finance_core.models import webhook_events
-from finance_core.payments import failing_totals
-from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import webhook_events
+from finance_core.views.payments import failing_totals
+from finance_core.views.queries import stripe_sync_status, subscription_summary
+from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 from tests.support.postgres import free_port
 from tests.support.servers import child_processes, listening_addresses, wait_gone, writer_of
 

@@ -18,10 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core import migrate
-from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
-from finance_core.models import (
+from finance_core.access.tokens import create_token
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import (
     invoices,
     prices,
     products,
@@ -29,8 +30,7 @@ from finance_core.models import (
     subscriptions,
     webhook_events,
 )
-from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.tokens import create_token
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.support import stripe_factory as sf
 from tests.support.cluster import Cluster
 from tests.test_api import SUMMARY, SYNC_STATUS, bearer

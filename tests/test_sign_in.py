@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from finance_core.db import read_transaction
-from finance_core.models import audit_log
-from finance_core.sign_in import (
+from finance_core.access.sign_in import (
     Outcome,
     SignInThrottle,
     SignInUnavailable,
     attempt_sign_in,
 )
+from finance_core.store.db import read_transaction
+from finance_core.store.models import audit_log
 from tests.support.postgres import free_port
 
 PASSWORD = "throttled horse battery"

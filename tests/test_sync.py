@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core import queries
-from finance_core.db import read_transaction
-from finance_core.models import subscriptions, sync_runs, webhook_events
-from finance_core.stripe_api import Backoff, Pager, make_client
-from finance_core.sync import SyncError, SyncReport, latest_runs, run_sync
+from finance_core.feed.stripe_api import Backoff, Pager, make_client
+from finance_core.feed.sync import SyncError, SyncReport, latest_runs, run_sync
+from finance_core.store.db import read_transaction
+from finance_core.store.models import subscriptions, sync_runs, webhook_events
+from finance_core.views import queries
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.reads import latest_event

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core.db import read_transaction
-from finance_core.events import parse_payload
-from finance_core.ingest import Delivery, ingest_batch, ingest_event
-from finance_core.models import invoices, prices, products, subscriptions, webhook_events
-from finance_core.queries import WebhookHealth, stripe_sync_status
-from finance_core.resolver import Backoff, CycleReport, Resolver
+from finance_core.feed.events import parse_payload
+from finance_core.feed.ingest import Delivery, ingest_batch, ingest_event
+from finance_core.feed.resolver import Backoff, CycleReport, Resolver
+from finance_core.store.db import read_transaction
+from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.views.queries import WebhookHealth, stripe_sync_status
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.store_dump import store_text

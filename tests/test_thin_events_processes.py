@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core.db import read_transaction
-from finance_core.models import subscriptions, webhook_events
-from finance_core.tokens import create_token
+from finance_core.access.tokens import create_token
+from finance_core.store.db import read_transaction
+from finance_core.store.models import subscriptions, webhook_events
 from tests.support import stripe_factory as sf
 from tests.support.servers import ListenerProcess, wait_gone
 from tests.support.stripe_api import API_KEY, StripeStandIn

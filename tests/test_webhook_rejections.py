@@ -6,15 +6,15 @@ import time
 import pytest
 from sqlalchemy import Engine, func, select
 
-from finance_core.db import read_transaction
-from finance_core.models import (
+from finance_core.feed.rejections import kept_rejections, record_rejection, rejections_by_reason
+from finance_core.store.db import read_transaction
+from finance_core.store.models import (
     invoices,
     products,
     rejected_deliveries,
     subscriptions,
     webhook_events,
 )
-from finance_core.rejections import kept_rejections, record_rejection, rejections_by_reason
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.servers import ThreadedServer
@@ -214,7 +214,7 @@ def test_a_flood_over_http_keeps_the_listener_answering(http, engine):
 def test_rejections_do_not_change_health(http, engine):
     from datetime import UTC, datetime
 
-    from finance_core.queries import stripe_sync_status
+    from finance_core.views.queries import stripe_sync_status
 
     post(http, b"{}", {"Stripe-Signature": "t=1,v1=00"})
     with read_transaction(engine) as conn:

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from finance_core.db import read_transaction
-from finance_core.models import invoices, prices, products, subscriptions, webhook_events
-from finance_core.queries import stripe_sync_status
+from finance_core.store.db import read_transaction
+from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.views.queries import stripe_sync_status
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.reads import failed_payments_count, plan_counts

@@ -17,8 +17,8 @@ import sys
 
 import uvicorn
 
-from finance_core.db import make_engine
 from finance_core.settings import SettingsError, get_settings
+from finance_core.store.db import make_engine
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
 

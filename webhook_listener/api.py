@@ -1,4 +1,4 @@
-"""The Finance API (SPEC 6): two read-only endpoints over `finance_core.queries`, behind tokens.
+"""The Finance API (SPEC 6): two read-only endpoints over `views.queries`, behind tokens.
 
 Each answer is one trip to the thread pool: the token check, the rate limit and the query run
 there together, never on the event loop. (A plain `def` route with a `def` dependency would
@@ -21,11 +21,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.db import is_unavailable, statement_reads
-from finance_core.queries import stripe_sync_status, subscription_summary
-from finance_core.roles import can_read
+from finance_core.access.roles import can_read
+from finance_core.access.tokens import TokenInfo, find_token, record_use
 from finance_core.settings import Settings
-from finance_core.tokens import TokenInfo, find_token, record_use
+from finance_core.store.db import is_unavailable, statement_reads
+from finance_core.views.queries import stripe_sync_status, subscription_summary
 from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
 from webhook_listener.api_models import (
     RESPONSES,

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from finance_core.queries import SubscriptionSummary, SyncStatus, WebhookHealth
+from finance_core.views.queries import SubscriptionSummary, SyncStatus, WebhookHealth
 
 UTC_SECOND_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 

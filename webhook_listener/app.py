@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core import statements as hot
-from finance_core.db import make_engine, statement_reads
 from finance_core.settings import Settings, SettingsError, get_settings
+from finance_core.store import statements as hot
+from finance_core.store.db import make_engine, statement_reads
 from webhook_listener.api import install_finance_api
 from webhook_listener.background import BackgroundWorker
 from webhook_listener.background_process import JOBS

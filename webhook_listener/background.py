@@ -6,7 +6,7 @@ core nor its GIL, so webhook answers stay fast however slow those services are. 
 starts the worker beside its writer, starts another should it die, and ends it on shutdown by
 closing its stdin. Settings go to it over that pipe, secrets included, never on a command line.
 Jobs that must run once however many listeners share a store take a lease there
-(`finance_core.leases`); the rest claim their work row by row.
+(`finance_core.store.leases`); the rest claim their work row by row.
 """
 
 import asyncio

@@ -25,9 +25,9 @@ log = logging.getLogger("webhook_listener.background")
 
 # Job name -> "module:function", imported only by a worker that runs it.
 JOBS: dict[str, str] = {
-    "resolver": "finance_core.resolver:resolve_forever",
+    "resolver": "finance_core.feed.resolver:resolve_forever",
     "alerts": "finance_core.alerts.job:run_alerts",
-    "housekeeping": "finance_core.housekeeping:housekeeping",
+    "housekeeping": "finance_core.feed.housekeeping:housekeeping",
 }
 JOB_RESTART_DELAY_S = 5.0
 JOIN_TIMEOUT_S = 20.0
@@ -45,8 +45,8 @@ def main() -> int:
     line = sys.stdin.buffer.readline()
     if not line:
         return 0  # the listener went away before saying how to run
-    from finance_core.db import make_engine
     from finance_core.settings import load_settings
+    from finance_core.store.db import make_engine
 
     settings = load_settings(_env_file=None, **json.loads(line))
     engine = make_engine(settings.database_url)

@@ -1,7 +1,7 @@
 """`GET /metrics`: Prometheus text through prometheus-client, in a registry of the app's own.
 
 Counters and the ack histogram are this process's, as Prometheus expects of counters; the
-gauges are the store's, read through `finance_core.gauges` at most every few seconds and
+gauges are the store's, read through `finance_core.views.gauges` at most every few seconds and
 shared by every scrape in between, so that all listener processes on a store report the same
 values and a scrape storm costs one read per few seconds. The webhook path adds one counter
 increment and one histogram observation per delivery.
@@ -30,10 +30,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.db import statement_reads
-from finance_core.gauges import StoreGauges, store_gauges
-from finance_core.queries import WebhookHealth
 from finance_core.settings import Settings
+from finance_core.store.db import statement_reads
+from finance_core.views.gauges import StoreGauges, store_gauges
+from finance_core.views.queries import WebhookHealth
 
 log = logging.getLogger("webhook_listener.metrics")
 

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from finance_core.events import NotAStripeEvent, StripeEvent, ThinEvent, parse_payload
+from finance_core.feed.events import NotAStripeEvent, StripeEvent, ThinEvent, parse_payload
 
 
 class Rejected(Exception):

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from finance_core import migrate
-from finance_core.db import is_unavailable, read_transaction, refuses_connection
 from finance_core.demo import DEMO_EVENT_PREFIX
-from finance_core.queries import stripe_sync_status
 from finance_core.settings import SettingsError
+from finance_core.store import migrate
+from finance_core.store.db import is_unavailable, read_transaction, refuses_connection
+from finance_core.views.queries import stripe_sync_status
 
 log = logging.getLogger("webhook_listener")
 FIRST_RETRY_S = 1.0

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from finance_core.ingest import Outcome
-from finance_core.rejections import record_rejection
+from finance_core.feed.ingest import Outcome
+from finance_core.feed.rejections import record_rejection
 from finance_core.settings import Settings
 from webhook_listener.metrics import ListenerMetrics
 from webhook_listener.verify import Rejected, verify_signature

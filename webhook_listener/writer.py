@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from finance_core.events import Outcome
+from finance_core.feed.events import Outcome
 from webhook_listener.parsing import Rejected
 
 log = logging.getLogger("webhook_listener")

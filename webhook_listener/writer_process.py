@@ -2,7 +2,7 @@
 
 `python -m webhook_listener.writer_process FD LEVEL`, FD being its end of a socket pair (the
 frames are in `writer.py`). It takes whatever deliveries have arrived, up to MAX_BATCH, in
-order, stores them in one transaction (`finance_core.ingest.ingest_batch`), answers each,
+order, stores them in one transaction (`finance_core.feed.ingest.ingest_batch`), answers each,
 and exits once the listener closes its end or dies.
 """
 
@@ -15,8 +15,8 @@ from collections import deque
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from finance_core.db import make_engine
-from finance_core.ingest import Delivery, ingest_batch
+from finance_core.feed.ingest import Delivery, ingest_batch
+from finance_core.store.db import make_engine
 from webhook_listener.parsing import Rejected, parse_event
 from webhook_listener.writer import (
     REQUEST,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from finance_core.access.audit import record_action
 from finance_core.alerts import sending, store
 from finance_core.alerts.rules import (
     RULES,
@@ -23,10 +24,9 @@ from finance_core.alerts.rules import (
     started_text,
     text_of_test_alert,
 )
-from finance_core.audit import record_action
-from finance_core.db import is_unavailable, read_transaction, write_transaction
-from finance_core.models import ALERT_STATE_OK
 from finance_core.settings import Settings
+from finance_core.store.db import is_unavailable, read_transaction, write_transaction
+from finance_core.store.models import ALERT_STATE_OK
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from finance_core.alerts import samples
-from finance_core.db import read_transaction
-from finance_core.queries import WebhookHealth, stripe_sync_status
-from finance_core.rejections import rejections_between
+from finance_core.feed.rejections import rejections_between
 from finance_core.settings import Settings
+from finance_core.store.db import read_transaction
+from finance_core.views.queries import WebhookHealth, stripe_sync_status
 
 REJECTIONS_WINDOW = timedelta(minutes=5)
 RISE_WINDOW = timedelta(hours=1)

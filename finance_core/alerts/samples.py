@@ -4,8 +4,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, func, select
 
-from finance_core.db import insert_for, read_transaction, write_transaction
-from finance_core.models import alert_samples
+from finance_core.store.db import insert_for, read_transaction, write_transaction
+from finance_core.store.models import alert_samples
 
 SAMPLE_EVERY = timedelta(minutes=1)
 KEEP_SAMPLES = timedelta(hours=1) + SAMPLE_EVERY

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from finance_core.alerts import channels, store
 from finance_core.backoff import Backoff
-from finance_core.db import read_transaction
+from finance_core.store.db import read_transaction
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from finance_core.db import insert_for, read_transaction, write_transaction
-from finance_core.models import ALERT_STATE_OK, alert_deliveries, alert_rules, alerts
+from finance_core.store.db import insert_for, read_transaction, write_transaction
+from finance_core.store.models import ALERT_STATE_OK, alert_deliveries, alert_rules, alerts
 
 MAX_PAGE_SIZE = 200
 

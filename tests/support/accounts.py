@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from finance_core.users import add_user
+from finance_core.access.users import add_user
 
 PASSWORD = "correct horse battery"
 # Finance only, admin only, and no role at all.

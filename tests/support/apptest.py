@@ -9,10 +9,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import SESSION_VERSION_KEY
-from finance_core.db import make_engine, read_transaction
-from finance_core.ingest import StripeEvent, ingest_event
+from finance_core.access.users import authenticator_credentials
+from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.settings import get_settings
-from finance_core.users import authenticator_credentials
+from finance_core.store.db import make_engine, read_transaction
 from tests.support import stripe_factory as sf
 from tests.support.accounts import PASSWORD, TEAM, add_users
 

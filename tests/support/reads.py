@@ -5,8 +5,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, select
 
-from finance_core.models import subscription_counts, subscriptions
-from finance_core.queries import LastEvent, PlanCount, stripe_sync_status, subscription_summary
+from finance_core.store.models import subscription_counts, subscriptions
+from finance_core.views.queries import (
+    LastEvent,
+    PlanCount,
+    stripe_sync_status,
+    subscription_summary,
+)
 
 
 def plan_counts(conn: Connection, statuses: Sequence[str]) -> list[PlanCount]:

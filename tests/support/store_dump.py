@@ -2,7 +2,7 @@
 
 from sqlalchemy import Engine, MetaData, select
 
-from finance_core.db import read_transaction
+from finance_core.store.db import read_transaction
 
 
 def store_text(engine: Engine) -> str:

@@ -1,0 +1,1 @@
+"""The Stripe feed: events in, handlers, thin-event resolution, sync, replay, retention."""

@@ -1,0 +1,1 @@
+"""The store: engine and transactions, schema, migrations, hot statements, leases."""

@@ -1,0 +1,1 @@
+"""What people read: the named queries behind every number, pages, trends, exports."""

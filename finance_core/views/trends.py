@@ -1,0 +1,173 @@
+"""How plans and churn moved: named, UI-free reads of the daily subscription history.
+
+`subscription_history` holds, per UTC day the store saw a change, the net change of each
+(plan, status) and the day's new subscriptions and cancellations (migration 0009). A day's
+count is today's `subscription_counts` less the changes since that day, so a window costs a
+few rows per day of the window, however many subscriptions or years of history the store has.
+Ranges are half-open UTC days: [start, end).
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Date, Select, bindparam, cast, func, null, select, union_all
+
+from finance_core.store import statements as hot
+from finance_core.store.models import products, subscription_counts, subscription_history
+from finance_core.views.queries import plan_id_for, plan_name_for
+
+MAX_DAYS = 3660
+WINDOWS = (30, 90, 365)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSeries:
+    """One plan's active subscriptions at the end of each UTC day of a window."""
+
+    plan_id: uuid.UUID
+    product_id: str
+    plan_name: str
+    days: tuple[date, ...]
+    counts: tuple[int, ...]  # one per day, in the order of `days`
+
+
+@dataclass(frozen=True, slots=True)
+class WeekFlow:
+    """Subscriptions new to the store and subscriptions canceled in one week (Monday first)."""
+
+    week: date
+    new_subscriptions: int
+    cancellations: int
+
+    @property
+    def net(self) -> int:
+        return self.new_subscriptions - self.cancellations
+
+
+def last_days(*, days: int, now: datetime) -> tuple[date, date]:
+    """The `days` UTC days that end with today, as [start, end)."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime")
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"a window is 1 to {MAX_DAYS} days, not {days}")
+    end = now.astimezone(UTC).date() + timedelta(days=1)
+    return end - timedelta(days=days), end
+
+
+def _check(start: date, end: date) -> None:
+    if not start < end or (end - start).days > MAX_DAYS:
+        raise ValueError(f"a range is [start, end) with start < end, at most {MAX_DAYS} days")
+
+
+_history = subscription_history.c
+
+
+@cache
+def _active_statement(statuses: tuple[str, ...]) -> Select[Any]:
+    """Per day since :start and plan, the change of the active ones; then today's counts."""
+    # One named parameter per status (fixed by the settings), not an expanding IN list.
+    wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
+    changes = (
+        select(_history.day, _history.product_id, func.sum(_history.subscription_change))
+        .where(_history.day >= bindparam("start", type_=Date), _history.status.in_(wanted))
+        .group_by(_history.day, _history.product_id)
+    )
+    today = (
+        select(
+            cast(null(), Date),
+            subscription_counts.c.product_id,
+            func.sum(subscription_counts.c.subscription_count),
+        )
+        .where(subscription_counts.c.status.in_(wanted))
+        .group_by(subscription_counts.c.product_id)
+    )
+    return union_all(changes, today)
+
+
+_FLOW = (
+    select(_history.day, func.sum(_history.new_subscriptions), func.sum(_history.cancellations))
+    .where(
+        _history.day >= bindparam("start", type_=Date), _history.day < bindparam("end", type_=Date)
+    )
+    .group_by(_history.day)
+)
+
+
+def _day(conn: Connection, value: date) -> Any:
+    """A day as the driver stores it (SQLite: ISO text)."""
+    return value.isoformat() if conn.dialect.name == "sqlite" else value
+
+
+def _stored_day(value: date | str) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def active_per_plan_per_day(
+    *, conn: Connection, active_statuses: Sequence[str], start: date, end: date
+) -> list[PlanSeries]:
+    """Active subscriptions per plan at the end of each UTC day in [start, end), by plan name.
+
+    One statement reads today's counts and the changes since `start`, one snapshot of both;
+    it is compiled once and run on the driver (`finance_core.store.statements`), since a year of a
+    few dozen plans is thousands of rows. Plans never active in the window are left out.
+    """
+    _check(start, end)
+    statement = _active_statement(tuple(active_statuses))
+    current: dict[str, int] = {}
+    changed: dict[str, dict[date, int]] = {}
+    for day, product_id, total in hot.run(conn, statement, {"start": _day(conn, start)}):
+        if day is None:
+            current[product_id] = int(total)
+        else:
+            changed.setdefault(product_id, {})[_stored_day(day)] = int(total)
+
+    days = tuple(start + timedelta(days=n) for n in range((end - start).days))
+    counts: dict[str, tuple[int, ...]] = {}
+    for product_id in current.keys() | changed.keys():
+        by_day = changed.get(product_id, {})
+        # Walk back from today: the count at the end of a day is the next day's count less
+        # that next day's change.
+        count = current.get(product_id, 0) - sum(n for day, n in by_day.items() if day >= end)
+        column = []
+        for day in reversed(days):
+            column.append(count)
+            count -= by_day.get(day, 0)
+        if any(column):
+            counts[product_id] = tuple(reversed(column))
+    names = _plan_names(conn, sorted(counts))
+    series = [
+        PlanSeries(plan_id_for(product_id), product_id, names[product_id], days, column)
+        for product_id, column in counts.items()
+    ]
+    series.sort(key=lambda plan: (plan.plan_name, plan.product_id))
+    return series
+
+
+def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> list[WeekFlow]:
+    """New subscriptions and cancellations of the UTC days in [start, end), per week.
+
+    Weeks run Monday to Sunday; a week only partly in the range counts its days in it.
+    """
+    _check(start, end)
+    weeks: dict[date, list[int]] = {}
+    monday = start - timedelta(days=start.weekday())
+    while monday < end:
+        weeks[monday] = [0, 0]
+        monday += timedelta(days=7)
+    params = {"start": _day(conn, start), "end": _day(conn, end)}
+    for stored, new, canceled in hot.run(conn, _FLOW, params):
+        day = _stored_day(stored)
+        week = weeks[day - timedelta(days=day.weekday())]
+        week[0] += int(new)
+        week[1] += int(canceled)
+    return [WeekFlow(week, new, canceled) for week, (new, canceled) in weeks.items()]
+
+
+def _plan_names(conn: Connection, product_ids: Sequence[str]) -> dict[str, str]:
+    statement = select(products.c.id, products.c.name).where(products.c.id.in_(product_ids))
+    known = {product_id: name for product_id, name in conn.execute(statement)}
+    return {product: plan_name_for(product, known.get(product)) for product in product_ids}
