@@ -1,5 +1,6 @@
 """The production layout on loopback: HAProxy with deploy/haproxy.cfg in front of listener
-processes started with the command line of deploy/finance-listener@.service.
+processes started with the command line of deploy/finance-listener@.service, and dashboards
+started with that of deploy/finance-dashboard.service.
 
 Only ports and paths are substituted: the unit's %i (its port), its interpreter (this venv's)
 and its working directory (this checkout). The settings the unit would read from its
@@ -26,6 +27,7 @@ from tests.support.servers import wait_gone, writer_of
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 LISTENER_UNIT = DEPLOY / "finance-listener@.service"
+DASHBOARD_UNIT = DEPLOY / "finance-dashboard.service"
 HAPROXY_CONFIG = DEPLOY / "haproxy.cfg"
 LISTENERS = 2  # the servers deploy/haproxy.cfg names
 
@@ -158,6 +160,41 @@ def start_listener_units(
         stack.callback(listener.stop)
         listeners.append(listener)
     return listeners
+
+
+@contextmanager
+def running_dashboard_unit(name: str, env: dict[str, str], workdir: Path) -> Iterator[str]:
+    """A dashboard process started as its unit says, on a free port instead of 8501: its URL."""
+    port = free_port()
+    command = unit_command(DASHBOARD_UNIT, "")
+    command[command.index("--server.port") + 1] = str(port)
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {log.read_text()}")
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start: {log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)  # the unit's TimeoutStopSec
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @contextmanager
