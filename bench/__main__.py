@@ -507,7 +507,10 @@ def main() -> None:
     parser.add_argument("--thin-objects", type=int, default=2_000)
     parser.add_argument("--api-rps", type=int, default=100, help="thin events: the stand-in's cap")
     parser.add_argument(
-        "--thin-duration", type=int, default=20, help="thin events: seconds of snapshot load"
+        "--thin-duration",
+        type=int,
+        default=40,
+        help="thin events: seconds of snapshot load (the burst must be delivered within it)",
     )
     parser.add_argument("--no-ingest", action="store_true", help="alerts: skip the ingest rounds")
     parser.add_argument(

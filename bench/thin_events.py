@@ -3,11 +3,14 @@
 Each round starts a listener on a fresh store twice, once with its background jobs off and
 once with the thin-event resolver on, and gives both the same load: wrk posting snapshot events
 at full rate for `duration` seconds while a second wrk posts a burst of thin events (a backlog,
-created over the minutes before) about a set of subscriptions, each once. The stand-in for
+created over the minutes before) about a set of subscriptions, each once, from `WARM_UP_S` into
+the snapshot load (a burst arrives at a listener already at work; one that starts with a fresh
+process measures that process's first second, 100-360 ms, not the thin path). The stand-in for
 Stripe's API answers at most `api_rps` requests a second (429 beyond), as Stripe's limiter
 would. Measured: the thin acks' latency, the stand-in's requests (coalescing: one per object),
-the time from the burst's start until nothing is pending, and the snapshot ingest rate of the
-two listeners within the round.
+the time from the burst's start until nothing is pending, the snapshot ingest rate of the
+two listeners within the round, and the CPU time of the listener's background worker and of
+this process (the stand-in for Stripe answers here; Stripe's servers are elsewhere).
 """
 
 import json
@@ -27,11 +30,13 @@ from sqlalchemy import func, select
 
 from bench.events import generate, sign, write_requests
 from bench.ingest import LUA, parse_run, wait_ready
+from bench.process_cpu import cpu_seconds
 from finance_core.store import migrate
 from finance_core.store.db import make_engine
 from finance_core.store.models import webhook_events
 from tests.support import stripe_factory as sf
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
+from tests.support.servers import child_running
 from tests.support.stripe_api import API_KEY, running_stand_in
 
 SECRET = "whsec_bench_signing_secret_0123456789"
@@ -39,6 +44,7 @@ ONCE_LUA = Path(__file__).with_name("post_once.lua")
 ACK_TARGET_P99_MS = 20
 RESOLVE_TARGET = 1.2  # x objects / rate
 INGEST_TARGET = 0.9
+WARM_UP_S = 5
 
 
 @dataclass
@@ -54,6 +60,8 @@ class Round:
     fetches: int
     most_fetches_in_a_second: int
     resolved_after_s: float | None
+    worker_cpu_s: float
+    bench_cpu_s: float
 
 
 def _thin_requests(path: Path, events: int, objects: int) -> None:
@@ -150,12 +158,16 @@ def one_round(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, process)
+            worker = child_running(process.pid, b"webhook_listener.background_process")
+            worker_cpu = cpu_seconds(worker) if worker else 0.0
+            bench_cpu = time.process_time()
+            snapshots = _wrk(LUA, url, snapshot_file, duration=duration, connections=connections)
+            time.sleep(WARM_UP_S)
             started = time.monotonic()
             stop = threading.Event()
             resolved = _watch_resolution(engine, thin_events, started, stop)
-            snapshots = _wrk(LUA, url, snapshot_file, duration=duration, connections=connections)
             # Each of its requests once (wrk itself runs on until the duration is over).
-            thin = _wrk(ONCE_LUA, url, thin_file, duration=duration, connections=8)
+            thin = _wrk(ONCE_LUA, url, thin_file, duration=duration - WARM_UP_S, connections=8)
             thin_run = parse_run(thin.communicate()[0], "thin", round_number)
             snapshot_run = parse_run(snapshots.communicate()[0], "snapshot", round_number)
             if jobs != "none":
@@ -164,6 +176,8 @@ def one_round(
                     time.sleep(0.1)
             stop.set()
             resolved_after = resolved[0] if resolved else None
+            worker_cpu = cpu_seconds(worker) - worker_cpu if worker else 0.0
+            bench_cpu = time.process_time() - bench_cpu
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -181,6 +195,8 @@ def one_round(
             fetches=fetches,
             most_fetches_in_a_second=api.most_requests_in_a_second(),
             resolved_after_s=resolved_after,
+            worker_cpu_s=worker_cpu,
+            bench_cpu_s=bench_cpu,
         )
 
 
@@ -241,7 +257,9 @@ def run(
                         f"snapshots {result.snapshot_events_per_s:6.0f}/s "
                         f"thin p99 {result.thin_p99_ms:6.2f} ms fetches {result.fetches} "
                         f"(max {result.most_fetches_in_a_second}/s) resolved in "
-                        f"{'-' if resolved is None else f'{resolved:.1f}'} s",
+                        f"{'-' if resolved is None else f'{resolved:.1f}'} s; CPU worker "
+                        f"{result.worker_cpu_s:.1f} s, stand-in and bench "
+                        f"{result.bench_cpu_s:.1f} s",
                         flush=True,
                     )
     finally:
