@@ -200,7 +200,9 @@ def wait_until_idle(page, quiet_ms=600):
 
 def sign_in(page, username, password=PASSWORD):
     page.get_by_role("textbox", name="Username").wait_for()
-    wait_until_idle(page)
+    # The cookie component's report may come over a second after the form is drawn on a busy
+    # machine (CI lost a Login to it with 600 ms): wait for a longer quiet.
+    wait_until_idle(page, quiet_ms=2000)
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Login").click()
