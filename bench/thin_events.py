@@ -1,15 +1,15 @@
 """A burst of thin events beside full-rate snapshot ingest: acks, fetches, resolution, ingest cost.
 
-Each round starts a listener on a fresh store twice, once with its background jobs off and
-once with the thin-event resolver on, and gives both the same load: wrk posting snapshot events
-at full rate for `duration` seconds while a second wrk posts a burst of thin events (a backlog,
+Each round starts a listener on a fresh store twice, once with its background jobs off and once
+with the thin-event resolver on, and gives both the same load: wrk posting snapshot events at
+full rate for `duration` seconds while a second wrk posts a burst of thin events (a backlog,
 created over the minutes before) about a set of subscriptions, each once, from `WARM_UP_S` into
 the snapshot load (a burst arrives at a listener already at work; one that starts with a fresh
-process measures that process's first second, 100-360 ms, not the thin path). The stand-in for
-Stripe's API answers at most `api_rps` requests a second (429 beyond), as Stripe's limiter
-would. Measured: the thin acks' latency, the stand-in's requests (coalescing: one per object),
-the time from the burst's start until nothing is pending, the snapshot ingest rate of the
-two listeners within the round, and the CPU time of the listener's background worker and of
+process measures that process's first second, a p99 of 67-307 ms, not the thin path). The
+stand-in for Stripe's API answers at most `api_rps` requests a second (429 beyond), as Stripe's
+limiter would. Measured: the thin acks' latency, the stand-in's requests (coalescing: one per
+object), the time from the burst's start until nothing is pending, the snapshot ingest rate of
+the two listeners within the round, and the CPU time of the listener's background worker and of
 this process (the stand-in for Stripe answers here; Stripe's servers are elsewhere).
 """
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from finance_core.alerts import store
+from finance_core.settings import Settings
 from finance_core.store.db import read_transaction
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
@@ -62,8 +63,10 @@ def stop(processes) -> str:
     return output
 
 
-def assert_rejections_alert(text: str, sent: int, threshold: int = 20) -> None:
-    """The rejections alert, started once the count reached ALERT_REJECTIONS (default 20).
+def assert_rejections_alert(
+    text: str, sent: int, threshold: int = Settings.model_fields["alert_rejections"].default
+) -> None:
+    """The rejections alert, started once the count reached ALERT_REJECTIONS (its default).
 
     Its number is the count when a worker first saw the threshold crossed: any from the
     threshold to all that were sent, as the flood may still be arriving when it looks.

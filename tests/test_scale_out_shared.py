@@ -138,7 +138,6 @@ def test_two_dashboards_share_one_sign_in_lock_through_redis(scale_out: Cluster,
             wait_for_attempts(scale_out.database_url, "lee", n + 1)
         # The second saw two failures itself; locked all the same, the right password too.
         for page in reversed(pages):
-            wait_until_idle(page)
             sign_in(page, "lee", PASSWORD)
             wait_until_idle(page)
             assert page.get_by_test_id("stAlertContentError").inner_text().strip() == LOCKED
