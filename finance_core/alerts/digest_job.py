@@ -125,6 +125,7 @@ def run_digest(*, engine: Engine, settings: Settings, stop: threading.Event) -> 
         log.info("DIGEST_AT is empty: no morning digest")
         return
     urls = settings.digest_channels()
+    log.info("morning digest daily at %s, to %s channel(s)", settings.digest_at, len(urls))
     if not urls:
         log.info("DIGEST_URLS and ALERT_URLS are empty: digests are kept, not sent")
     while not stop.is_set():
