@@ -17,7 +17,7 @@ from dashboard.sync_job import SyncJob, SyncJobs
 from finance_core.access import audit, tokens, users
 from finance_core.access.roles import describe_roles
 from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
-from finance_core.alerts import channels, job
+from finance_core.alerts import channels, digest_job, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
 from finance_core.feed import rejections, resolver
 from finance_core.feed.ingest import ReplayError, dismiss_event
@@ -341,6 +341,27 @@ def send_test_alert(actor: str) -> AlertRecord:
     """Send a test alert to every channel now; the alert kept, with each channel's result."""
     try:
         return job.send_test_alert(engine=engine(), settings=settings(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+def digest_channels() -> list[str]:
+    """The morning digest's channels (DIGEST_URLS, else ALERT_URLS), by scheme and host only."""
+    return [channels.describe(url) for url in settings().digest_channels()]
+
+
+def digest_schedule() -> str:
+    """DIGEST_AT as configured (`08:00 Europe/Berlin`), or "" when the digest is off."""
+    return settings().digest_at
+
+
+@_store_errors
+def send_digest_now(actor: str) -> AlertRecord:
+    """Send today's digest to every digest channel now; the digest kept, with each result."""
+    try:
+        return digest_job.send_digest_now(
+            engine=engine(), settings=settings(), actor=actor, now=now()
+        )
     finally:
         forget_cached_reads()
 
