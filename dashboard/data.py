@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
+from finance_core import demo
 from finance_core.access import audit, tokens, users
 from finance_core.access.roles import describe_roles
 from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
@@ -341,6 +342,26 @@ def send_test_alert(actor: str) -> AlertRecord:
     """Send a test alert to every channel now; the alert kept, with each channel's result."""
     try:
         return job.send_test_alert(engine=engine(), settings=settings(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+@_store_errors
+def is_demo_store() -> bool:
+    """Whether the store is `make run`'s demo (demo events only), cached a minute."""
+    return _is_demo_store(settings().database_url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _is_demo_store(database_url: str) -> bool:
+    return demo.is_demo_store(engine())
+
+
+@_store_errors
+def send_broken_demo_event(actor: str) -> str:
+    """Make the demo deliver a malformed event (demo stores only); its id. Audited."""
+    try:
+        return demo.send_broken_event(engine=engine(), actor=actor, now=now())
     finally:
         forget_cached_reads()
 
