@@ -356,8 +356,9 @@ class DemoWorld:
     def tick(self, now: int, seconds: float) -> list[dict[str, Any]]:
         """What happens in the `seconds` before `now`, at the history's rates.
 
-        Sign-ups at the last month's rate, cancellations at MONTHLY_CHURN, failures and
-        recoveries in step; and, so that the feed stays live, a renewal paid.
+        Sign-ups at the last month's rate, cancellations at MONTHLY_CHURN, failures, recoveries
+        and renewals in step; and when none of those happened, an update that changes nothing
+        counted, so that the feed stays live.
         """
         self.now, self.events = now, []
         rng = self.rng
@@ -374,23 +375,26 @@ class DemoWorld:
         if self.failing and rng.random() < len(self.failing) * 0.5 * seconds / month:
             invoice_id = rng.choice(sorted(self.failing))
             sub, attempts, at = self.failing.pop(invoice_id)
+            # Paid on a retry (recovered), unless the customer left meanwhile: then voided.
+            closed = "void" if sub.status == "canceled" else "paid"
             self._emit(
-                "invoice.paid",
+                "invoice.paid" if closed == "paid" else "invoice.voided",
                 _invoice(
                     invoice_id,
                     sub,
-                    "paid",
+                    closed,
                     created=at,
-                    attempt_count=attempts + 1,
+                    attempt_count=attempts + (closed == "paid"),
                     next_payment_attempt=None,
                     closed_at=now,
                 ),
                 now,
             )
-            sub.status = "active"
-            self._emit("customer.subscription.updated", _subscription(sub, "active", now), now)
-        if active:  # a monthly renewal, paid at the first attempt
-            sub = rng.choice(active)
+            if closed == "paid":
+                sub.status = "active"
+                self._emit("customer.subscription.updated", _subscription(sub, "active", now), now)
+        if active and rng.random() < len(active) * seconds / month:
+            sub = rng.choice(active)  # a monthly renewal, paid at the first attempt
             invoice = _invoice(
                 self._new_invoice_id(),
                 sub,
@@ -401,6 +405,9 @@ class DemoWorld:
                 closed_at=now,
             )
             self._emit("invoice.paid", invoice, now)
+        if not self.events and live:  # Stripe's other updates: the feed stays live
+            sub = rng.choice(live)
+            self._emit("customer.subscription.updated", _subscription(sub, sub.status, now), now)
         return self.events
 
 

@@ -163,3 +163,20 @@ def test_no_broken_event_button_outside_demo_mode(dashboard):
     assert button(at, "Send a broken event") is None
     with pytest.raises(demo.NotADemoStore):
         demo.send_broken_event(engine=dashboard, actor="ada", now=now())
+
+
+def test_the_trickle_keeps_the_years_rates():
+    made = demo.world(subscriptions=600)
+    live = ("active", "trialing", "past_due")
+    active_before = sum(sub.status in live for sub in made.subscriptions)
+    before = len(made.subscriptions)
+    clock, events = made.now, []
+    for _ in range(30 * 24):  # a month, an hour at a time
+        clock += 3600
+        happened = made.tick(clock, 3600)
+        assert happened  # never a quiet hour: health stays live
+        events += happened
+    canceled = sum(event["type"] == "customer.subscription.deleted" for event in events)
+    assert 0.02 <= canceled / active_before <= 0.05
+    assert len(made.subscriptions) - before > canceled  # still growing
+    assert any(event["type"] == "invoice.payment_failed" for event in events)
