@@ -7,13 +7,18 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from alembic import command
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from finance_core.access.audit import AuditFilter, audit_page
 from finance_core.alerts import sending, store
 from finance_core.alerts.digest_job import claim_digest, due_day, send_digest_now
 from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.settings import SettingsError
-from finance_core.store.db import read_transaction
+from finance_core.store import migrate
+from finance_core.store.db import read_transaction, write_transaction
+from finance_core.store.models import alerts
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.receivers import json_receiver
@@ -188,3 +193,28 @@ def test_send_digest_now_is_sent_kept_and_audited(engine, database_url):
     # The daily digest is still due at DIGEST_AT.
     at_eight = now.astimezone(BERLIN).replace(hour=8, minute=0) + timedelta(days=1)
     assert claim_digest(engine=engine, settings=settings, now=at_eight) is not None
+
+
+def test_the_digest_migration_goes_down_and_up_again(engine, database_url):
+    with json_receiver() as hook:
+        settings = digest_settings(database_url, hook, digest_urls="", alert_urls="")
+        assert claim_digest(engine=engine, settings=settings, now=datetime.now(UTC)) is not None
+    config = migrate._config()
+    with engine.connect() as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0009_history_retention")
+    with read_transaction(engine) as conn:  # the digests went with it; the rest stayed
+        assert conn.execute(select(func.count()).select_from(alerts)).scalar_one() == 0
+    with pytest.raises(IntegrityError), write_transaction(engine) as conn:
+        store.add_alert(
+            conn=conn,
+            rule="digest",
+            kind="digest",
+            state="x",
+            title="t",
+            body="b",
+            now=datetime.now(UTC),
+            hold=None,
+        )
+    migrate.upgrade(engine)
+    assert migrate.is_current(engine)
