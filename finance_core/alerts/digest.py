@@ -28,15 +28,23 @@ DUE_IN = "digest:due:"  # + currency: amount due, minor units
 
 
 class RecoveredTotalLike(Protocol):
-    currency: str | None
-    invoices: int
-    amount_paid: int
+    """What the digest reads of `views.payments.RecoveredTotal`."""
+
+    @property
+    def currency(self) -> str | None: ...
+    @property
+    def invoices(self) -> int: ...
+    @property
+    def amount_paid(self) -> int: ...
 
 
 class RecoveredLike(Protocol):
-    days: int
-    totals: Sequence[RecoveredTotalLike]
-    recovery_rate: float | None
+    """What the digest reads of `views.payments.Recovered`."""
+
+    @property
+    def totals(self) -> Sequence[RecoveredTotalLike]: ...
+    @property
+    def recovery_rate(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +133,8 @@ def _change(change: int, noun: str = "") -> str:
 
 
 def _active_line(now: int, yesterday: int) -> str:
-    return f"Active subscriptions: {now} ({_change(now - yesterday)}), by plan:"
+    by_plan = ", by plan:" if now or yesterday else "."
+    return f"Active subscriptions: {now} ({_change(now - yesterday)}){by_plan}"
 
 
 def _failed_payments_lines(
