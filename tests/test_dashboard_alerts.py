@@ -109,7 +109,7 @@ def test_send_digest_now_reaches_the_digest_channel_and_is_kept(dashboard, monke
         assert at.success[0].value.startswith("Digest sent to every channel")
         (message,) = hook.wait_for(1)
     assert message.startswith("PenguinMails Finance: morning digest for ")
-    assert "Active subscriptions: 0 (no change since yesterday), by plan:" in message
+    assert "Active subscriptions: 0 (no change since yesterday).\n" in message
     assert message in [text.value for text in at.text]
     (history,) = (frame.value for frame in at.dataframe)
     row = history.iloc[0]
