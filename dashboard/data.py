@@ -14,10 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.sync_job import SyncJob, SyncJobs
+from finance_core import demo
 from finance_core.access import audit, tokens, users
 from finance_core.access.roles import describe_roles
 from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
-from finance_core.alerts import channels, job
+from finance_core.alerts import channels, digest_job, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
 from finance_core.feed import rejections, resolver
 from finance_core.feed.ingest import ReplayError, dismiss_event
@@ -341,6 +342,47 @@ def send_test_alert(actor: str) -> AlertRecord:
     """Send a test alert to every channel now; the alert kept, with each channel's result."""
     try:
         return job.send_test_alert(engine=engine(), settings=settings(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+@_store_errors
+def is_demo_store() -> bool:
+    """Whether the store is `make run`'s demo (demo events only), cached a minute."""
+    return _is_demo_store(settings().database_url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _is_demo_store(database_url: str) -> bool:
+    return demo.is_demo_store(engine())
+
+
+@_store_errors
+def send_broken_demo_event(actor: str) -> str:
+    """Make the demo deliver a malformed event (demo stores only); its id. Audited."""
+    try:
+        return demo.send_broken_event(engine=engine(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+def digest_channels() -> list[str]:
+    """The morning digest's channels (DIGEST_URLS, else ALERT_URLS), by scheme and host only."""
+    return [channels.describe(url) for url in settings().digest_channels()]
+
+
+def digest_schedule() -> str:
+    """DIGEST_AT as configured (`08:00 Europe/Berlin`), or "" when the digest is off."""
+    return settings().digest_at
+
+
+@_store_errors
+def send_digest_now(actor: str) -> AlertRecord:
+    """Send today's digest to every digest channel now; the digest kept, with each result."""
+    try:
+        return digest_job.send_digest_now(
+            engine=engine(), settings=settings(), actor=actor, now=now()
+        )
     finally:
         forget_cached_reads()
 

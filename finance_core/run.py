@@ -2,8 +2,10 @@
 
 Without STRIPE_WEBHOOK_SECRET it runs on its own store, data/demo.db, with a generated signing
 secret, cookie key and demo login (kept in data/demo.env, mode 0600), and a sender that posts
-signed demo events to the listener over HTTP (one of them malformed, to replay or dismiss), then
-gives the store's history a believable 90 days and sends a trickle so that health stays live.
+signed demo events to the listener over HTTP (a year of customers: sign-ups, churn, failed,
+recovered and voided payments), then dates the store's history by those events and sends a
+trickle at the same rates so that health stays live. It opens healthy: an admin can send a
+malformed event from the Webhooks page to see a failure, its alert, replay and dismissal.
 Both listen on 127.0.0.1 only unless LISTENER_HOST or DASHBOARD_ADDRESS say otherwise: the
 demo login is printed on the terminal, and Streamlit would otherwise serve every interface.
 One Ctrl-C (or SIGTERM) stops everything.
@@ -68,24 +70,26 @@ def _ensure_demo_user(database_url: str, password: str) -> None:
 
 
 def _send_demo(url: str, secret: str, database_url: str, stop: threading.Event) -> None:
+    year = demo.world()
+    events = demo.backfill(year)
     with httpx.Client(timeout=10) as client:
-        for event in demo.backfill():
+        for event in events:
             if stop.is_set():
                 return
             demo.post(client, url, event, secret)
-        demo.post(client, url, demo.malformed_event(), secret)  # fails: one to replay
         engine = make_engine(database_url)
         try:
-            demo.backdate_history(engine=engine, now=datetime.now(UTC))
+            demo.backdate_history(engine=engine, events=events)
         finally:
             engine.dispose()
-        for event in demo.trickle():
+        for happened in demo.trickle(year, TRICKLE_SECONDS):
             if stop.wait(TRICKLE_SECONDS):
                 return
-            try:
-                demo.post(client, url, event, secret)
-            except httpx.TransportError:
-                continue
+            for event in happened:
+                try:
+                    demo.post(client, url, event, secret)
+                except httpx.TransportError:
+                    continue
 
 
 def _wait_for(url: str, seconds: float = 60) -> bool:

@@ -1,8 +1,10 @@
 """Process settings, read once from the environment (and `.env`) and validated at start."""
 
+from datetime import time
 from functools import lru_cache
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +34,27 @@ def _is_placeholder(value: str) -> bool:
 
 def _plain(value: object) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def digest_time(value: str) -> tuple[time, ZoneInfo]:
+    """`08:00 Europe/Berlin` as (08:00, the zone); ValueError saying what is wrong."""
+    clock, _, zone = value.strip().partition(" ")
+    try:
+        at = time.fromisoformat(clock)
+    except ValueError:
+        at = None
+    if at is None or len(clock) != len("HH:MM") or not zone.strip():
+        raise ValueError(
+            f"must be a time HH:MM and an IANA time zone, such as 08:00 Europe/Berlin, "
+            f"not {value!r}"
+        )
+    try:
+        return at, ZoneInfo(zone.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"names an unknown time zone {zone.strip()!r}; use an IANA name such as "
+            "Europe/Berlin, America/New_York or UTC"
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -66,6 +89,10 @@ class Settings(BaseSettings):
     dashboard_url: str = ""
     metrics_token: SecretStr | None = None
     event_retention_days: int = 90
+    # The morning digest (SPEC 16): "HH:MM Zone/Name", or empty for none; its channels
+    # (Apprise URLs, secrets too), when empty those of ALERT_URLS.
+    digest_at: str = ""
+    digest_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod
@@ -125,7 +152,7 @@ class Settings(BaseSettings):
             raise ValueError("has a placeholder password; use the database user's real one")
         return value
 
-    @field_validator("alert_urls", mode="before")
+    @field_validator("alert_urls", "digest_urls", mode="before")
     @classmethod
     def _alert_urls_usable(cls, value: object) -> object:
         if value is None:
@@ -148,6 +175,14 @@ class Settings(BaseSettings):
                     "here, since an Apprise URL holds a token or password)"
                 )
         return parts
+
+    @field_validator("digest_at")
+    @classmethod
+    def _digest_at_parses(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if value:
+            digest_time(value)  # raises ValueError naming what is wrong
+        return value
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -230,6 +265,15 @@ class Settings(BaseSettings):
     def alert_channels(self) -> list[str]:
         """The Apprise URLs alerts go to (none: alerts are kept but not sent)."""
         return [url.get_secret_value() for url in self.alert_urls]
+
+    def digest_channels(self) -> list[str]:
+        """The Apprise URLs the morning digest goes to: DIGEST_URLS, else ALERT_URLS."""
+        urls = self.digest_urls or self.alert_urls
+        return [url.get_secret_value() for url in urls]
+
+    def digest_schedule(self) -> tuple[time, ZoneInfo] | None:
+        """DIGEST_AT as a local time and its zone, or None when the digest is off."""
+        return digest_time(self.digest_at) if self.digest_at else None
 
     def metrics_bearer(self) -> str | None:
         """The token /metrics asks for, or None when it is open."""

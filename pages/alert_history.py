@@ -42,6 +42,32 @@ if st.button("Send test alert", icon=":material/send:", disabled=not configured)
     else:
         st.error(f"The test alert did not reach every channel:\n\n{results}")
 
+st.subheader("Morning digest")
+schedule, digest_to = data.digest_schedule(), data.digest_channels()
+if schedule:
+    st.markdown(
+        f"Sent once a day at `{schedule}` to "
+        + (", ".join(f"`{name}`" for name in digest_to) if digest_to else "no channel")
+        + ": active subscriptions by plan, new and canceled, failed payments, the feed and "
+        "what waits for action. Each digest is kept below (rule `digest`)."
+    )
+else:
+    st.info(
+        "The morning digest is off (DIGEST_AT is empty). Set DIGEST_AT to a time and time zone "
+        "such as `08:00 Europe/Berlin` (and DIGEST_URLS, if not to the alert channels), then "
+        "restart the listener.",
+        icon=":material/schedule:",
+    )
+if st.button("Send digest now", icon=":material/summarize:", disabled=not digest_to):
+    with st.spinner("Sending today's digest to every digest channel…"):
+        digest = data.send_digest_now(actor=viewer.username)
+    results = "\n".join(f"- {line}" for line in tables.channel_results(digest))
+    if digest.status == "sent":
+        st.success(f"Digest sent to every channel:\n\n{results}")
+    else:
+        st.error(f"The digest did not reach every channel:\n\n{results}")
+    st.text(f"{digest.title}\n{digest.body}")
+
 st.subheader("History")
 trail: list[int] = st.session_state.setdefault(TRAIL, [])
 page = data.alerts(PAGE_SIZE, trail[-1] if trail else None)

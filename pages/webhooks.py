@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
+from finance_core import demo
 from finance_core.views.event_log import stripe_event_url
 from finance_core.views.queries import SyncStatus
 
@@ -161,3 +162,22 @@ else:
         )
     else:
         st.caption("An admin can replay or dismiss these events.")
+
+if viewer.is_admin and data.is_demo_store():
+    st.subheader("Demo: a broken event")
+    st.caption(
+        "This store holds demo data only. Send a malformed event (a subscription update "
+        "without its items, as a Stripe change might send it) to see what a failure looks like: "
+        "health turns to error, the listener alerts, and the event waits above for Replay or "
+        "Dismiss. Recorded in the audit log."
+    )
+
+    def send_broken() -> None:
+        try:
+            sent = data.send_broken_demo_event(actor=viewer.username)
+            outcome = (True, f"Sent {sent}: it failed to apply, as meant.")
+        except (data.StoreUnavailable, demo.NotADemoStore) as exc:
+            outcome = (False, str(exc))
+        st.session_state[ACTION_OUTCOME] = outcome
+
+    st.button("Send a broken event", on_click=send_broken, icon=":material/bug_report:")

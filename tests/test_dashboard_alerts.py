@@ -90,3 +90,29 @@ def test_the_history_pages_through_older_alerts(dashboard, database_url):
     assert len(at.dataframe[0].value) == 3
     button(at, "← Newer").click().run()
     assert len(at.dataframe[0].value) == 50
+
+
+def test_send_digest_now_reaches_the_digest_channel_and_is_kept(dashboard, monkeypatch):
+    at = alerts_page()
+    assert "The morning digest is off (DIGEST_AT is empty)" in texts(at)
+    assert button(at, "Send digest now").disabled  # no channel at all
+    with json_receiver() as hook:
+        monkeypatch.setenv("DIGEST_AT", "08:00 Europe/Berlin")
+        monkeypatch.setenv("DIGEST_URLS", hook.url(credentials=f"finance:{HOOK_PASSWORD}"))
+        get_settings.cache_clear()
+        at = alerts_page()
+        assert f"Sent once a day at `08:00 Europe/Berlin` to `json://127.0.0.1:{hook.port}`" in (
+            texts(at)
+        )
+        button(at, "Send digest now").click().run()
+        assert not at.exception
+        assert at.success[0].value.startswith("Digest sent to every channel")
+        (message,) = hook.wait_for(1)
+    assert message.startswith("PenguinMails Finance: morning digest for ")
+    assert "Active subscriptions: 0 (no change since yesterday).\n" in message
+    assert message in [text.value for text in at.text]
+    (history,) = (frame.value for frame in at.dataframe)
+    row = history.iloc[0]
+    assert (row["Rule"], row["Change"], row["Status"]) == ("digest", "digest", "sent")
+    entries = audit.entries(engine=dashboard, filters=audit.AuditFilter(action="digest_sent"))
+    assert [(e.actor, e.detail) for e in entries] == [("ada", "to 1 channel")]

@@ -264,5 +264,5 @@ def test_spread_history_ends_at_the_counts_it_was_given():
 def test_the_demo_backdates_only_a_demo_store(engine):
     feed(engine, "customer.subscription.created", sf.subscription("sub_1", "active", "p"), at=DAY)
     with pytest.raises(demo.NotADemoStore):
-        demo.backdate_history(engine=engine, now=DAY)
+        demo.backdate_history(engine=engine, events=demo.backfill(demo.world(subscriptions=5)))
     assert history(engine) == {(DAY.date(), "p", "active"): (1, 1, 0)}

@@ -79,7 +79,7 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
             with read_transaction(engine) as conn:
                 if (
                     conn.execute(select(func.count()).select_from(webhook_events)).scalar_one()
-                    > 600
+                    > 500
                 ):
                     break
             time.sleep(1)
@@ -102,8 +102,8 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
         engine.dispose()
         assert summary.active_subscriptions > 100
         assert len(summary.plan_distribution) == 4
-        # One malformed event waits for an admin on the Webhooks page.
-        assert status.webhook_health == "error" and status.unresolved_failed_events == 1
+        # It opens healthy: nothing fails unless an admin sends the demo's broken event.
+        assert status.webhook_health == "healthy" and status.unresolved_failed_events == 0
         assert status.stripe_dashboard_url.startswith("https://dashboard.stripe.com/test/")
         # Payments: a few failing invoices in more than one currency.
         assert len(totals) >= 2 and sum(t.invoices for t in totals) == status.failed_payments_count

@@ -27,6 +27,7 @@ log = logging.getLogger("webhook_listener.background")
 JOBS: dict[str, str] = {
     "resolver": "finance_core.feed.resolver:resolve_forever",
     "alerts": "finance_core.alerts.job:run_alerts",
+    "digest": "finance_core.alerts.digest_job:run_digest",
     "housekeeping": "finance_core.feed.housekeeping:housekeeping",
 }
 JOB_RESTART_DELAY_S = 5.0

@@ -24,6 +24,8 @@ ACTIONS = (
     "sync_run",
     "thin_events_retried",
     "alert_test_sent",
+    "digest_sent",
+    "demo_broken_event_sent",
     "sign_in_failed",
     "sign_in_locked",
 )

@@ -45,3 +45,43 @@ def lowest_sample(*, conn: Connection, measure: str, start: datetime, end: datet
         )
     ).scalar_one()
     return None if lowest is None else int(lowest)
+
+
+def record_figures(
+    *, engine: Engine, figures: dict[str, int], now: datetime, prefix: str, keep: timedelta
+) -> None:
+    """Keep several measures taken at `now` (to the minute), dropping those of `prefix` older
+    than `keep`; a measure already taken this minute stays as it was."""
+    minute = now.replace(second=0, microsecond=0)
+    with write_transaction(engine) as conn:
+        for measure, value in sorted(figures.items()):
+            conn.execute(
+                insert_for(conn, alert_samples)
+                .values(measure=measure, taken_at=minute, sample_value=value)
+                .on_conflict_do_nothing(index_elements=["measure", "taken_at"])
+            )
+        conn.execute(
+            delete(alert_samples).where(
+                alert_samples.c.measure.startswith(prefix, autoescape=True),
+                alert_samples.c.taken_at < now - keep,
+            )
+        )
+
+
+def latest_figures(
+    *, conn: Connection, prefix: str, start: datetime, end: datetime
+) -> dict[str, int] | None:
+    """The measures of `prefix` taken at the latest minute in [start, end); None if none was."""
+    named = alert_samples.c.measure.startswith(prefix, autoescape=True)
+    in_range = (alert_samples.c.taken_at >= start) & (alert_samples.c.taken_at < end)
+    latest = conn.execute(
+        select(func.max(alert_samples.c.taken_at)).where(named, in_range)
+    ).scalar_one()
+    if latest is None:
+        return None
+    rows = conn.execute(
+        select(alert_samples.c.measure, alert_samples.c.sample_value).where(
+            named, alert_samples.c.taken_at == latest
+        )
+    )
+    return {row.measure: int(row.sample_value) for row in rows}

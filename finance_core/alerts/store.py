@@ -11,6 +11,9 @@ from finance_core.store.db import insert_for, read_transaction, write_transactio
 from finance_core.store.models import ALERT_STATE_OK, alert_deliveries, alert_rules, alerts
 
 MAX_PAGE_SIZE = 200
+# The morning digest's rule: its alerts go to DIGEST_URLS, and its state is the local day of
+# the last digest sent (the claim that sends it once a day).
+DIGEST_RULE = "digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +134,17 @@ def add_alert(
     return _record({**values, "id": new_id}, ())
 
 
-def take_stalled(*, engine: Engine, now: datetime, hold: timedelta) -> list[AlertRecord]:
+def take_stalled(
+    *, engine: Engine, now: datetime, hold: timedelta, digests: bool = False
+) -> list[AlertRecord]:
     """Alerts whose sender stopped before finishing, now this process's to send.
 
-    A read first, so that the usual case (none) takes no write lock; then one conditional
-    update that only one process can win per alert.
+    Digests (which go to their own channels) or the other alerts, as `digests` says. A read
+    first, so that the usual case (none) takes no write lock; then one conditional update
+    that only one process can win per alert.
     """
-    stalled = (alerts.c.status == "sending") & (alerts.c.claimed_until < now)
+    of_digests = alerts.c.rule == DIGEST_RULE if digests else alerts.c.rule != DIGEST_RULE
+    stalled = (alerts.c.status == "sending") & (alerts.c.claimed_until < now) & of_digests
     with read_transaction(engine) as conn:
         if conn.execute(select(alerts.c.id).where(stalled).limit(1)).first() is None:
             return []

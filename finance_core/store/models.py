@@ -320,7 +320,7 @@ leases = Table(
 # Alerts (SPEC 12). Each rule's state, so that it alerts once when its condition starts and once
 # when it ends, across restarts; changing it is the claim that decides which process sends.
 ALERT_STATE_OK = "ok"
-ALERT_KINDS = ("started", "ended", "test")
+ALERT_KINDS = ("started", "ended", "test", "digest")
 ALERT_STATUSES = ("sending", "sent", "failed", "unsent")
 ALERT_OUTCOMES = ("sent", "failed", "timed_out")
 
