@@ -29,7 +29,7 @@ from finance_core.feed.sync import Progress, SyncError, SyncReport, SyncRun, lat
 from finance_core.settings import Settings, get_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.views import event_log, payments, queries, trends
+from finance_core.views import changes, event_log, payments, queries, trends
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -173,6 +173,22 @@ def status_breakdown(conn: Connection) -> dict[str, int]:
 def paused_by_reason(conn: Connection) -> dict[str, int]:
     """Paused subscriptions per reason Stripe gave."""
     return queries.paused_by_reason(conn=conn)
+
+
+@cached_read(SUMMARY_TTL)
+def _active_changes(conn: Connection, statuses: tuple[str, ...]) -> changes.Changes:
+    return changes.active_subscription_changes(conn=conn, active_statuses=statuses, now=now())
+
+
+def active_subscription_changes() -> changes.Changes:
+    """Active subscriptions' change since yesterday and since 7 days ago (UTC days)."""
+    return _active_changes(tuple(settings().active_subscription_statuses))
+
+
+@cached_read(HEALTH_TTL)
+def failed_payment_changes(conn: Connection, failed_now: int) -> changes.Changes:
+    """Failed payments' change from `failed_now` since yesterday and since 7 days ago."""
+    return changes.failed_payment_changes(conn=conn, failed_now=failed_now, now=now())
 
 
 @cached_read(LOG_TTL)

@@ -15,19 +15,20 @@ from finance_core.feed.sync import SyncRun
 from finance_core.views.event_log import EventRow, VersionCount
 from finance_core.views.payments import CurrencyTotal, FailingInvoice
 from finance_core.views.queries import PlanCount
+from finance_core.views.shares import percent_shares
 from finance_core.views.trends import PlanSeries, WeekFlow
 
 WHEN = "YYYY-MM-DD HH:mm:ss"
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
-    """Plan, count and share of the active subscriptions."""
-    total = sum(plan.count for plan in plans) or 1
+    """Plan, count and share of the active subscriptions (shares adding up to 100.0%)."""
+    counts = [plan.count for plan in plans]
     frame = pd.DataFrame(
         {
             "Plan": [plan.plan_name for plan in plans],
-            "Count": [plan.count for plan in plans],
-            "Share": [100 * plan.count / total for plan in plans],
+            "Count": counts,
+            "Share": percent_shares(counts, decimals=1),
         }
     )
     return {

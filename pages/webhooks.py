@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
-from finance_core.views.event_log import stripe_event_url
+from finance_core.views.event_log import generation_failure_unsynced, stripe_event_url
 from finance_core.views.queries import SyncStatus
 
 ACTION_OUTCOME = "webhooks_action_outcome"
@@ -71,8 +71,8 @@ health_panel()
 
 failure = data.latest_generation_failure()
 runs = data.sync_runs(limit=1)
-if failure is not None and not (
-    runs and runs[0].status == "succeeded" and runs[0].started_at > failure.first_received_at
+if failure is not None and generation_failure_unsynced(
+    failure=failure, last_sync=runs[0] if runs else None
 ):
     st.warning(
         f"Stripe reported on {ui.absolute_time(failure.created)} that it had failed to generate "

@@ -21,6 +21,8 @@ from finance_core.views.queries import WebhookHealth, stripe_sync_status
 REJECTIONS_WINDOW = timedelta(minutes=5)
 RISE_WINDOW = timedelta(hours=1)
 FAILED_PAYMENTS_MEASURE = "failed_payments"
+# The day's latest failed payments count, one row per UTC day: the Overview's changes.
+FAILED_PAYMENTS_DAILY_MEASURE = "failed_payments_daily"
 # Dashboard pages (url_path in app.py) an alert links to.
 WEBHOOKS_PAGE = "webhook-health"
 OVERVIEW_PAGE = "home"
@@ -164,7 +166,7 @@ def failed_payments(*, conn: Connection, settings: Settings, now: datetime) -> F
 
 
 def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime) -> None:
-    """Keep this minute's failed payments count, which `failed_payments` compares against."""
+    """Keep the failed payments count: this minute's for the rule, the day's for the Overview."""
     with read_transaction(engine) as conn:
         status = stripe_sync_status(
             conn=conn, delayed_after=settings.webhook_delayed_after, now=now
@@ -172,6 +174,12 @@ def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime)
     samples.record_sample(
         engine=engine,
         measure=FAILED_PAYMENTS_MEASURE,
+        value=status.failed_payments_count,
+        now=now,
+    )
+    samples.record_day_figure(
+        engine=engine,
+        measure=FAILED_PAYMENTS_DAILY_MEASURE,
         value=status.failed_payments_count,
         now=now,
     )
