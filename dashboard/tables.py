@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import IN_FULL_HELP
 from finance_core.access.audit import AuditEntry
 from finance_core.access.tokens import TokenInfo
 from finance_core.access.users import DashboardUser
@@ -109,7 +110,7 @@ def event_table(rows: Sequence[EventRow], *, with_error: bool = True) -> dict[st
             "Created (UTC)": when,
             # The link shows the event id and opens the event in Stripe.
             "Event": st.column_config.LinkColumn(display_text=r"/events/([^/?#]+)$"),
-            "Error": st.column_config.TextColumn(width="large"),
+            "Error": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -137,7 +138,7 @@ def sync_run_table(runs: Sequence[SyncRun]) -> dict[str, Any]:
             "Finished (UTC)": when,
             "Changes": st.column_config.NumberColumn(format="localized"),
             "Failures": st.column_config.NumberColumn(format="localized"),
-            "Error": st.column_config.TextColumn(width="large"),
+            "Error": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -198,7 +199,7 @@ def audit_table(entries: Sequence[AuditEntry]) -> dict[str, Any]:
         "hide_index": True,
         "column_config": {
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
-            "Detail": st.column_config.TextColumn(width="large"),
+            "Detail": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -249,8 +250,8 @@ def alert_table(alerts: Sequence[AlertRecord]) -> dict[str, Any]:
         "hide_index": True,
         "column_config": {
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
-            "Channels": st.column_config.TextColumn(width="large"),
-            "Text": st.column_config.TextColumn(width="large"),
+            "Channels": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
+            "Text": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 

@@ -1,6 +1,6 @@
 """Small widgets and formats the pages share: times, the health badge, failure messages."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -103,3 +103,22 @@ def duration_words(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} seconds"
+
+
+# A "large" table column shows about this many characters; longer texts are also shown whole.
+CELL_CHARS = 60
+IN_FULL_HELP = "Long texts are shown whole below the table"
+
+
+def in_full(title: str, items: Iterable[tuple[str, str]]) -> None:
+    """Texts too long for their table cell, whole and wrapped below the table, as plain text.
+
+    `items` pairs what a text belongs to (an event id, a time) with the text; only the long
+    ones are listed, in an expander titled `title` with their number.
+    """
+    long = [(owner, text) for owner, text in items if len(text) > CELL_CHARS]
+    if not long:
+        return
+    with st.expander(f"{title} ({len(long)})", icon=":material/notes:"):
+        for owner, text in long:
+            st.text(f"{owner}: {text}")

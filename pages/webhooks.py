@@ -123,6 +123,7 @@ if not failed:
     st.success("No failed events: every verified event was applied, replayed or dismissed.")
 else:
     st.dataframe(**tables.event_table(failed))
+    ui.in_full("Errors in full", [(row.id, row.error or "") for row in failed])
     if viewer.is_admin:
 
         def act(action: str) -> None:

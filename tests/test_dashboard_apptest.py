@@ -258,6 +258,9 @@ def test_webhooks_page_for_finance_shows_failures_without_actions(dashboard):
     failed = at.dataframe[-1].value
     assert list(failed["Type"]) == ["customer.subscription.updated"]
     assert "status" in failed["Error"][0]
+    # Too long for its cell, the error is also shown whole below the table, as plain text.
+    (in_full,) = [e for e in at.expander if e.label == "Errors in full (1)"]
+    assert [text.value for text in in_full.text] == [f"evt_broken: {failed['Error'][0]}"]
     assert len(at.get("plotly_chart")) == 1
     assert not [b for b in at.button if b.label in ("Replay", "Dismiss")]
     assert "An admin can replay or dismiss" in texts(at)
