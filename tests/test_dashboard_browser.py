@@ -299,6 +299,14 @@ def test_overview_after_sign_in_shows_the_apis_numbers_and_a_chart(page, store):
     assert values["Last webhook"].endswith("ago") or values["Last webhook"] == "just now"
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_text(status.health_reason.capitalize()).wait_for()
+    # How the numbers moved: all eight subscriptions are new today; no listener has kept a
+    # failed payments count yet, so that change is not known.
+    deltas = page.get_by_test_id("stMetricDelta")
+    assert [text.strip() for text in deltas.all_inner_texts()] == ["8"]
+    page.get_by_text("since yesterday", exact=True).wait_for()
+    page.get_by_text("+8 since 7 days ago").wait_for()
+    page.get_by_text("Change since yesterday not known yet").wait_for()
+    page.get_by_text("8 active, 0 trialing, 0 past due").wait_for()
     revenue = page.get_by_role("link", name="Revenue in the Stripe Dashboard")
     assert revenue.get_attribute("href") == "https://dashboard.stripe.com/test/revenue"
     screenshot(page, "overview")
@@ -364,6 +372,10 @@ def test_admin_replays_the_fixed_event_and_dismisses_the_broken_one(page, store)
     metric_values(page)
     open_page(page, "Webhooks")
     screenshot(page, "webhooks")
+    # The error too long for its cell, whole below the table.
+    page.get_by_text("Errors in full (1)").click()
+    whole = "evt_broken: MalformedObject: subscription has no 'status' string (got NoneType)"
+    page.get_by_text(whole, exact=True).wait_for()
     choose(page, "Failed event", "evt_bug · product.created")
     page.get_by_role("button", name="Replay").click()
     page.get_by_text("Replayed evt_bug: processed (kept payload).").wait_for()
