@@ -347,11 +347,17 @@ def test_the_sign_in_page_loads_plotly_off_screen_and_without_data(page):
     assert page.locator(f".st-key-{PLOTLY_WARM_UP_KEY}").count() == 0
 
 
-def test_a_user_without_a_role_sees_only_the_forbidden_page(page):
+def test_a_user_without_a_role_sees_only_the_forbidden_page(page, dashboard_url):
     sign_in(page, "nora")
     page.get_by_role("heading", name="No access").wait_for()
     assert page.get_by_test_id("stMetric").count() == 0
     assert page.get_by_test_id("stSidebarNav").count() == 0
+    wait_until_idle(page)
+    page.goto(f"{dashboard_url}/payments")  # any page's address: the same, in words
+    page.get_by_role("heading", name="No access").wait_for()
+    wait_until_idle(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_test_id("stMetric").count() == 0
 
 
 def test_event_log_filter_narrows_the_rows(page):
