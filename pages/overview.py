@@ -19,6 +19,9 @@ def moved(label: str, value: str, changes: Changes, *, rise_is_good: bool) -> No
         delta_description="since yesterday" if changes.since_yesterday is not None else None,
         delta_color="normal" if rise_is_good else "inverse",
     )
+    if changes.since_yesterday is None and changes.since_last_week is None:
+        st.caption("Changes not known yet: counted once a day from a listener's first day")
+        return
     if changes.since_yesterday is None:
         st.caption(ui.change_words(None, "since yesterday"))
     st.caption(ui.change_words(changes.since_last_week, "since 7 days ago"))

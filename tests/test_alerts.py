@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from finance_core.alerts import channels, sending, store
 from finance_core.alerts.job import CLAIM_HOLD, evaluate, send_test_alert
-from finance_core.alerts.rules import FAILED_PAYMENTS_DAILY_MEASURE, FAILED_PAYMENTS_MEASURE
+from finance_core.alerts.rules import FAILED_PAYMENTS_MEASURE
+from finance_core.alerts.samples import FAILED_PAYMENTS_DAILY_MEASURE
 from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
 from finance_core.feed.rejections import record_rejection
 from finance_core.store.db import make_engine, read_transaction, write_transaction

@@ -305,7 +305,7 @@ def test_overview_after_sign_in_shows_the_apis_numbers_and_a_chart(page, store):
     assert [text.strip() for text in deltas.all_inner_texts()] == ["8"]
     page.get_by_text("since yesterday", exact=True).wait_for()
     page.get_by_text("+8 since 7 days ago").wait_for()
-    page.get_by_text("Change since yesterday not known yet").wait_for()
+    page.get_by_text("Changes not known yet: counted once a day").wait_for()
     page.get_by_text("8 active, 0 trialing, 0 past due").wait_for()
     revenue = page.get_by_role("link", name="Revenue in the Stripe Dashboard")
     assert revenue.get_attribute("href") == "https://dashboard.stripe.com/test/revenue"

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finance_core.alerts.rules import FAILED_PAYMENTS_DAILY_MEASURE
-from finance_core.alerts.samples import day_close, record_day_figure
+from finance_core.alerts.samples import FAILED_PAYMENTS_DAILY_MEASURE, day_close, record_day_figure
 from finance_core.feed.sync import SyncRun
 from finance_core.store.db import read_transaction
 from finance_core.views.changes import Changes, failed_payment_changes

@@ -21,8 +21,6 @@ from finance_core.views.queries import WebhookHealth, stripe_sync_status
 REJECTIONS_WINDOW = timedelta(minutes=5)
 RISE_WINDOW = timedelta(hours=1)
 FAILED_PAYMENTS_MEASURE = "failed_payments"
-# The day's latest failed payments count, one row per UTC day: the Overview's changes.
-FAILED_PAYMENTS_DAILY_MEASURE = "failed_payments_daily"
 # Dashboard pages (url_path in app.py) an alert links to.
 WEBHOOKS_PAGE = "webhook-health"
 OVERVIEW_PAGE = "home"
@@ -179,7 +177,7 @@ def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime)
     )
     samples.record_day_figure(
         engine=engine,
-        measure=FAILED_PAYMENTS_DAILY_MEASURE,
+        measure=samples.FAILED_PAYMENTS_DAILY_MEASURE,
         value=status.failed_payments_count,
         now=now,
     )

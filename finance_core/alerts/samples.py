@@ -10,6 +10,8 @@ from finance_core.store.models import alert_samples
 
 SAMPLE_EVERY = timedelta(minutes=1)
 KEEP_SAMPLES = timedelta(hours=1) + SAMPLE_EVERY
+# The day's latest failed payments count, one row per UTC day: the Overview's changes.
+FAILED_PAYMENTS_DAILY_MEASURE = "failed_payments_daily"
 
 
 def record_sample(*, engine: Engine, measure: str, value: int, now: datetime) -> None:

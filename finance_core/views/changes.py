@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 
 from finance_core.alerts import samples
-from finance_core.alerts.rules import FAILED_PAYMENTS_DAILY_MEASURE
 from finance_core.views import trends
 
 WEEK = 7
@@ -52,7 +51,7 @@ def failed_payment_changes(*, conn: Connection, failed_now: int, now: datetime) 
     Unknown (None) for a day before the alert job first ran: no listener kept a count yet.
     """
     today = now.astimezone(UTC).date()
-    measure = FAILED_PAYMENTS_DAILY_MEASURE
+    measure = samples.FAILED_PAYMENTS_DAILY_MEASURE
     yesterday = samples.day_close(conn=conn, measure=measure, day=today - timedelta(days=1))
     week_ago = samples.day_close(conn=conn, measure=measure, day=today - timedelta(days=WEEK))
     return Changes(_since(failed_now, yesterday), _since(failed_now, week_ago))
