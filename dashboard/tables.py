@@ -45,7 +45,12 @@ def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
 def status_table(counts: dict[str, int]) -> dict[str, Any]:
     """Subscriptions per status."""
     frame = pd.DataFrame({"Status": list(counts), "Subscriptions": list(counts.values())})
-    return {"data": frame, "hide_index": True}
+    return {
+        "data": frame,
+        "hide_index": True,
+        # Wide enough for the longest pause reason ("paused: trial ended without a ...").
+        "column_config": {"Status": st.column_config.TextColumn(width="large")},
+    }
 
 
 def api_version_table(versions: Sequence[VersionCount]) -> dict[str, Any]:
@@ -110,6 +115,7 @@ def event_table(rows: Sequence[EventRow], *, with_error: bool = True) -> dict[st
             "Created (UTC)": when,
             # The link shows the event id and opens the event in Stripe.
             "Event": st.column_config.LinkColumn(display_text=r"/events/([^/?#]+)$"),
+            "Type": st.column_config.TextColumn(width="medium"),  # customer.subscription.…
             "Error": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
