@@ -3,7 +3,10 @@
 Signs the viewer in, then offers the pages their roles allow through st.navigation.
 """
 
+from collections.abc import Callable, Iterable
+
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from dashboard import auth, ui
 
@@ -12,23 +15,36 @@ st.set_page_config(page_title="PenguinMails Finance", page_icon="🐧", layout="
 # The addresses of the pages below. Signed out, each shows the sign-in form and keeps its URL,
 # so that a link to a page (a bookmark, an alert's) opens that page once signed in rather than
 # Streamlit's "page not found" over the form.
-PAGE_PATHS = (
+FINANCE_PAGE_PATHS = (
     "home",
     "plan-distribution",
     "payments",
     "trends",
     "webhook-health",
     "event-log",
-    "stripe-sync",
-    "users",
-    "api-tokens",
-    "audit-log",
-    "alerts",
 )
+ADMIN_PAGE_PATHS = ("stripe-sync", "users", "api-tokens", "audit-log", "alerts")
+PAGE_PATHS = FINANCE_PAGE_PATHS + ADMIN_PAGE_PATHS
 
 
 def signed_out() -> None:
     """Nothing but the login form above."""
+
+
+def admins_only() -> None:
+    """An admin page's address opened by someone else: said in words, not "Page not found"."""
+    st.title("Admins only")
+    st.error("This page is for admins. Ask an admin if you need what it shows or does.")
+
+
+def no_access() -> None:
+    """Any page's address opened by a signed-in user without a role: the forbidden page."""
+    st.switch_page("pages/forbidden.py")
+
+
+def hidden(run: Callable[[], None], paths: Iterable[str]) -> list[StreamlitPage]:
+    """Pages not in the menu, so that these addresses open `run` rather than "Page not found"."""
+    return [st.Page(run, title=path, url_path=path, visibility="hidden") for path in paths]
 
 
 with ui.friendly_errors():
@@ -84,8 +100,10 @@ elif viewer.can_read:
             "pages/events.py", title="Events", icon=":material/list_alt:", url_path="event-log"
         ),
     ]
-    if viewer.is_admin:
-        # Not listed for anyone else: their URLs fall back to the Overview.
+    if not viewer.is_admin:
+        # Not listed for anyone else: their addresses say the page is for admins.
+        pages += hidden(admins_only, ADMIN_PAGE_PATHS)
+    else:
         pages += [
             st.Page(
                 "pages/sync.py", title="Stripe sync", icon=":material/sync:", url_path="stripe-sync"
@@ -108,7 +126,12 @@ elif viewer.can_read:
         ]
     page = st.navigation(pages)
 else:
-    page = st.navigation([st.Page("pages/forbidden.py", title="No access", url_path="no-access")])
+    page = st.navigation(
+        [
+            st.Page("pages/forbidden.py", title="No access", url_path="no-access"),
+            *hidden(no_access, PAGE_PATHS),
+        ]
+    )
 
 with ui.friendly_errors():
     page.run()

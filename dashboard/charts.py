@@ -12,6 +12,7 @@ from dashboard.ui import STATUS_COLORS
 from finance_core.store.models import EVENT_STATUSES
 from finance_core.views.event_log import HourlyCount
 from finance_core.views.queries import PlanCount
+from finance_core.views.shares import percent_shares
 from finance_core.views.trends import PlanSeries, WeekFlow
 
 PLAN_COLOR = "#1f6feb"
@@ -51,14 +52,17 @@ def _layout(figure: go.Figure, *, height: int) -> go.Figure:
 def plan_distribution(plans: Sequence[PlanCount]) -> go.Figure:
     """Active subscriptions per plan as horizontal bars, the largest on top."""
     ordered = list(reversed(plans))  # plotly draws the first bar at the bottom
-    total = sum(plan.count for plan in plans) or 1
+    shares = percent_shares([plan.count for plan in ordered])  # adding up to 100
     figure = go.Figure(
         go.Bar(
             x=[plan.count for plan in ordered],
             y=[plan.plan_name for plan in ordered],
             orientation="h",
             marker_color=PLAN_COLOR,
-            text=[f"{plan.count:,} ({plan.count / total:.0%})" for plan in ordered],
+            text=[
+                f"{plan.count:,} ({share:.0f}%)"
+                for plan, share in zip(ordered, shares, strict=True)
+            ],
             textposition="auto",
             hovertemplate="%{y}: %{x:,} subscriptions<extra></extra>",
         )

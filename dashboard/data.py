@@ -4,14 +4,16 @@ Every function here calls a named query in finance_core; the pages never see SQL
 results are keyed by the database URL, so two stores in one process (tests) never mix.
 """
 
+import functools
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from streamlit.runtime.caching.cache_utils import CachedFunc
 
 from dashboard.sync_job import SyncJob, SyncJobs
 from finance_core import demo
@@ -28,7 +30,7 @@ from finance_core.feed.sync import Progress, SyncError, SyncReport, SyncRun, lat
 from finance_core.settings import Settings, get_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.views import event_log, payments, queries, trends
+from finance_core.views import changes, event_log, payments, queries, trends
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -95,80 +97,116 @@ def credentials() -> dict[str, Any]:
         return users.authenticator_credentials(conn=conn)
 
 
-@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
-def _subscription_summary(url: str, statuses: tuple[str, ...]) -> queries.SubscriptionSummary:
-    with read_transaction(_engine_for(url)) as conn:
-        return queries.subscription_summary(conn=conn, active_statuses=statuses, now=now())
+# --- cached reads: each is one `@cached_read(TTL)` function of a connection ------------------
+
+# Every cache `cached_read` made, so that `forget_cached_reads` clears them all at once.
+_CACHED_READS: list[CachedFunc] = []
 
 
-@_store_errors
+def cached_read(
+    ttl: timedelta,
+) -> Callable[[Callable[Concatenate[Connection, P], R]], Callable[P, R]]:
+    """Make `read(conn, *args)` a page's `read(*args)`: cached for `ttl`, failures in words.
+
+    The cache is keyed by the database URL and the arguments, so two stores in one process
+    (tests) never mix; the read runs in one read-only snapshot; a database failure becomes
+    StoreUnavailable; and the cache is registered, so that a write clears it with every other.
+    """
+
+    def decorate(read: Callable[Concatenate[Connection, P], R]) -> Callable[P, R]:
+        def from_store(url: str, *args: P.args, **kwargs: P.kwargs) -> R:
+            with read_transaction(_engine_for(url)) as conn:
+                return read(conn, *args, **kwargs)
+
+        # Streamlit keys a cache by the function's module, qualified name and source: one
+        # name per read, or every read made here would share one cache.
+        from_store.__module__ = read.__module__
+        from_store.__qualname__ = read.__qualname__
+        cached = st.cache_data(ttl=ttl, show_spinner=False)(from_store)
+        _CACHED_READS.append(cached)
+
+        @_store_errors
+        @functools.wraps(read)
+        def page_read(*args: P.args, **kwargs: P.kwargs) -> R:
+            return cached(settings().database_url, *args, **kwargs)
+
+        return page_read
+
+    return decorate
+
+
+def forget_cached_reads() -> None:
+    """Drop every cached answer after a write, so that the next run shows its effect."""
+    # Every read: a replay or a sync can change subscriptions and plans as well as health.
+    for cached in _CACHED_READS:
+        cached.clear()
+
+
+@cached_read(SUMMARY_TTL)
+def _subscription_summary(
+    conn: Connection, statuses: tuple[str, ...]
+) -> queries.SubscriptionSummary:
+    return queries.subscription_summary(conn=conn, active_statuses=statuses, now=now())
+
+
 def subscription_summary() -> queries.SubscriptionSummary:
     """The same summary as the Finance API's subscription-summary."""
-    config = settings()
-    return _subscription_summary(config.database_url, tuple(config.active_subscription_statuses))
+    return _subscription_summary(tuple(settings().active_subscription_statuses))
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _sync_status(url: str, delayed_after: int) -> queries.SyncStatus:
-    with read_transaction(_engine_for(url)) as conn:
-        return queries.stripe_sync_status(conn=conn, delayed_after=delayed_after, now=now())
+@cached_read(HEALTH_TTL)
+def _sync_status(conn: Connection, delayed_after: int) -> queries.SyncStatus:
+    return queries.stripe_sync_status(conn=conn, delayed_after=delayed_after, now=now())
 
 
-@_store_errors
 def sync_status() -> queries.SyncStatus:
     """The same status as the Finance API's stripe-sync-status."""
-    config = settings()
-    return _sync_status(config.database_url, config.webhook_delayed_after)
+    return _sync_status(settings().webhook_delayed_after)
 
 
-@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
-def _status_breakdown(url: str) -> dict[str, int]:
-    with read_transaction(_engine_for(url)) as conn:
-        return queries.status_breakdown(conn=conn)
-
-
-@_store_errors
-def status_breakdown() -> dict[str, int]:
+@cached_read(SUMMARY_TTL)
+def status_breakdown(conn: Connection) -> dict[str, int]:
     """All subscriptions by status."""
-    return _status_breakdown(settings().database_url)
+    return queries.status_breakdown(conn=conn)
 
 
-@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
-def _paused_by_reason(url: str) -> dict[str, int]:
-    with read_transaction(_engine_for(url)) as conn:
-        return queries.paused_by_reason(conn=conn)
-
-
-@_store_errors
-def paused_by_reason() -> dict[str, int]:
+@cached_read(SUMMARY_TTL)
+def paused_by_reason(conn: Connection) -> dict[str, int]:
     """Paused subscriptions per reason Stripe gave."""
-    return _paused_by_reason(settings().database_url)
+    return queries.paused_by_reason(conn=conn)
 
 
-@st.cache_data(ttl=LOG_TTL, show_spinner=False)
-def _api_versions(url: str, start: date, end: date) -> list[event_log.VersionCount]:
-    with read_transaction(_engine_for(url)) as conn:
-        return event_log.api_versions(conn=conn, start=start, end=end)
+@cached_read(SUMMARY_TTL)
+def _active_changes(conn: Connection, statuses: tuple[str, ...]) -> changes.Changes:
+    return changes.active_subscription_changes(conn=conn, active_statuses=statuses, now=now())
 
 
-@_store_errors
+def active_subscription_changes() -> changes.Changes:
+    """Active subscriptions' change since yesterday and since 7 days ago (UTC days)."""
+    return _active_changes(tuple(settings().active_subscription_statuses))
+
+
+@cached_read(HEALTH_TTL)
+def failed_payment_changes(conn: Connection, failed_now: int) -> changes.Changes:
+    """Failed payments' change from `failed_now` since yesterday and since 7 days ago."""
+    return changes.failed_payment_changes(conn=conn, failed_now=failed_now, now=now())
+
+
+@cached_read(LOG_TTL)
+def _api_versions(conn: Connection, start: date, end: date) -> list[event_log.VersionCount]:
+    return event_log.api_versions(conn=conn, start=start, end=end)
+
+
 def api_versions(days: int) -> list[event_log.VersionCount]:
     """Deliveries per kind and API version over the last `days` UTC days, today included."""
     today = now().date()
-    start = today - timedelta(days=days - 1)
-    return _api_versions(settings().database_url, start, today + timedelta(days=1))
+    return _api_versions(today - timedelta(days=days - 1), today + timedelta(days=1))
 
 
-@st.cache_data(ttl=LOG_TTL, show_spinner=False)
-def _latest_generation_failure(url: str) -> event_log.EventRow | None:
-    with read_transaction(_engine_for(url)) as conn:
-        return event_log.latest_generation_failure(conn=conn)
-
-
-@_store_errors
-def latest_generation_failure() -> event_log.EventRow | None:
+@cached_read(LOG_TTL)
+def latest_generation_failure(conn: Connection) -> event_log.EventRow | None:
     """The latest time Stripe said it had failed to generate events."""
-    return _latest_generation_failure(settings().database_url)
+    return event_log.latest_generation_failure(conn=conn)
 
 
 @_store_errors
@@ -180,70 +218,42 @@ def resolve_now(actor: str) -> int:
         forget_cached_reads()
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _rejections(url: str) -> list[rejections.ReasonCount]:
-    with read_transaction(_engine_for(url)) as conn:
-        return rejections.rejections_by_reason(conn=conn)
-
-
-@_store_errors
-def rejections_by_reason() -> list[rejections.ReasonCount]:
+@cached_read(HEALTH_TTL)
+def rejections_by_reason(conn: Connection) -> list[rejections.ReasonCount]:
     """Rejected deliveries per reason, most frequent first."""
-    return _rejections(settings().database_url)
+    return rejections.rejections_by_reason(conn=conn)
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _failed_events(url: str, limit: int) -> list[event_log.EventRow]:
-    with read_transaction(_engine_for(url)) as conn:
-        return event_log.failed_events(conn=conn, limit=limit)
-
-
-@_store_errors
-def failed_events(limit: int = 100) -> list[event_log.EventRow]:
+@cached_read(HEALTH_TTL)
+def failed_events(conn: Connection, limit: int = 100) -> list[event_log.EventRow]:
     """The newest failed events with their errors."""
-    return _failed_events(settings().database_url, limit)
+    return event_log.failed_events(conn=conn, limit=limit)
 
 
-@st.cache_data(ttl=LOG_TTL, show_spinner=False)
-def _events_per_hour(url: str, hours: int, end: datetime) -> list[event_log.HourlyCount]:
-    with read_transaction(_engine_for(url)) as conn:
-        return event_log.events_per_hour(conn=conn, start=end - timedelta(hours=hours), end=end)
+@cached_read(LOG_TTL)
+def _events_per_hour(conn: Connection, hours: int, end: datetime) -> list[event_log.HourlyCount]:
+    return event_log.events_per_hour(conn=conn, start=end - timedelta(hours=hours), end=end)
 
 
-@_store_errors
 def events_per_hour(hours: int) -> tuple[datetime, list[event_log.HourlyCount]]:
     """Events per hour by outcome over the last `hours` hours, ending with the current hour."""
     end = now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return end, _events_per_hour(settings().database_url, hours, end)
+    return end, _events_per_hour(hours, end)
 
 
-@st.cache_data(ttl=LOG_TTL, show_spinner=False)
-def _event_types(url: str) -> list[str]:
-    with read_transaction(_engine_for(url)) as conn:
-        return event_log.event_types(conn=conn)
-
-
-@_store_errors
-def event_types() -> list[str]:
+@cached_read(LOG_TTL)
+def event_types(conn: Connection) -> list[str]:
     """Every event type seen so far."""
-    return _event_types(settings().database_url)
+    return event_log.event_types(conn=conn)
 
 
-@st.cache_data(ttl=LOG_TTL, show_spinner=False)
-def _event_page(
-    url: str, filters: event_log.EventFilter, limit: int, after: event_log.Cursor | None
-) -> tuple[event_log.EventPage, int]:
-    with read_transaction(_engine_for(url)) as conn:
-        page = event_log.event_page(conn=conn, filters=filters, limit=limit, after=after)
-        return page, event_log.count_events(conn=conn, filters=filters)
-
-
-@_store_errors
+@cached_read(LOG_TTL)
 def event_page(
-    filters: event_log.EventFilter, limit: int, after: event_log.Cursor | None
+    conn: Connection, filters: event_log.EventFilter, limit: int, after: event_log.Cursor | None
 ) -> tuple[event_log.EventPage, int]:
     """One page of the event log and how many events match (capped)."""
-    return _event_page(settings().database_url, filters, limit, after)
+    page = event_log.event_page(conn=conn, filters=filters, limit=limit, after=after)
+    return page, event_log.count_events(conn=conn, filters=filters)
 
 
 def _deferred(chunks: Callable[[], Iterator[str]]) -> Callable[[], bytes]:
@@ -270,66 +280,43 @@ def csv_export(engine: Engine, filters: event_log.EventFilter) -> Callable[[], b
     return _deferred(lambda: event_log.csv_pages(engine=engine, filters=filters))
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _failing_invoices(
-    url: str, limit: int, after: payments.Cursor | None
-) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
-    with read_transaction(_engine_for(url)) as conn:
-        page = payments.failing_invoice_page(conn=conn, limit=limit, after=after)
-        return page, payments.failing_totals(conn=conn)
-
-
-@_store_errors
+@cached_read(HEALTH_TTL)
 def failing_invoices(
-    limit: int, after: payments.Cursor | None
+    conn: Connection, limit: int, after: payments.Cursor | None
 ) -> tuple[payments.FailingPage, list[payments.CurrencyTotal]]:
     """One page of the failing invoices and the totals per currency, from one snapshot."""
-    return _failing_invoices(settings().database_url, limit, after)
+    page = payments.failing_invoice_page(conn=conn, limit=limit, after=after)
+    return page, payments.failing_totals(conn=conn)
 
 
-@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
+@cached_read(SUMMARY_TTL)
 def _trends(
-    url: str, statuses: tuple[str, ...], start: date, end: date
+    conn: Connection, statuses: tuple[str, ...], start: date, end: date
 ) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
-    with read_transaction(_engine_for(url)) as conn:
-        per_day = trends.active_per_plan_per_day(
-            conn=conn, active_statuses=statuses, start=start, end=end
-        )
-        # Whole weeks: from the Monday of the window's first day.
-        monday = start - timedelta(days=start.weekday())
-        return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+    per_day = trends.active_per_plan_per_day(
+        conn=conn, active_statuses=statuses, start=start, end=end
+    )
+    # Whole weeks: from the Monday of the window's first day.
+    monday = start - timedelta(days=start.weekday())
+    return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
 
 
-@_store_errors
 def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
     """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
-    config = settings()
     start, end = trends.last_days(days=days, now=now())
-    return _trends(config.database_url, tuple(config.active_subscription_statuses), start, end)
+    return _trends(tuple(settings().active_subscription_statuses), start, end)
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _sync_runs(url: str, limit: int) -> list[SyncRun]:
-    with read_transaction(_engine_for(url)) as conn:
-        return latest_runs(conn=conn, limit=limit)
-
-
-@_store_errors
-def sync_runs(limit: int = 10) -> list[SyncRun]:
+@cached_read(HEALTH_TTL)
+def sync_runs(conn: Connection, limit: int = 10) -> list[SyncRun]:
     """The latest Stripe sync runs, from the CLI or the dashboard, newest first."""
-    return _sync_runs(settings().database_url, limit)
+    return latest_runs(conn=conn, limit=limit)
 
 
-@st.cache_data(ttl=HEALTH_TTL, show_spinner=False)
-def _alerts(url: str, limit: int, before: int | None) -> AlertPage:
-    with read_transaction(_engine_for(url)) as conn:
-        return alert_page(conn=conn, limit=limit, before=before)
-
-
-@_store_errors
-def alerts(limit: int, before: int | None) -> AlertPage:
+@cached_read(HEALTH_TTL)
+def alerts(conn: Connection, limit: int, before: int | None) -> AlertPage:
     """A page of the alerts kept, newest first, with each channel's attempts."""
-    return _alerts(settings().database_url, limit, before)
+    return alert_page(conn=conn, limit=limit, before=before)
 
 
 def alert_channels() -> list[str]:
@@ -346,15 +333,10 @@ def send_test_alert(actor: str) -> AlertRecord:
         forget_cached_reads()
 
 
-@_store_errors
-def is_demo_store() -> bool:
+@cached_read(timedelta(seconds=60))
+def is_demo_store(conn: Connection) -> bool:
     """Whether the store is `make run`'s demo (demo events only), cached a minute."""
-    return _is_demo_store(settings().database_url)
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _is_demo_store(database_url: str) -> bool:
-    return demo.is_demo_store(engine())
+    return demo.is_demo_store(conn.engine)
 
 
 @_store_errors
@@ -385,29 +367,6 @@ def send_digest_now(actor: str) -> AlertRecord:
         )
     finally:
         forget_cached_reads()
-
-
-def forget_cached_reads() -> None:
-    """Drop cached answers after a write, so that the next run shows its effect."""
-    # Every read: a replay or a sync can change subscriptions and plans as well as health.
-    for cached in (
-        _subscription_summary,
-        _sync_status,
-        _status_breakdown,
-        _paused_by_reason,
-        _api_versions,
-        _latest_generation_failure,
-        _rejections,
-        _failed_events,
-        _events_per_hour,
-        _event_types,
-        _event_page,
-        _sync_runs,
-        _alerts,
-        _failing_invoices,
-        _trends,
-    ):
-        cached.clear()
 
 
 def stripe_configured() -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import IN_FULL_HELP
 from finance_core.access.audit import AuditEntry
 from finance_core.access.tokens import TokenInfo
 from finance_core.access.users import DashboardUser
@@ -15,19 +16,20 @@ from finance_core.feed.sync import SyncRun
 from finance_core.views.event_log import EventRow, VersionCount
 from finance_core.views.payments import CurrencyTotal, FailingInvoice
 from finance_core.views.queries import PlanCount
+from finance_core.views.shares import percent_shares
 from finance_core.views.trends import PlanSeries, WeekFlow
 
 WHEN = "YYYY-MM-DD HH:mm:ss"
 
 
 def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
-    """Plan, count and share of the active subscriptions."""
-    total = sum(plan.count for plan in plans) or 1
+    """Plan, count and share of the active subscriptions (shares adding up to 100.0%)."""
+    counts = [plan.count for plan in plans]
     frame = pd.DataFrame(
         {
             "Plan": [plan.plan_name for plan in plans],
-            "Count": [plan.count for plan in plans],
-            "Share": [100 * plan.count / total for plan in plans],
+            "Count": counts,
+            "Share": percent_shares(counts, decimals=1),
         }
     )
     return {
@@ -43,7 +45,12 @@ def plan_table(plans: Sequence[PlanCount]) -> dict[str, Any]:
 def status_table(counts: dict[str, int]) -> dict[str, Any]:
     """Subscriptions per status."""
     frame = pd.DataFrame({"Status": list(counts), "Subscriptions": list(counts.values())})
-    return {"data": frame, "hide_index": True}
+    return {
+        "data": frame,
+        "hide_index": True,
+        # Wide enough for the longest pause reason ("paused: trial ended without a ...").
+        "column_config": {"Status": st.column_config.TextColumn(width="large")},
+    }
 
 
 def api_version_table(versions: Sequence[VersionCount]) -> dict[str, Any]:
@@ -108,7 +115,8 @@ def event_table(rows: Sequence[EventRow], *, with_error: bool = True) -> dict[st
             "Created (UTC)": when,
             # The link shows the event id and opens the event in Stripe.
             "Event": st.column_config.LinkColumn(display_text=r"/events/([^/?#]+)$"),
-            "Error": st.column_config.TextColumn(width="large"),
+            "Type": st.column_config.TextColumn(width="medium"),  # customer.subscription.…
+            "Error": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -136,7 +144,7 @@ def sync_run_table(runs: Sequence[SyncRun]) -> dict[str, Any]:
             "Finished (UTC)": when,
             "Changes": st.column_config.NumberColumn(format="localized"),
             "Failures": st.column_config.NumberColumn(format="localized"),
-            "Error": st.column_config.TextColumn(width="large"),
+            "Error": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -197,7 +205,7 @@ def audit_table(entries: Sequence[AuditEntry]) -> dict[str, Any]:
         "hide_index": True,
         "column_config": {
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
-            "Detail": st.column_config.TextColumn(width="large"),
+            "Detail": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 
@@ -248,8 +256,8 @@ def alert_table(alerts: Sequence[AlertRecord]) -> dict[str, Any]:
         "hide_index": True,
         "column_config": {
             "Time (UTC)": st.column_config.DatetimeColumn(format=WHEN),
-            "Channels": st.column_config.TextColumn(width="large"),
-            "Text": st.column_config.TextColumn(width="large"),
+            "Channels": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
+            "Text": st.column_config.TextColumn(width="large", help=IN_FULL_HELP),
         },
     }
 

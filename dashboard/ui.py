@@ -1,6 +1,6 @@
 """Small widgets and formats the pages share: times, the health badge, failure messages."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -34,15 +34,6 @@ STATUS_COLORS = {
     "failed": "#d64545",
     "dismissed": "#e8a33d",
     "pending": "#8250df",
-}
-# Why Stripe paused a subscription (status_details.paused.subscription.type), in words.
-PAUSE_REASONS = {
-    "first_payment_failure": "first payment failed",
-    "final_payment_failure": "final payment failed",
-    "pause_requested": "pause requested",
-    "trial_end_without_payment_method": "trial ended without a payment method",
-    "system": "paused by Stripe",
-    "unspecified": "no reason given",
 }
 
 
@@ -96,20 +87,38 @@ def show_flash(key: str) -> None:
         (st.success if ok else st.error)(message)
 
 
-def with_pause_reasons(breakdown: dict[str, int], paused: dict[str, int]) -> dict[str, int]:
-    """The status breakdown with `paused` split by pause reason ("paused: final payment failed")."""
-    if "paused" not in breakdown:
-        return breakdown
-    split = {}
-    for status, count in breakdown.items():
-        if status != "paused":
-            split[status] = count
-            continue
-        for reason, reason_count in paused.items():
-            split[f"paused: {PAUSE_REASONS.get(reason, reason.replace('_', ' '))}"] = reason_count
-        rest = count - sum(paused.values())
-        if rest > 0:  # counted a moment apart: a subscription paused in between
-            split["paused: " + PAUSE_REASONS["unspecified"]] = (
-                split.get("paused: " + PAUSE_REASONS["unspecified"], 0) + rest
-            )
-    return dict(sorted(split.items(), key=lambda item: -item[1]))
+def change_words(change: int | None, since: str) -> str:
+    """A change in words for a caption: "+12 since 7 days ago", "no change since yesterday"."""
+    if change is None:
+        return f"Change {since} not known yet"
+    if change == 0:
+        return f"No change {since}"
+    return f"{change:+,} {since}"
+
+
+def duration_words(seconds: int) -> str:
+    """A setting's duration as the reader says it: "10 minutes", "1 hour", "90 seconds"."""
+    for unit, size in (("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+# A "large" table column shows about this many characters; longer texts are also shown whole.
+CELL_CHARS = 60
+IN_FULL_HELP = "Long texts are shown whole below the table"
+
+
+def in_full(title: str, items: Iterable[tuple[str, str]]) -> None:
+    """Texts too long for their table cell, whole and wrapped below the table, as plain text.
+
+    `items` pairs what a text belongs to (an event id, a time) with the text; only the long
+    ones are listed, in an expander titled `title` with their number.
+    """
+    long = [(owner, text) for owner, text in items if len(text) > CELL_CHARS]
+    if not long:
+        return
+    with st.expander(f"{title} ({len(long)})", icon=":material/notes:"):
+        for owner, text in long:
+            st.text(f"{owner}: {text}")

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from finance_core import demo
 from finance_core.access import audit, tokens, users
+from finance_core.access.roles import ADMIN, FINANCE
 from finance_core.feed.events import Outcome
 from finance_core.feed.replay import replay_events
 from finance_core.feed.retention import prune_events
@@ -20,6 +21,7 @@ from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
 
 Command = Callable[[argparse.Namespace, Engine], int]
+ROLE_HELP = f"{FINANCE} or {ADMIN}; repeatable"
 
 
 def _now() -> datetime:
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="create a token and print it once")
     create.add_argument("name")
-    create.add_argument("--role", action="append", required=True, help="repeatable")
+    create.add_argument("--role", action="append", required=True, help=ROLE_HELP)
     create.set_defaults(run=cmd_token_create)
     token_commands.add_parser("list", help="list tokens").set_defaults(run=cmd_token_list)
     revoke = token_commands.add_parser("revoke", help="revoke a token")
@@ -239,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_commands.add_parser("add", help="add a user; password from stdin or a prompt")
     add.add_argument("username")
-    add.add_argument("--role", action="append", required=True, help="repeatable")
+    add.add_argument("--role", action="append", required=True, help=ROLE_HELP)
     add.add_argument("--name")
     add.add_argument("--email")
     add.set_defaults(run=cmd_user_add)
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set-roles", help="replace a user's roles (ends their sessions)"
     )
     set_roles.add_argument("username")
-    set_roles.add_argument("--role", action="append", required=True, help="repeatable")
+    set_roles.add_argument("--role", action="append", required=True, help=ROLE_HELP)
     set_roles.set_defaults(run=cmd_user_set_roles)
 
     audit_command = commands.add_parser("audit", help="the audit log")

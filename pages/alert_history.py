@@ -73,6 +73,16 @@ trail: list[int] = st.session_state.setdefault(TRAIL, [])
 page = data.alerts(PAGE_SIZE, trail[-1] if trail else None)
 if page.alerts:
     st.dataframe(**tables.alert_table(page.alerts))
+    ui.in_full(
+        "Alerts in full",
+        [
+            (
+                f"{ui.absolute_time(alert.created_at)} {alert.rule}",
+                "\n".join([alert.title, alert.body, *tables.channel_results(alert)]),
+            )
+            for alert in page.alerts
+        ],
+    )
     first, last = page.alerts[0].created_at, page.alerts[-1].created_at
     st.caption(f"Newest first: {ui.absolute_time(first)} back to {ui.absolute_time(last)}.")
 else:

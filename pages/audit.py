@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import auth, data, paging, tables
+from dashboard import auth, data, paging, tables, ui
 from finance_core.access.audit import ACTIONS, AuditFilter
 
 ALL = "All"
@@ -35,6 +35,13 @@ if page.rows:
         f"Showing {shown_from:,}–{shown_to:,}, newest first · from {pages.anchor:%H:%M:%S} UTC"
     )
     st.dataframe(**tables.audit_table(page.rows))
+    ui.in_full(
+        "Details in full",
+        [
+            (f"{ui.absolute_time(row.recorded_at)} {row.action} {row.target}", row.detail or "")
+            for row in page.rows
+        ],
+    )
 else:
     st.info("No audit entries match these filters.")
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import auth, data, paging, tables
+from dashboard import auth, data, paging, tables, ui
 from finance_core.store.models import EVENT_STATUSES
 from finance_core.views.event_log import EventFilter
 
@@ -43,6 +43,7 @@ if page.rows:
         f" · from {pages.anchor:%H:%M:%S} UTC"
     )
     st.dataframe(**tables.event_table(page.rows))
+    ui.in_full("Errors in full", [(row.id, row.error or "") for row in page.rows])
 else:
     st.info("No events match these filters.")
 

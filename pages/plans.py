@@ -3,12 +3,13 @@
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
+from finance_core.views import statuses
 
 auth.current_viewer()
 st.title("Plans")
 
 summary = data.subscription_summary()
-breakdown = ui.with_pause_reasons(data.status_breakdown(), data.paused_by_reason())
+breakdown = statuses.with_pause_reasons(data.status_breakdown(), data.paused_by_reason())
 st.caption(
     f"As of {ui.absolute_time(summary.as_of)} · active means "
     f"{', '.join(data.settings().active_subscription_statuses)}"

@@ -74,6 +74,10 @@ if not runs:
     st.info("No sync has run yet. Runs from this page and from the command line show here.")
 else:
     st.dataframe(**tables.sync_run_table(runs))
+    ui.in_full(
+        "Errors in full",
+        [(f"Run started {ui.absolute_time(run.started_at)}", run.error or "") for run in runs],
+    )
     latest = next((run for run in runs if run.report is not None), None)
     # For whoever comes back later; a run followed above has just shown its report.
     if job is None and latest is not None and latest.report is not None:

@@ -15,13 +15,38 @@ st.caption(
 )
 ui.show_flash(OUTCOME)
 
-with st.form("create_token", clear_on_submit=True):
-    name = st.text_input("Name", help="Who or what will use it, e.g. reporting")
-    roles = st.multiselect("Roles", [FINANCE, ADMIN], default=[FINANCE], accept_new_options=True)
-    create = st.form_submit_button("Create token", type="primary")
-if create:
-    # Shown in this run only: nothing keeps it, so the next click makes it disappear.
-    token, message = data.create_token(name, roles, actor=viewer.username)
+CREATED = "tokens_created"
+
+
+def create() -> None:
+    """The Create token button: the token for this run to show once, or why not (form kept)."""
+    typed = st.session_state
+    try:
+        token, message = data.create_token(
+            typed["token_name"], typed["token_roles"], actor=viewer.username
+        )
+    except data.StoreUnavailable as exc:
+        token, message = None, str(exc)
+    if token is not None:
+        del typed["token_name"], typed["token_roles"]  # created: the form empties
+    typed[CREATED] = (token, message)
+
+
+with st.form("create_token"):
+    st.text_input("Name", help="Who or what will use it, e.g. reporting", key="token_name")
+    st.multiselect(
+        "Roles",
+        [FINANCE, ADMIN],
+        default=[FINANCE],
+        accept_new_options=True,
+        key="token_roles",
+        help=f"`{FINANCE}` or `{ADMIN}`; any other name is refused",
+    )
+    st.form_submit_button("Create token", type="primary", on_click=create)
+# Shown in this run only: popped here, so the next click makes it disappear.
+created = st.session_state.pop(CREATED, None)
+if created is not None:
+    token, message = created
     if token is None:
         st.error(message)
     else:

@@ -29,17 +29,47 @@ def done(outcome: tuple[bool, str]) -> None:
 
 
 st.subheader("Add a user")
-with st.form("add_user", clear_on_submit=True):
+# What was typed stays after a refusal (a short password, a taken name); a user added clears it.
+ADD_FIELDS = ("add_username", "add_name", "add_roles", "add_password", "add_repeat")
+
+
+def add() -> None:
+    """The Add user button: add, or say why not and keep the form as typed."""
+    typed = st.session_state
+    try:
+        if typed["add_password"] != typed["add_repeat"]:
+            outcome = PASSWORDS_DIFFER
+        else:
+            outcome = data.add_user(
+                typed["add_username"],
+                typed["add_name"],
+                typed["add_roles"],
+                typed["add_password"],
+                actor=viewer.username,
+            )
+    except data.StoreUnavailable as exc:
+        outcome = (False, str(exc))
+    if outcome[0]:
+        for key in ADD_FIELDS:  # back to their defaults
+            del typed[key]
+    typed[OUTCOME] = outcome
+
+
+with st.form("add_user"):
     left, right = st.columns(2)
-    username = left.text_input("Username")
-    name = right.text_input("Name (optional)")
-    roles = st.multiselect("Roles", known_roles, default=[FINANCE], accept_new_options=True)
-    password = left.text_input("Initial password", type="password")
-    repeat = right.text_input("Repeat the password", type="password")
-    if st.form_submit_button("Add user", type="primary"):
-        if password != repeat:
-            done(PASSWORDS_DIFFER)
-        done(data.add_user(username, name, roles, password, actor=viewer.username))
+    left.text_input("Username", key="add_username")
+    right.text_input("Name (optional)", key="add_name")
+    st.multiselect(
+        "Roles",
+        known_roles,
+        default=[FINANCE],
+        accept_new_options=True,
+        key="add_roles",
+        help=f"`{FINANCE}` or `{ADMIN}`; any other name is refused",
+    )
+    left.text_input("Initial password", type="password", key="add_password")
+    right.text_input("Repeat the password", type="password", key="add_repeat")
+    st.form_submit_button("Add user", type="primary", on_click=add)
 
 if people:
     st.subheader("Change a user")

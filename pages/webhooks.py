@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
 from finance_core import demo
-from finance_core.views.event_log import stripe_event_url
+from finance_core.views.event_log import generation_failure_unsynced, stripe_event_url
 from finance_core.views.queries import SyncStatus
 
 ACTION_OUTCOME = "webhooks_action_outcome"
@@ -72,8 +72,8 @@ health_panel()
 
 failure = data.latest_generation_failure()
 runs = data.sync_runs(limit=1)
-if failure is not None and not (
-    runs and runs[0].status == "succeeded" and runs[0].started_at > failure.first_received_at
+if failure is not None and generation_failure_unsynced(
+    failure=failure, last_sync=runs[0] if runs else None
 ):
     st.warning(
         f"Stripe reported on {ui.absolute_time(failure.created)} that it had failed to generate "
@@ -124,6 +124,7 @@ if not failed:
     st.success("No failed events: every verified event was applied, replayed or dismissed.")
 else:
     st.dataframe(**tables.event_table(failed))
+    ui.in_full("Errors in full", [(row.id, row.error or "") for row in failed])
     if viewer.is_admin:
 
         def act(action: str) -> None:

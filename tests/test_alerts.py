@@ -13,6 +13,8 @@ from sqlalchemy import select
 
 from finance_core.alerts import channels, sending, store
 from finance_core.alerts.job import CLAIM_HOLD, evaluate, send_test_alert
+from finance_core.alerts.rules import FAILED_PAYMENTS_MEASURE
+from finance_core.alerts.samples import FAILED_PAYMENTS_DAILY_MEASURE
 from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
 from finance_core.feed.rejections import record_rejection
 from finance_core.store.db import make_engine, read_transaction, write_transaction
@@ -186,8 +188,12 @@ def test_failed_payments_rising_by_the_threshold_within_an_hour(engine, database
     assert "Failed payments no longer rising" in hook.messages()[-1]
     assert_nothing_secret(stored_texts(engine), *hook.messages())
     with read_transaction(engine) as conn:  # one sample a minute, for the last hour only
-        samples = conn.execute(select(alert_samples.c.taken_at)).scalars().all()
+        minutes = alert_samples.c.measure == FAILED_PAYMENTS_MEASURE
+        samples = conn.execute(select(alert_samples.c.taken_at).where(minutes)).scalars().all()
+        days = alert_samples.c.measure == FAILED_PAYMENTS_DAILY_MEASURE
+        by_day = conn.execute(select(alert_samples.c.sample_value).where(days)).scalars().all()
     assert all(sample >= T0 + timedelta(minutes=30) for sample in samples)
+    assert by_day == [10]  # and one row a day, for the Overview: the day's latest count
 
 
 def test_processes_evaluating_at_once_send_each_change_once(engine, database_url, receivers):

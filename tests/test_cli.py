@@ -207,6 +207,9 @@ def test_set_password_and_set_roles_end_sessions_and_every_change_is_audited(cli
         assert secret not in exported
 
 
+ROLE_REFUSED = "unknown role %s: a role is 'finance' or 'admin'"
+
+
 def test_bad_input_is_a_clear_error_and_changes_nothing(cli):
     assert cli("user", "add", "bob", "--role", "finance", stdin="long enough\n").returncode == 0
     before = (stored_user(cli.url, "bob"), audit_entries(cli.url))
@@ -217,6 +220,9 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(cli):
         (("user", "set-password", "bob"), "short\n", "at least 8 characters"),
         (("user", "set-roles", "bob"), "", "the following arguments are required: --role"),
         (("user", "set-roles", "bob", "--role", " "), "", "give at least one role"),
+        (("user", "set-roles", "bob", "--role", "auditor"), "", ROLE_REFUSED % "'auditor'"),
+        (("user", "add", "carol", "--role", "fiance"), "long enough\n", ROLE_REFUSED % "'fiance'"),
+        (("token", "create", "ops", "--role", "superuser"), "", ROLE_REFUSED % "'superuser'"),
         (("audit", "list", "--since", "yesterday"), "", "'yesterday' is not an ISO 8601 time"),
         (("audit", "list", "--action", "user_hacked"), "", "invalid choice: 'user_hacked'"),
     ]

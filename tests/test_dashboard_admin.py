@@ -118,6 +118,32 @@ def test_admin_adds_a_user_changes_roles_resets_the_password_and_removes_them(da
     assert list(at.dataframe[0].value["Username"]) == ["ada", "fiona", "nora"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_refused_form_keeps_what_was_typed_and_a_role_must_be_finance_or_admin(dashboard):
+    at = signed_in("ada").switch_page(USERS).run()
+    at.multiselect(key="add_roles").select("auditor")  # typed: the field takes new names
+    add_user_form(at, "Carol", "Carol Ng", PASSWORD, PASSWORD)
+    assert flash(at) == "Unknown role 'auditor': a role is 'finance' or 'admin'."
+    assert "carol" not in stored_users(dashboard)
+    typed = {label: field(at, label).value for label in ("Username", "Name (optional)")}
+    assert typed == {"Username": "Carol", "Name (optional)": "Carol Ng"}
+    assert field(at, "Initial password").value == PASSWORD
+    assert at.multiselect(key="add_roles").value == ["finance", "auditor"]
+
+    at.multiselect(key="add_roles").unselect("auditor")
+    button(at, "Add user").click().run()
+    assert flash(at) == "Added carol with the roles finance."
+    assert field(at, "Username").value == ""  # added: the form empties for the next one
+    assert at.multiselect(key="add_roles").value == ["finance"]
+
+    at.switch_page(TOKENS).run()
+    field(at, "Name").input("reporting")
+    at.multiselect(key="token_roles").select("reader")
+    button(at, "Create token").click().run()
+    assert [e.value for e in at.error] == ["Unknown role 'reader': a role is 'finance' or 'admin'."]
+    assert field(at, "Name").value == "reporting"
+
+
 def test_a_token_is_shown_once_then_listed_without_its_secret_and_revoked(dashboard):
     at = signed_in("ada").switch_page(TOKENS).run()
     assert "No token yet." in texts(at)

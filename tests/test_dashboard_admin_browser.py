@@ -163,9 +163,14 @@ def test_an_admin_adds_a_user_and_a_token_and_ends_the_users_sessions(
             "Username": "carol",
             "Name (optional)": "Carol",
             "Initial password": CAROL_PASSWORD,
-            "Repeat the password": CAROL_PASSWORD,
+            "Repeat the password": CAROL_PASSWORD + "!",
         },
     )
+    admin.get_by_text("The two passwords differ; nothing was changed.").wait_for()
+    typed = form(admin, "Add user")
+    assert typed.get_by_role("textbox", name="Username", exact=True).input_value() == "carol"
+    assert typed.get_by_role("textbox", name="Name (optional)", exact=True).input_value() == "Carol"
+    fill(admin, "Add user", {"Repeat the password": CAROL_PASSWORD})  # only the mistake again
     admin.get_by_text("Added carol with the roles finance.").wait_for()
 
     open_page(admin, "API tokens")
@@ -189,14 +194,12 @@ def test_an_admin_adds_a_user_and_a_token_and_ends_the_users_sessions(
     nav = carol.get_by_test_id("stSidebarNav")
     assert nav.get_by_text("Plans").count() == 1 and nav.get_by_text("Users").count() == 0
     login_cookie(carol)
-    carol.goto(f"{dashboard_url}/users")  # an admin page's URL: her own Overview instead
-    carol.get_by_role("heading", name="Overview").wait_for()
-    notice = carol.get_by_role("dialog")  # Streamlit's own, over the Overview
-    notice.get_by_text("Page not found").wait_for()
-    carol.keyboard.press("Escape")
-    notice.wait_for(state="hidden")
+    carol.goto(f"{dashboard_url}/users")  # an admin page's URL: said so, in words
+    carol.get_by_text("This page is for admins.", exact=False).wait_for()
     wait_until_idle(carol)
+    assert carol.get_by_text("Page not found").count() == 0
     assert carol.get_by_role("heading", name="Users").count() == 0
+    assert carol.get_by_test_id("stDataFrame").count() == 0  # and no user listed
 
     # A new password ends her open session at its next run.
     open_page(admin, "Users")

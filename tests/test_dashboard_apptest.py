@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from finance_core.alerts.samples import FAILED_PAYMENTS_DAILY_MEASURE, record_day_figure
 from finance_core.feed import handlers
 from finance_core.store.db import read_transaction
 from finance_core.views.queries import status_breakdown, stripe_sync_status
@@ -165,6 +166,52 @@ def test_overview_numbers_equal_the_api(dashboard, with_failure):
     }
 
 
+def test_overview_says_how_the_numbers_moved_and_what_active_is_made_of(dashboard):
+    now = datetime.now(UTC)
+    # Two subscriptions seen 3 days ago and one 9 days ago, then today's nine (seven active).
+    feed(dashboard, "product.created", sf.product("prod_pro", "Pro"))
+    for n, days in [(0, 3), (1, 3), (2, 9)]:
+        feed(
+            dashboard,
+            "customer.subscription.created",
+            sf.subscription(f"sub_old_{n}", "active", "prod_pro"),
+            at=now - timedelta(days=days),
+        )
+    populate(dashboard)
+    # The failed payments the alert job kept: 5 at yesterday's end, 1 a week ago (2 now).
+    for days, count in [(7, 1), (1, 5)]:
+        record_day_figure(
+            engine=dashboard,
+            measure=FAILED_PAYMENTS_DAILY_MEASURE,
+            value=count,
+            now=now - timedelta(days=days),
+        )
+    at = signed_in("fiona")
+    assert not at.exception
+    shown = {metric.label: metric for metric in at.metric}
+    assert shown["Active subscriptions"].value == "10"
+    assert shown["Active subscriptions"].delta == "7"  # the seven of today
+    assert "+9 since 7 days ago" in texts(at)  # the one of 9 days ago was there already
+    assert shown["Failed payments"].value == "2"
+    assert shown["Failed payments"].delta == "-3"
+    assert "+1 since 7 days ago" in texts(at)
+    made_of = [text.value for text in at.text]
+    assert "8 active, 1 trialing, 1 past due" in made_of
+    meaning = at.expander[0]
+    assert meaning.label == "What these numbers mean"
+    assert "active, trialing, past due" in meaning.markdown[0].value
+
+
+def test_overview_says_when_a_change_is_not_known_yet(dashboard):
+    populate(dashboard, with_failure=False)  # no listener kept a failed payments count yet
+    at = signed_in("fiona")
+    assert not at.exception
+    shown = {metric.label: metric for metric in at.metric}
+    assert not shown["Failed payments"].delta
+    assert "Changes not known yet: counted once a day from a listener's first day" in texts(at)
+    assert "Change since" not in texts(at)  # one line for both, not one each
+
+
 def test_every_page_renders_an_empty_store_with_messages_not_tracebacks(dashboard):
     at = signed_in("fiona")
     assert not at.exception
@@ -210,6 +257,9 @@ def test_webhooks_page_for_finance_shows_failures_without_actions(dashboard):
     failed = at.dataframe[-1].value
     assert list(failed["Type"]) == ["customer.subscription.updated"]
     assert "status" in failed["Error"][0]
+    # Too long for its cell, the error is also shown whole below the table, as plain text.
+    (in_full,) = [e for e in at.expander if e.label == "Errors in full (1)"]
+    assert [text.value for text in in_full.text] == [f"evt_broken: {failed['Error'][0]}"]
     assert len(at.get("plotly_chart")) == 1
     assert not [b for b in at.button if b.label in ("Replay", "Dismiss")]
     assert "An admin can replay or dismiss" in texts(at)

@@ -299,6 +299,14 @@ def test_overview_after_sign_in_shows_the_apis_numbers_and_a_chart(page, store):
     assert values["Last webhook"].endswith("ago") or values["Last webhook"] == "just now"
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_text(status.health_reason.capitalize()).wait_for()
+    # How the numbers moved: all eight subscriptions are new today; no listener has kept a
+    # failed payments count yet, so that change is not known.
+    deltas = page.get_by_test_id("stMetricDelta")
+    assert [text.strip() for text in deltas.all_inner_texts()] == ["8"]
+    page.get_by_text("since yesterday", exact=True).wait_for()
+    page.get_by_text("+8 since 7 days ago").wait_for()
+    page.get_by_text("Changes not known yet: counted once a day").wait_for()
+    page.get_by_text("8 active, 0 trialing, 0 past due").wait_for()
     revenue = page.get_by_role("link", name="Revenue in the Stripe Dashboard")
     assert revenue.get_attribute("href") == "https://dashboard.stripe.com/test/revenue"
     screenshot(page, "overview")
@@ -339,11 +347,17 @@ def test_the_sign_in_page_loads_plotly_off_screen_and_without_data(page):
     assert page.locator(f".st-key-{PLOTLY_WARM_UP_KEY}").count() == 0
 
 
-def test_a_user_without_a_role_sees_only_the_forbidden_page(page):
+def test_a_user_without_a_role_sees_only_the_forbidden_page(page, dashboard_url):
     sign_in(page, "nora")
     page.get_by_role("heading", name="No access").wait_for()
     assert page.get_by_test_id("stMetric").count() == 0
     assert page.get_by_test_id("stSidebarNav").count() == 0
+    wait_until_idle(page)
+    page.goto(f"{dashboard_url}/payments")  # any page's address: the same, in words
+    page.get_by_role("heading", name="No access").wait_for()
+    wait_until_idle(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_test_id("stMetric").count() == 0
 
 
 def test_event_log_filter_narrows_the_rows(page):
@@ -364,6 +378,10 @@ def test_admin_replays_the_fixed_event_and_dismisses_the_broken_one(page, store)
     metric_values(page)
     open_page(page, "Webhooks")
     screenshot(page, "webhooks")
+    # The error too long for its cell, whole below the table.
+    page.get_by_text("Errors in full (1)").click()
+    whole = "evt_broken: MalformedObject: subscription has no 'status' string (got NoneType)"
+    page.get_by_text(whole, exact=True).wait_for()
     choose(page, "Failed event", "evt_bug · product.created")
     page.get_by_role("button", name="Replay").click()
     page.get_by_text("Replayed evt_bug: processed (kept payload).").wait_for()

@@ -468,7 +468,8 @@ def test_without_a_key_events_wait_and_health_says_to_set_it(engine):
     assert status.thin_events_pending == 1
     assert status.webhook_health is WebhookHealth.ERROR
     assert "STRIPE_API_KEY is not set" in status.health_reason
-    assert "1 thin event waited more than 10 minutes" in status.health_reason
+    waiting = "1 event waiting for details from Stripe for more than 10 minutes"
+    assert waiting in status.health_reason
 
 
 def test_pending_events_younger_than_the_delay_leave_health_alone(engine):

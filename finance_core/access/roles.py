@@ -1,4 +1,4 @@
-"""Roles are free-form names; two of them grant something."""
+"""The two roles: `finance` reads everything; `admin` may also act and administer."""
 
 from collections.abc import Iterable
 
@@ -17,10 +17,15 @@ def parse_roles(text: str) -> list[str]:
 
 
 def format_roles(roles: Iterable[str]) -> str:
+    """Roles as stored, once each; any other name than the two is refused, naming them."""
     cleaned = sorted({role.strip().lower() for role in roles if role.strip()})
-    for role in cleaned:
-        if "," in role or len(role) > 64:
-            raise RoleError(f"invalid role name {role!r}: no commas, at most 64 characters")
+    unknown = [role for role in cleaned if role not in READ_ROLES]
+    if unknown:
+        # A typo ("fiance") would otherwise give a role that grants nothing, silently.
+        raise RoleError(
+            f"unknown role {', '.join(repr(role[:64]) for role in unknown)}: "
+            f"a role is {FINANCE!r} or {ADMIN!r}"
+        )
     return ",".join(cleaned)
 
 

@@ -164,7 +164,7 @@ def failed_payments(*, conn: Connection, settings: Settings, now: datetime) -> F
 
 
 def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime) -> None:
-    """Keep this minute's failed payments count, which `failed_payments` compares against."""
+    """Keep the failed payments count: this minute's for the rule, the day's for the Overview."""
     with read_transaction(engine) as conn:
         status = stripe_sync_status(
             conn=conn, delayed_after=settings.webhook_delayed_after, now=now
@@ -172,6 +172,12 @@ def sample_failed_payments(*, engine: Engine, settings: Settings, now: datetime)
     samples.record_sample(
         engine=engine,
         measure=FAILED_PAYMENTS_MEASURE,
+        value=status.failed_payments_count,
+        now=now,
+    )
+    samples.record_day_figure(
+        engine=engine,
+        measure=samples.FAILED_PAYMENTS_DAILY_MEASURE,
         value=status.failed_payments_count,
         now=now,
     )

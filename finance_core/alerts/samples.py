@@ -1,6 +1,7 @@
-"""A measure sampled once a minute over the last hour, for rules about how fast it moves."""
+"""Measures kept over time: sampled once a minute over the last hour, for rules about how fast
+they move; and closed once a day, for the change since yesterday and since a week ago."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, func, select
 
@@ -9,6 +10,8 @@ from finance_core.store.models import alert_samples
 
 SAMPLE_EVERY = timedelta(minutes=1)
 KEEP_SAMPLES = timedelta(hours=1) + SAMPLE_EVERY
+# The day's latest failed payments count, one row per UTC day: the Overview's changes.
+FAILED_PAYMENTS_DAILY_MEASURE = "failed_payments_daily"
 
 
 def record_sample(*, engine: Engine, measure: str, value: int, now: datetime) -> None:
@@ -68,6 +71,33 @@ def record_figures(
         )
 
 
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def record_day_figure(*, engine: Engine, measure: str, value: int, now: datetime) -> None:
+    """Keep a measure's latest value of the UTC day, so that its row ends as the day's close.
+
+    One row per measure and day, stamped at the day's midnight; kept for good (a row a day).
+    A read first, as for the samples: the row is written only when the value changed.
+    """
+    day = _day_start(now.astimezone(UTC).date())
+    this_day = (alert_samples.c.measure == measure) & (alert_samples.c.taken_at == day)
+    with read_transaction(engine) as conn:
+        kept = conn.execute(select(alert_samples.c.sample_value).where(this_day)).scalar()
+    if kept == value:
+        return
+    with write_transaction(engine) as conn:
+        statement = insert_for(conn, alert_samples).values(
+            measure=measure, taken_at=day, sample_value=value
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["measure", "taken_at"], set_={"sample_value": value}
+            )
+        )
+
+
 def latest_figures(
     *, conn: Connection, prefix: str, start: datetime, end: datetime
 ) -> dict[str, int] | None:
@@ -85,3 +115,20 @@ def latest_figures(
         )
     )
     return {row.measure: int(row.sample_value) for row in rows}
+
+
+def day_close(*, conn: Connection, measure: str, day: date) -> int | None:
+    """A measure's value at the end of a UTC day: the last one kept on or before that day.
+
+    None when nothing was kept by then (no listener ran the alert job yet).
+    """
+    kept = conn.execute(
+        select(alert_samples.c.sample_value)
+        .where(
+            alert_samples.c.measure == measure,
+            alert_samples.c.taken_at <= _day_start(day),
+        )
+        .order_by(alert_samples.c.taken_at.desc())
+        .limit(1)
+    ).scalar()
+    return None if kept is None else int(kept)

@@ -8,7 +8,7 @@ Every query is bounded by a LIMIT or by a half-open UTC range [start, end) on
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 
@@ -16,6 +16,9 @@ from finance_core.feed.stripe_shapes import timestamp
 from finance_core.store.models import EVENT_STATUSES, event_api_versions, webhook_events
 from finance_core.views.csv_export import csv_chunks, formula_safe, iso_time, keyset_rows
 from finance_core.views.queries import stripe_dashboard_url
+
+if TYPE_CHECKING:  # a type only: the sync module brings the Stripe client with it
+    from finance_core.feed.sync import SyncRun
 
 # Stripe's word that it failed to generate some events (and has since fixed it): those
 # events never reach any endpoint, so only a sync can make up for them.
@@ -251,6 +254,21 @@ def latest_generation_failure(*, conn: Connection) -> EventRow | None:
     )
     row = conn.execute(statement).first()
     return _row(row) if row is not None else None
+
+
+def generation_failure_unsynced(*, failure: EventRow | None, last_sync: "SyncRun | None") -> bool:
+    """Whether Stripe's latest failure to generate events still asks for a sync.
+
+    The events Stripe failed to generate never arrive, and no redelivery brings them; a sync
+    that succeeded after the notice arrived has read their effect from Stripe's API.
+    """
+    if failure is None:
+        return False
+    return not (
+        last_sync is not None
+        and last_sync.status == "succeeded"
+        and last_sync.started_at > failure.first_received_at
+    )
 
 
 def _as_utc_hour(value: datetime | str) -> datetime:

@@ -312,9 +312,10 @@ def _thin_wait(pending: int, waited: timedelta, reason: str | None) -> str:
     why = reason or (
         "no listener has tried to fetch them yet (is one running with its background jobs?)"
     )
+    # In the finance team's words: the Overview shows this reason ("thin" is Stripe's jargon).
     return (
-        f"{pending} thin event{'s' if plural else ''} waited more than {_duration(waited)} "
-        f"for {'their objects' if plural else 'its object'} from Stripe: {why}"
+        f"{pending} event{'s' if plural else ''} waiting for details from Stripe for more "
+        f"than {_duration(waited)}: {why}"
     )
 
 
