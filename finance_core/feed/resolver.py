@@ -43,6 +43,7 @@ from finance_core.settings import Settings
 from finance_core.store.db import read_transaction, write_transaction
 from finance_core.store.leases import holder_name
 from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ KEY_REFUSED = "Stripe refused STRIPE_API_KEY ({status}): check the key and its p
 UNREACHABLE = "Stripe's API cannot be reached ({detail}); retrying with backoff"
 RATE_LIMITED = "Stripe is rate limiting the fetches (429); retrying with backoff"
 STRIPE_ERROR = "Stripe's API answered {status}; retrying with backoff"
+DEPENDENCY_AWAY = "waiting for the rate-limit storage or the database ({detail}); retrying"
+MAX_OUTAGE_WAIT_S = 10.0
 
 Clock = Callable[[], datetime]
 
@@ -151,7 +154,9 @@ class Pacer:
         pace = max(1, int(per_second * PACE_SHARE))
         self.interval = 1.0 / pace
         self.limit = RateLimitItemPerSecond(pace)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        # Wrapped, Redis being away is a StorageError whatever the backend: a transient fault.
+        storage = storage_from_string(storage_uri, wrap_exceptions=True)
+        self.limiter = MovingWindowRateLimiter(storage)
         self.sleep, self.clock = sleep, clock
         self._next = 0.0
         self._lock = threading.Lock()
@@ -459,8 +464,19 @@ class Resolver:
             pause = self.backoff.pause_left()
             if pause > 0:  # waiting out a 429 or an outage another fetch ran into
                 raise Retry(None, pause, failed_request=False)
-            self._keep_claim(events)
-            self.pacer.wait_turn()
+            try:
+                self._keep_claim(events)
+                self.pacer.wait_turn()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # Redis or the database is away: not the events' fault. They wait, and the
+                # claim lapses by itself if the database cannot even take them back.
+                delay = self.backoff.delay(self.backoff.failures_in_a_row + 1)
+                self.backoff.failed(delay)
+                raise Retry(
+                    DEPENDENCY_AWAY.format(detail=_first_line(exc)), delay, failed_request=False
+                ) from None
             read_at = self.clock()
             obj = self._fetch(newest)
         except NotFound:
@@ -479,7 +495,9 @@ class Resolver:
             report.waiting += len(events)
             return
         except Exception as exc:  # the library could not read our own stored payload
-            log.exception("thin event %s: fetching %s %s failed", newest.id, kind, object_id)
+            if is_transient(exc):
+                raise  # met below the library: waited out by resolve_forever, claims lapse
+            log.exception("thin event %r: fetching %s %r failed", newest.id, kind, object_id)
             self._fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
             report.failed += len(events)
             return
@@ -555,6 +573,8 @@ class Resolver:
                     with conn.begin_nested():
                         HANDLERS[event_type](conn, state, now)
                 except Exception as exc:  # an object we cannot read: kept as failed
+                    if is_transient(exc):
+                        raise  # the database, not the object: nothing is marked failed
                     error = f"{kind} {object_id} from Stripe: {type(exc).__name__}: {exc}"
                     self._fail_in(conn, [p.id for p in events], error)
                     return 0
@@ -587,9 +607,22 @@ def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event
         # A key (or a new one) at start: what waited for one, or backs off, is due now.
         with write_transaction(engine) as conn:
             _make_all_due(conn)
+    outage = Backoff(first_s=POLL_SECONDS, max_s=MAX_OUTAGE_WAIT_S)
     try:
         while not stop.is_set():
-            report = resolver.run_once()
+            try:
+                report = resolver.run_once()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                outage.failed(0)
+                if outage.failures_in_a_row == 1:
+                    log.warning("resolving thin events waits: %s", _first_line(exc))
+                stop.wait(outage.delay(outage.failures_in_a_row))
+                continue
+            if outage.failures_in_a_row:
+                log.info("resolving thin events again")
+                outage.succeeded()
             if report.claimed == 0 or report.claimed == report.waiting:
                 stop.wait(POLL_SECONDS)
     finally:
@@ -716,3 +749,7 @@ def _mark_settled(conn: Connection, event_ids: Sequence[str], holder: str, now: 
         )
         .values(**_SETTLED, processed_at=now)
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
