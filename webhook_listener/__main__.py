@@ -8,6 +8,8 @@ process runs (all by default; `none` for a listener that only answers).
 
 Exit status 2: a setting is wrong (a missing secret, a URL SQLAlchemy cannot use, a database
 that refuses the credentials), said in one line; restarting will not help.
+Exit status 1: the writer or the background worker failed to start five times in a row (a
+missing dependency, a broken installation), said in one line.
 """
 
 import argparse
@@ -21,9 +23,11 @@ from finance_core.settings import SettingsError, get_settings
 from finance_core.store.db import make_engine
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
+from webhook_listener.supervisor import GaveUp
 
 log = logging.getLogger("webhook_listener")
 SETTINGS_ERROR = 2
+CHILD_FAILED = 1  # the writer or the background worker could not be started
 
 
 def main() -> int:
@@ -65,14 +69,19 @@ def main() -> int:
         parser.error(str(exc))
 
     refusals: list[SettingsError] = []
+    failures: list[GaveUp] = []
 
     def stop_on_refusal(refusal: SettingsError) -> None:
         refusals.append(refusal)
         server.should_exit = True
 
+    def stop_on_give_up(failure: GaveUp) -> None:
+        failures.append(failure)
+        server.should_exit = True
+
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(jobs=jobs, on_refused=stop_on_refusal),
+            create_app(jobs=jobs, on_refused=stop_on_refusal, on_give_up=stop_on_give_up),
             host=args.host,
             port=args.port,
             log_config=None,  # ours, above
@@ -100,6 +109,9 @@ def main() -> int:
     if refusals:
         print(f"error: {refusals[0]}", file=sys.stderr)
         return SETTINGS_ERROR
+    if failures:  # systemd restarts the listener, or shows it failed
+        print(f"error: {failures[0]}", file=sys.stderr)
+        return CHILD_FAILED
     return 0
 
 
