@@ -23,6 +23,12 @@ from finance_core.settings import SettingsError, get_settings
 from finance_core.store.db import make_engine
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
+from webhook_listener.http_limits import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    bounded_protocol,
+)
 from webhook_listener.supervisor import GaveUp
 
 log = logging.getLogger("webhook_listener")
@@ -39,6 +45,20 @@ def main() -> int:
         "--forwarded-allow-ips",
         metavar="IPS",
         help="trust X-Forwarded-For from these proxies (e.g. 10.0.0.5 or 10.0.0.0/8)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"a request's headers must arrive within this (default {HEADER_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"and its body within this after them (default {BODY_TIMEOUT_S:.0f})",
     )
     parser.add_argument(
         "--jobs",
@@ -88,6 +108,10 @@ def main() -> int:
             access_log=False,
             proxy_headers=args.forwarded_allow_ips is not None,
             forwarded_allow_ips=args.forwarded_allow_ips,
+            http=bounded_protocol(
+                header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout
+            ),
+            limit_concurrency=MAX_CONNECTIONS,
         )
     )
     trusting = (
