@@ -16,7 +16,8 @@ from sqlalchemy import Engine, select
 
 from finance_core.feed.events import parse_payload
 from finance_core.feed.ingest import Delivery, ingest_batch, ingest_event
-from finance_core.feed.resolver import Backoff, CycleReport, Resolver
+from finance_core.feed.resolver import CycleReport, Resolver
+from finance_core.feed.thin_fetching import Backoff
 from finance_core.store.db import read_transaction
 from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
 from finance_core.views.queries import WebhookHealth, stripe_sync_status
@@ -574,15 +575,17 @@ def test_two_resolvers_never_take_the_same_event(engine, stripe_api):
             engine, sf.thin_event("v1.product.updated", "product", f"prod_two{n}", created=past())
         )
     first, second = make_resolver(engine, stripe_api), make_resolver(engine, stripe_api)
-    first.batch_size = second.batch_size = 10
+    first.claims.batch_size = second.claims.batch_size = 10
     try:
         now = datetime.now(UTC)
-        claimed_by_first = first._claim(first._due(now), now)
-        claimed_by_second = second._claim(second._due(now), now)  # what the first holds is not due
+        claimed_by_first = first.claims.claim(first.claims.due(now), now)
+        claimed_by_second = second.claims.claim(
+            second.claims.due(now), now
+        )  # what the first holds is not due
         assert len(claimed_by_first) == len(claimed_by_second) == 10
         assert not claimed_by_first & claimed_by_second
-        first.release_claims()
-        second.release_claims()
+        first.claims.release_all()
+        second.claims.release_all()
         resolve_all(first)
     finally:
         first.close()

@@ -5,6 +5,7 @@ killed with events in hand leaves nothing behind; two listeners share the work.
 """
 
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -18,7 +19,9 @@ from sqlalchemy import Engine, select
 from finance_core.access.tokens import create_token
 from finance_core.store.db import read_transaction
 from finance_core.store.models import subscriptions, webhook_events
+from tests.conftest import skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ListenerProcess, wait_gone
 from tests.support.stripe_api import API_KEY, StripeStandIn
 
@@ -187,3 +190,43 @@ def test_a_dead_worker_is_replaced_and_its_work_goes_on(engine, database_url, st
     finally:
         listener.stop()
     assert wait_gone(replacement)  # the listener ends its worker when it stops
+
+
+def test_redis_away_for_ten_seconds_mid_burst_fails_no_thin_event(engine, database_url, stripe_api):
+    """The pacer's shared window lives in Redis: while it is away the events wait, none is
+    marked failed, and once it is back they are all resolved without anyone acting."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("no redis-server binary", package="redis-server")
+    objects = 30
+    for n in range(objects):
+        stripe_api.put("subscriptions", sf.subscription(f"sub_rd{n}", "active", "prod_rd"))
+    with RedisServer(binary) as redis:
+        listener = ListenerProcess(
+            database_url,
+            **with_key(stripe_api),
+            RATE_LIMIT_STORAGE_URI=redis.url,
+            STRIPE_API_MAX_RPS="5",  # the burst takes several seconds to fetch
+        ).start()
+        try:
+            for n in range(objects):
+                assert post(listener, thin_about(f"sub_rd{n}")).status_code == 200
+            wait_until(lambda: len(stripe_api.log) >= 3, timeout=30)
+            redis.stop()
+            outage_ends = time.monotonic() + 10
+            seen: Counter[str] = Counter()
+            while time.monotonic() < outage_ends:
+                seen |= statuses(engine)
+                time.sleep(0.2)
+            assert seen["failed"] == 0, seen
+            assert statuses(engine)["pending"] > 0  # the outage did hold the burst up
+            redis.start()
+            back = time.monotonic()
+            wait_until(lambda: statuses(engine) == {"processed": objects}, timeout=120)
+            # Waited out, not backed off for minutes: a few cycles at the paced rate.
+            assert time.monotonic() - back < 60, statuses(engine)
+            with read_transaction(engine) as conn:
+                stored = conn.execute(select(subscriptions.c.id)).scalars().all()
+            assert len(stored) == objects
+        finally:
+            listener.stop()

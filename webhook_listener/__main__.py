@@ -8,6 +8,8 @@ process runs (all by default; `none` for a listener that only answers).
 
 Exit status 2: a setting is wrong (a missing secret, a URL SQLAlchemy cannot use, a database
 that refuses the credentials), said in one line; restarting will not help.
+Exit status 1: the writer or the background worker failed to start five times in a row (a
+missing dependency, a broken installation), said in one line.
 """
 
 import argparse
@@ -21,9 +23,17 @@ from finance_core.settings import SettingsError, get_settings
 from finance_core.store.db import make_engine
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
+from webhook_listener.http_limits import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    bounded_protocol,
+)
+from webhook_listener.supervisor import GaveUp
 
 log = logging.getLogger("webhook_listener")
 SETTINGS_ERROR = 2
+CHILD_FAILED = 1  # the writer or the background worker could not be started
 
 
 def main() -> int:
@@ -35,6 +45,20 @@ def main() -> int:
         "--forwarded-allow-ips",
         metavar="IPS",
         help="trust X-Forwarded-For from these proxies (e.g. 10.0.0.5 or 10.0.0.0/8)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"a request's headers must arrive within this (default {HEADER_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"and its body within this after them (default {BODY_TIMEOUT_S:.0f})",
     )
     parser.add_argument(
         "--jobs",
@@ -65,20 +89,29 @@ def main() -> int:
         parser.error(str(exc))
 
     refusals: list[SettingsError] = []
+    failures: list[GaveUp] = []
 
     def stop_on_refusal(refusal: SettingsError) -> None:
         refusals.append(refusal)
         server.should_exit = True
 
+    def stop_on_give_up(failure: GaveUp) -> None:
+        failures.append(failure)
+        server.should_exit = True
+
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(jobs=jobs, on_refused=stop_on_refusal),
+            create_app(jobs=jobs, on_refused=stop_on_refusal, on_give_up=stop_on_give_up),
             host=args.host,
             port=args.port,
             log_config=None,  # ours, above
             access_log=False,
             proxy_headers=args.forwarded_allow_ips is not None,
             forwarded_allow_ips=args.forwarded_allow_ips,
+            http=bounded_protocol(
+                header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout
+            ),
+            limit_concurrency=MAX_CONNECTIONS,
         )
     )
     trusting = (
@@ -100,6 +133,9 @@ def main() -> int:
     if refusals:
         print(f"error: {refusals[0]}", file=sys.stderr)
         return SETTINGS_ERROR
+    if failures:  # systemd restarts the listener, or shows it failed
+        print(f"error: {failures[0]}", file=sys.stderr)
+        return CHILD_FAILED
     return 0
 
 

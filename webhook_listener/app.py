@@ -24,6 +24,7 @@ from webhook_listener.background_process import JOBS
 from webhook_listener.metrics import ListenerMetrics, gauge_reader, install_metrics
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.startup import StoreOpening, StoreRefused
+from webhook_listener.supervisor import GaveUp, stop_this_process
 from webhook_listener.webhook import WEBHOOK_PATH, Receive, Scope, Send, handle_webhook
 from webhook_listener.writer import BatchWriter
 
@@ -70,12 +71,15 @@ def create_app(
     jobs: Sequence[str] | None = None,
     *,
     on_refused: Callable[[StoreRefused], None] | None = None,
+    on_give_up: Callable[[GaveUp], None] = stop_this_process,
 ) -> FastAPI:
     """Build the listener app; settings and engine default to the process's own.
 
     `jobs` names the background jobs its worker process runs (default: all of them).
     `on_refused` is called when the database refuses DATABASE_URL's credentials or database
     (`python -m webhook_listener` then exits); without it that is raised at start.
+    `on_give_up` is called when the writer or the background worker failed to start
+    several times in a row (the listener must end; by default it stops itself).
     """
 
     @asynccontextmanager
@@ -91,9 +95,13 @@ def create_app(
         app.state.writer = BatchWriter(
             app.state.engine.url.render_as_string(hide_password=False),
             log_level=log.getEffectiveLevel(),
+            on_give_up=on_give_up,
         )
         app.state.background = BackgroundWorker(
-            current, list(JOBS) if jobs is None else jobs, log_level=log.getEffectiveLevel()
+            current,
+            list(JOBS) if jobs is None else jobs,
+            log_level=log.getEffectiveLevel(),
+            on_give_up=on_give_up,
         )
 
         async def store_opened() -> None:

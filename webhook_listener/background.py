@@ -14,18 +14,22 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import SecretStr
 
 from finance_core.settings import Settings
 from webhook_listener.background_process import JOBS
+from webhook_listener.supervisor import (
+    STOP_TIMEOUT_S,
+    GaveUp,
+    Supervisor,
+    end_process,
+    stop_this_process,
+)
 
 log = logging.getLogger("webhook_listener")
-
-RESTART_DELAY_S = 1.0
-STOP_TIMEOUT_S = 30
 
 
 def settings_to_json(settings: Settings) -> str:
@@ -45,8 +49,14 @@ class BackgroundWorker:
     """Starts the worker process with the given jobs, restarts it if it dies, ends it on stop."""
 
     def __init__(
-        self, settings: Settings, jobs: Sequence[str], *, log_level: int = logging.INFO
+        self,
+        settings: Settings,
+        jobs: Sequence[str],
+        *,
+        log_level: int = logging.INFO,
+        on_give_up: Callable[[GaveUp], None] = stop_this_process,
     ) -> None:
+        self._supervisor = Supervisor("background worker", on_give_up=on_give_up)
         unknown = sorted(set(jobs) - set(JOBS))
         if unknown:
             raise ValueError(f"unknown background jobs: {', '.join(unknown)}")
@@ -81,6 +91,7 @@ class BackgroundWorker:
         process.stdin.flush()
         self._process = process
         self._watch = asyncio.create_task(self._restart_when_it_ends(process))
+        self._supervisor.started()
 
     async def stop(self) -> None:
         """Ask the worker to finish its jobs' current steps and end; kill it if it will not."""
@@ -90,7 +101,7 @@ class BackgroundWorker:
             return
         if process.stdin is not None and not process.stdin.closed:
             process.stdin.close()  # end of file: the worker's signal to stop
-        await asyncio.to_thread(_end, process)
+        await asyncio.to_thread(end_process, process, "background worker")
         if self._watch is not None:
             await asyncio.wait([self._watch], timeout=STOP_TIMEOUT_S)
 
@@ -100,16 +111,8 @@ class BackgroundWorker:
             return
         if process.stdin is not None:
             process.stdin.close()
-        log.error("the background worker ended (exit code %s); starting another", code)
-        await asyncio.sleep(RESTART_DELAY_S)
+        await self._supervisor.restart(self._start_unless_stopping, f"exit code {code}")
+
+    async def _start_unless_stopping(self) -> None:
         if not self._stopping:
             await self.start()
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        log.error("the background worker did not stop within %s s; killing it", STOP_TIMEOUT_S)
-        process.kill()
-        process.wait()

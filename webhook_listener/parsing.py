@@ -27,6 +27,8 @@ def parse_event(text: str, received_at: datetime) -> StripeEvent | ThinEvent:
         payload: Any = json.loads(text)
     except ValueError:
         raise Rejected("malformed_json", "the body is not valid JSON") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "the body is nested too deeply to read") from None
     try:
         return parse_payload(payload, received_at=received_at)
     except NotAStripeEvent as exc:

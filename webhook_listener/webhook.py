@@ -24,6 +24,8 @@ from webhook_listener.verify import Rejected, verify_signature
 from webhook_listener.writer import BatchWriter, WriterError, WriterUnavailable
 
 WEBHOOK_PATH = "/webhooks/stripe"
+# A refused body is read and dropped up to this many times the limit before answering 413.
+DRAIN_FACTOR = 4
 log = logging.getLogger("webhook_listener")
 
 Scope = MutableMapping[str, Any]
@@ -105,9 +107,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    too_large = Rejected("body_too_large", f"the body exceeds {limit} bytes", status_code=413)
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Rejected("body_too_large", f"the body exceeds {limit} bytes", status_code=413)
+        await _drain(receive, DRAIN_FACTOR * limit)
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -117,10 +121,23 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise Rejected("body_too_large", f"the body exceeds {limit} bytes", status_code=413)
+            if message.get("more_body", False):
+                await _drain(receive, DRAIN_FACTOR * limit)
+            raise too_large
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _drain(receive: Receive, cap: int) -> None:
+    """Read and drop the rest of a body we refuse, up to `cap` bytes, so that the 413 reaches
+    the client: closing with its bytes unread resets the connection before it reads it."""
+    drained = 0
+    while drained <= cap:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+        drained += len(message.get("body", b""))
 
 
 async def _answer(

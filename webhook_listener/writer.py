@@ -19,11 +19,19 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from finance_core.feed.events import Outcome
 from webhook_listener.parsing import Rejected
+from webhook_listener.supervisor import (
+    STOP_TIMEOUT_S,
+    GaveUp,
+    Supervisor,
+    end_process,
+    stop_this_process,
+)
 
 log = logging.getLogger("webhook_listener")
 
@@ -33,8 +41,6 @@ REQUEST = struct.Struct("!QqI")
 REPLY = struct.Struct("!QBHI")
 # The first request tells the writer its database URL.
 SETUP_ID = 0
-RESTART_DELAY_S = 1.0
-STOP_TIMEOUT_S = 30
 
 
 class Code:
@@ -88,7 +94,14 @@ def encode_reply(request_id: int, code: int, first: str = "", second: str | None
 class BatchWriter:
     """Hands verified deliveries to the writer process and waits for its replies."""
 
-    def __init__(self, database_url: str, *, log_level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        log_level: int = logging.INFO,
+        on_give_up: Callable[[GaveUp], None] = stop_this_process,
+    ) -> None:
+        self._supervisor = Supervisor("writer process", on_give_up=on_give_up)
         self._database_url = database_url
         self._log_level = log_level
         self._ids = itertools.count(SETUP_ID + 1)
@@ -132,6 +145,7 @@ class BatchWriter:
         setup = encode_request(SETUP_ID, datetime.now(UTC), self._database_url.encode())
         self._stream.write(setup)
         self._reader_task = asyncio.create_task(self._read_replies(reader, self._process))
+        self._supervisor.started()
 
     async def stop(self) -> None:
         """Let the writer store and answer what it was given, then end it."""
@@ -143,7 +157,7 @@ class BatchWriter:
         if self._stream is not None:
             self._stream.close()
         if self._process is not None:
-            await asyncio.to_thread(_end, self._process)
+            await asyncio.to_thread(end_process, self._process, "writer process")
 
     async def store(self, received_at: datetime, body: bytes) -> Stored:
         """Parse and store one verified delivery; returns once it is committed.
@@ -186,9 +200,12 @@ class BatchWriter:
             self._stream.close()
         if self._stopping:
             return
-        await asyncio.to_thread(_end, process)
-        log.error("the writer process ended (exit code %s); starting another", process.returncode)
-        await asyncio.sleep(RESTART_DELAY_S)
+        await asyncio.to_thread(end_process, process, "writer process")
+        await self._supervisor.restart(
+            self._start_unless_stopping, f"exit code {process.returncode}"
+        )
+
+    async def _start_unless_stopping(self) -> None:
         if not self._stopping:
             await self.start()
 
@@ -207,11 +224,3 @@ def _settle(future: "asyncio.Future[Stored]", code: int, first: str, second: str
         future.set_exception(Rejected(first, second))
     else:
         future.set_exception(WriterError(first or None))
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -5,10 +5,11 @@ and, from event destinations, thin events (`"object": "v2.core.event"`, a pointe
 object in `related_object` and an ISO `created`).
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class NotAStripeEvent(ValueError):
@@ -42,9 +43,9 @@ class StripeEvent:
         if payload.get("object", "event") != "event":
             raise NotAStripeEvent("object is not 'event'")
         event_id, event_type = payload.get("id"), payload.get("type")
-        if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+        if not _valid_text(event_id):
             raise NotAStripeEvent("event has no valid 'id'")
-        if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
+        if not _valid_text(event_type):
             raise NotAStripeEvent("event has no valid 'type'")
         created = payload.get("created")
         if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**62:
@@ -125,8 +126,17 @@ def parse_payload(payload: Any, *, received_at: datetime) -> "StripeEvent | Thin
     return StripeEvent.from_payload(payload)
 
 
-def _valid_text(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 255
+def _valid_text(value: Any) -> TypeGuard[str]:
+    """An id or type we can store alike on SQLite and PostgreSQL: 1-255 characters, none of
+    them a control character (PostgreSQL refuses NUL; a newline would forge log lines)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 255
+        and _CONTROL_CHARACTERS.search(value) is None
+    )
+
+
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
 
 
 def _iso_seconds(value: Any, fallback: datetime) -> int:

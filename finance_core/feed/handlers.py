@@ -126,7 +126,7 @@ def apply_subscription(
 ) -> Change:
     obj = event.object
     subscription_id = required_str(obj, "id", "subscription")
-    status = required_str(obj, "status", "subscription")
+    status = required_str(obj, "status", "subscription", max_length=64)
     items = subscription_items(obj)
     first_item = items[0] if items else None
     product_id, price_id = item_product_and_price(first_item) if first_item else (None, None)

@@ -129,12 +129,40 @@ def ingest_batch(*, engine: Engine, deliveries: Sequence[Delivery]) -> list[Deli
         log.info("batch of %d deliveries hit %s; applying them one by one", len(deliveries), exc)
     except _ApplyFailed:
         pass
-    return [
-        ingest_event(
-            engine=engine, event=d.event, received_at=d.received_at, raw_payload=d.raw_payload
+    return [_ingest_alone(engine, d) for d in deliveries]
+
+
+def _ingest_alone(engine: Engine, delivery: Delivery) -> DeliveryResult:
+    """One delivery of a batch that failed, applied on its own: whatever goes wrong with it,
+    other than the database being unavailable, fails this delivery alone (500, kept for
+    replay when the store can keep it), never the others of its batch."""
+    event = delivery.event
+    try:
+        return ingest_event(
+            engine=engine,
+            event=event,
+            received_at=delivery.received_at,
+            raw_payload=delivery.raw_payload,
         )
-        for d in deliveries
-    ]
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise
+        failure = exc
+    except Exception as exc:  # a bug met by this event alone: it fails, the batch goes on
+        failure = exc
+    message = _describe(failure)
+    log.exception("event %r (%r) could not be stored: %s", event.id, event.type, message)
+    try:
+        payload = delivery.raw_payload or _event_json(event)
+        with write_transaction(engine) as conn:
+            _record_failure(conn, event, delivery.received_at, message, payload, delivery=True)
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise
+        log.warning("event %r could not be kept as failed either: %s", event.id, exc)
+    except Exception as exc:
+        log.warning("event %r could not be kept as failed either: %s", event.id, exc)
+    return DeliveryResult(Outcome.FAILED, event.id, message)
 
 
 def replay_event(

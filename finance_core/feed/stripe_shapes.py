@@ -8,27 +8,42 @@ class MalformedObject(ValueError):
     """A verified event's object lacks what its type needs: our code or Stripe changed."""
 
 
+MAX_ID_LENGTH = 255
+
+
+def storable(value: str, *, max_length: int | None = None) -> str:
+    """`value`, refused when PostgreSQL could not store it (a NUL, or longer than its column)
+    though SQLite could: such an object fails alike on both stores, kept for replay."""
+    if "\x00" in value:
+        raise MalformedObject("a text field holds a NUL character, which cannot be stored")
+    if max_length is not None and len(value) > max_length:
+        raise MalformedObject(f"an id or status is longer than {max_length} characters")
+    return value
+
+
 def object_id(value: Any) -> str | None:
     """An id given either as a string or as an expanded object with an `id`."""
     if isinstance(value, str) and value:
-        return value
+        return storable(value, max_length=MAX_ID_LENGTH)
     if isinstance(value, dict):
         inner = value.get("id")
         if isinstance(inner, str) and inner:
-            return inner
+            return storable(inner, max_length=MAX_ID_LENGTH)
     return None
 
 
-def required_str(obj: dict[str, Any], key: str, what: str) -> str:
+def required_str(
+    obj: dict[str, Any], key: str, what: str, *, max_length: int = MAX_ID_LENGTH
+) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
         raise MalformedObject(f"{what} has no {key!r} string (got {type(value).__name__})")
-    return value
+    return storable(value, max_length=max_length)
 
 
 def optional_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
-    return value if isinstance(value, str) else None
+    return storable(value) if isinstance(value, str) else None
 
 
 def optional_int(obj: dict[str, Any], key: str) -> int | None:
