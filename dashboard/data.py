@@ -27,7 +27,7 @@ from finance_core.feed.sync import Progress, SyncError, SyncReport, SyncRun, lat
 from finance_core.settings import Settings, get_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.views import event_log, payments, queries, trends
+from finance_core.views import event_log, payments, queries, recovery, trends
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -287,6 +287,18 @@ def failing_invoices(
 
 
 @st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
+def _recovered(url: str, days: int) -> recovery.Recovered:
+    with read_transaction(_engine_for(url)) as conn:
+        return recovery.recovered(conn, days=days, now=now())
+
+
+@_store_errors
+def recovered(days: int) -> recovery.Recovered:
+    """Invoices that were failing and were paid in the last `days` days, and the rate."""
+    return _recovered(settings().database_url, days)
+
+
+@st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
 def _trends(
     url: str, statuses: tuple[str, ...], start: date, end: date
 ) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
@@ -363,6 +375,7 @@ def forget_cached_reads() -> None:
         _sync_runs,
         _alerts,
         _failing_invoices,
+        _recovered,
         _trends,
     ):
         cached.clear()
