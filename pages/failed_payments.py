@@ -46,8 +46,8 @@ recovered = data.recovered(days)
 paid = sum(total.invoices for total in recovered.totals)
 if paid:
     st.caption(
-        f"{paid:,} invoices that were failing were paid in the last {days} days "
-        "(paid late: after a retry, a new card or a reminder)."
+        f"Invoices that were failing and were paid in the last {days} days (after a retry, "
+        f"a new card or a reminder): {paid:,}."
     )
     st.dataframe(**tables.recovered_table(recovered.totals))
 else:

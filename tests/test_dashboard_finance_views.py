@@ -157,12 +157,16 @@ def test_payments_shows_the_invoices_own_plan_next_retry_and_recovered(dashboard
     assert recovered.to_dict("records") == [
         {"Currency": "USD", "Invoices": 2, "Amount paid": "58.00 USD"}
     ]
-    assert "67% of the invoices that started failing in the last 30 days" in texts(at)
+    assert "Recovery rate 67%: of the invoices that started failing in the last 30 days" in texts(
+        at
+    )
     at.segmented_control(key="recovered_window").set_value("Last 7 days").run()
     assert at.dataframe[2].value.to_dict("records") == [
         {"Currency": "USD", "Invoices": 1, "Amount paid": "29.00 USD"}
     ]
-    assert "100% of the invoices that started failing in the last 7 days" in texts(at)
+    assert "Recovery rate 100%: of the invoices that started failing in the last 7 days" in texts(
+        at
+    )
 
 
 def test_the_overview_links_failed_payments_to_the_payments_page(dashboard):

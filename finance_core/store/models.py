@@ -195,24 +195,28 @@ invoices = Table(
         sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
     ),
-    # Recovered: invoices that were failing, by when they closed and how, read from the index
-    # alone; only invoices that ever failed are in it.
+    # Recovered: invoices that were failing, by how and when they closed, read from the index
+    # alone (SQLite wants the predicate's column in it for that); only invoices that ever
+    # failed are in it.
     Index(
         "ix_invoices_closed_after_failing",
-        "closed_at",
         "status",
+        "closed_at",
         "currency",
         "amount_paid",
+        "first_failed_at",
         sqlite_where=text("first_failed_at IS NOT NULL"),
         postgresql_where=text("first_failed_at IS NOT NULL"),
     ),
-    # The recovery rate: invoices by when they first failed and how they stand now.
+    # The recovery rate: invoices that failed and have closed, by when they first failed and
+    # how they closed, read from the index alone.
     Index(
-        "ix_invoices_first_failed",
+        "ix_invoices_failed_then_closed",
         "first_failed_at",
         "status",
-        sqlite_where=text("first_failed_at IS NOT NULL"),
-        postgresql_where=text("first_failed_at IS NOT NULL"),
+        "closed_at",
+        sqlite_where=text("first_failed_at IS NOT NULL AND closed_at IS NOT NULL"),
+        postgresql_where=text("first_failed_at IS NOT NULL AND closed_at IS NOT NULL"),
     ),
 )
 

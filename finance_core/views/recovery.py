@@ -51,9 +51,9 @@ class Recovered:
                 "paid, voided, marked uncollectible or deleted yet."
             )
         return (
-            f"{self.recovery_rate:.0%} of the invoices that started failing in the last "
-            f"{self.days} days and have closed since were paid; the rest were voided, marked "
-            "uncollectible or deleted."
+            f"Recovery rate {self.recovery_rate:.0%}: of the invoices that started failing in "
+            f"the last {self.days} days and have closed since, the share that was paid rather "
+            "than voided, marked uncollectible or deleted."
         )
 
 
@@ -72,10 +72,12 @@ _PAID_IN_WINDOW = (
     )
     .group_by(invoices.c.currency)
 )
-_FAILED_IN_WINDOW = (
+# Closed ones only: every invoice failing now started in some window, and they are many.
+_FAILED_IN_WINDOW_AND_CLOSED = (
     select(invoices.c.status, func.count().label("invoices"))
     .where(
         _EVER_FAILED,
+        invoices.c.closed_at.is_not(None),  # as the partial index's predicate says it
         invoices.c.first_failed_at >= bindparam("start"),
         invoices.c.first_failed_at < bindparam("end"),
     )
@@ -94,7 +96,8 @@ def recovered(conn: Connection, *, days: int, now: datetime) -> Recovered:
         for row in conn.execute(_PAID_IN_WINDOW, window)
     ]
     totals.sort(key=lambda total: (-total.invoices, total.currency or ""))
-    by_status = {row.status: int(row.invoices) for row in conn.execute(_FAILED_IN_WINDOW, window)}
+    closings = conn.execute(_FAILED_IN_WINDOW_AND_CLOSED, window)
+    by_status = {row.status: int(row.invoices) for row in closings}
     closed = sum(count for status, count in by_status.items() if status in CLOSED_STATUSES)
     rate = by_status.get("paid", 0) / closed if closed else None
     return Recovered(days=days, totals=totals, recovery_rate=rate)

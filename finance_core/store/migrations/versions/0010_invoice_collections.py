@@ -2,8 +2,8 @@
 
 Adds the invoice's customer id, its own product (its first line's), the next retry Stripe
 plans, the amount paid, when it first failed (kept after it closes) and when it closed, with
-two partial indexes over the invoices that ever failed: Recovered by closing time, the
-recovery rate by first failure. Invoices failing at the upgrade count as first failing at
+two partial indexes over the invoices that ever failed: Recovered by how and when they
+closed, the recovery rate over the closed ones by first failure. Invoices failing at the upgrade count as first failing at
 their `failing_since`; closures before it are not known.
 
 Revision ID: 0010_invoice_collections
@@ -24,6 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _EVER_FAILED = "first_failed_at IS NOT NULL"
+_FAILED_THEN_CLOSED = "first_failed_at IS NOT NULL AND closed_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -46,21 +47,21 @@ def upgrade() -> None:
     op.create_index(
         "ix_invoices_closed_after_failing",
         "invoices",
-        ["closed_at", "status", "currency", "amount_paid"],
+        ["status", "closed_at", "currency", "amount_paid", "first_failed_at"],
         sqlite_where=sa.text(_EVER_FAILED),
         postgresql_where=sa.text(_EVER_FAILED),
     )
     op.create_index(
-        "ix_invoices_first_failed",
+        "ix_invoices_failed_then_closed",
         "invoices",
-        ["first_failed_at", "status"],
-        sqlite_where=sa.text(_EVER_FAILED),
-        postgresql_where=sa.text(_EVER_FAILED),
+        ["first_failed_at", "status", "closed_at"],
+        sqlite_where=sa.text(_FAILED_THEN_CLOSED),
+        postgresql_where=sa.text(_FAILED_THEN_CLOSED),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_invoices_first_failed", table_name="invoices")
+    op.drop_index("ix_invoices_failed_then_closed", table_name="invoices")
     op.drop_index("ix_invoices_closed_after_failing", table_name="invoices")
     with op.batch_alter_table("invoices", schema=None) as batch_op:
         for column in (
