@@ -221,7 +221,7 @@ INVOICE_STATUS_BY_EVENT = {
 
 
 # Columns an invoice object may lack (a partial or thin payload) that keep their stored value.
-INVOICE_KEEP_WHEN_MISSING = (
+INVOICE_KEEP_WHEN_MISSING: tuple[str, ...] = (
     "payment_failing",
     "subscription_id",
     "amount_due",
@@ -280,7 +280,7 @@ def apply_invoice(
         "closed_at": statements.db_time(dialect, closed_at),
         **_state(conn, event, received_at),
     }
-    keep = INVOICE_KEEP_WHEN_MISSING
+    keep: tuple[str, ...] = INVOICE_KEEP_WHEN_MISSING
     if "next_payment_attempt" not in obj:
         keep = (*keep, "next_payment_attempt")
     change = _apply_state(
