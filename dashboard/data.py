@@ -30,7 +30,7 @@ from finance_core.feed.sync import Progress, SyncError, SyncReport, SyncRun, lat
 from finance_core.settings import Settings, get_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.views import changes, event_log, payments, queries, trends
+from finance_core.views import changes, event_log, payments, queries, recovery, trends
 
 # Health moves by the minute; counts and plans change slowly and cost a little more.
 HEALTH_TTL = timedelta(seconds=10)
@@ -287,6 +287,12 @@ def failing_invoices(
     """One page of the failing invoices and the totals per currency, from one snapshot."""
     page = payments.failing_invoice_page(conn=conn, limit=limit, after=after)
     return page, payments.failing_totals(conn=conn)
+
+
+@cached_read(SUMMARY_TTL)
+def recovered(conn: Connection, days: int) -> recovery.Recovered:
+    """Invoices that were failing and were paid in the last `days` days, and the rate."""
+    return recovery.recovered(conn, days=days, now=now())
 
 
 @cached_read(SUMMARY_TTL)

@@ -14,8 +14,9 @@ from finance_core.alerts.store import AlertRecord
 from finance_core.feed.rejections import ReasonCount
 from finance_core.feed.sync import SyncRun
 from finance_core.views.event_log import EventRow, VersionCount
-from finance_core.views.payments import CurrencyTotal, FailingInvoice
+from finance_core.views.payments import NO_MORE_RETRIES, CurrencyTotal, FailingInvoice
 from finance_core.views.queries import PlanCount
+from finance_core.views.recovery import RecoveredTotal
 from finance_core.views.shares import percent_shares
 from finance_core.views.trends import PlanSeries, WeekFlow
 
@@ -263,14 +264,19 @@ def alert_table(alerts: Sequence[AlertRecord]) -> dict[str, Any]:
 
 
 def failing_invoice_table(rows: Sequence[FailingInvoice]) -> dict[str, Any]:
-    """Failing invoices, each linked to its page in the Stripe Dashboard."""
+    """Failing invoices for collections, each linked to its invoice and customer in Stripe."""
     frame = pd.DataFrame(
         {
             "Invoice": [row.stripe_url for row in rows],
-            "Subscription": [row.subscription_id or "" for row in rows],
+            "Customer": [row.customer_url for row in rows],
             "Plan": [row.plan_name or "" for row in rows],
+            "Subscription": [row.subscription_id or "" for row in rows],
             "Amount due": [row.amount for row in rows],
             "Attempts": pd.array([row.attempts for row in rows], "Int64"),
+            "Next retry": [
+                f"{row.next_retry:%Y-%m-%d %H:%M} UTC" if row.next_retry else NO_MORE_RETRIES
+                for row in rows
+            ],
             "Failing since (UTC)": [row.failing_since for row in rows],
         }
     )
@@ -278,12 +284,31 @@ def failing_invoice_table(rows: Sequence[FailingInvoice]) -> dict[str, Any]:
         "data": frame,
         "hide_index": True,
         "column_config": {
-            # The link shows the invoice id and opens the invoice in Stripe.
+            # Each link shows the id and opens its page in Stripe.
             "Invoice": st.column_config.LinkColumn(display_text=r"/invoices/([^/?#]+)$"),
+            "Customer": st.column_config.LinkColumn(
+                display_text=r"/customers/([^/?#]+)$", help="The Stripe customer; opens in Stripe"
+            ),
+            "Plan": st.column_config.TextColumn(help="The plan the invoice bills"),
             "Amount due": st.column_config.TextColumn(help="In the invoice's own currency"),
+            "Next retry": st.column_config.TextColumn(
+                help="When Stripe tries the payment again; no more retries: Stripe stopped"
+            ),
             "Failing since (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
         },
     }
+
+
+def recovered_table(totals: Sequence[RecoveredTotal]) -> dict[str, Any]:
+    """Invoices that were failing and were paid, and the amount paid, per currency."""
+    frame = pd.DataFrame(
+        {
+            "Currency": [(total.currency or "unknown").upper() for total in totals],
+            "Invoices": [total.invoices for total in totals],
+            "Amount paid": [total.amount for total in totals],
+        }
+    )
+    return {"data": frame, "hide_index": True}
 
 
 def currency_total_table(totals: Sequence[CurrencyTotal]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from tests.support import stripe_factory as sf
 from tests.support.postgres import free_port
 from tests.support.servers import start_listener, wait_healthy
 from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
+from tests.test_api_failed_payments import FAILED_PAYMENTS
 from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
 
 FAILED_AUTH_LIMIT = int(FAILED_AUTH_LIMIT_PER_ADDRESS.split("/")[0])
@@ -47,6 +48,19 @@ def test_a_token_past_its_limit_gets_429_with_retry_after(http, engine):
     other = http.get(SYNC_STATUS, headers=bearer(make_token(engine, "finance")))
     assert other.status_code == 200, "the limit is per token"
     assert other.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_failed_payments_counts_against_the_same_token_limit(http, engine):
+    token = make_token(engine, "finance")
+    for n in range(5):
+        path = FAILED_PAYMENTS if n % 2 else f"{FAILED_PAYMENTS}?limit=0"  # a 400 counts too
+        response = http.get(path, headers=bearer(token))
+        assert response.status_code == (200 if n % 2 else 400), response.text
+        assert response.headers["X-RateLimit-Remaining"] == str(4 - n)
+    response = http.get(FAILED_PAYMENTS, headers=bearer(token))
+    assert_error(response, 429, "rate_limited")
+    assert_retry_after(response)
+    assert response.headers["X-RateLimit-Remaining"] == "0"
 
 
 def test_a_token_without_a_role_is_limited_too(http, engine):

@@ -8,6 +8,7 @@ test proves that the listener serves exactly that document.
 import hypothesis
 import pytest
 import schemathesis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine
 
 from finance_core.settings import Settings
@@ -17,7 +18,7 @@ from tests.test_api import bearer, make_token
 from webhook_listener import ratelimit
 from webhook_listener.app import create_app
 
-# Enough to cover both operations, their negative cases and every status, well under a minute.
+# Enough to cover every operation, their negative cases and every status, well under a minute.
 MAX_EXAMPLES = 30
 UNLIMITED = "100000/minute"
 
@@ -41,6 +42,8 @@ def finance_token(engine: Engine, http) -> str:
         sf.event("customer.subscription.created", sf.subscription("sub_1", "active", "prod_pro")),
         sf.event("customer.subscription.created", sf.subscription("sub_2", "trialing", "prod_x")),
         sf.event("invoice.payment_failed", sf.invoice("in_1", "open", subscription_id="sub_1")),
+        sf.event("invoice.payment_failed", sf.invoice("in_2", "open")),
+        sf.event("invoice.paid", sf.invoice("in_2", "paid")),
     ]:
         assert deliver(http, event).status_code == 200
     return make_token(engine, "finance")
@@ -57,4 +60,11 @@ def test_the_listener_serves_the_schema_under_test(http):
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
 def test_finance_api_conforms_to_its_openapi(case, listener, finance_token):
-    case.call_and_validate(base_url=listener.url, headers=bearer(finance_token))
+    excluded = []
+    if "cursor" in (case.query or {}):
+        # A cursor is opaque: only one a page gave out is valid, which no schema can say; a
+        # made-up one is a documented 400, checked in test_api_failed_payments.
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(
+        base_url=listener.url, headers=bearer(finance_token), excluded_checks=excluded
+    )

@@ -6,6 +6,7 @@ gives them all one id), so each delivery gets its file name appended to stay dis
 """
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,22 @@ from finance_core.feed.ingest import (
     TERMINAL_INVOICE_STATUSES,
     TERMINAL_SUBSCRIPTION_STATUSES,
 )
-from finance_core.feed.stripe_shapes import invoice_subscription, item_product_and_price
+from finance_core.feed.stripe_shapes import (
+    invoice_subscription,
+    item_product_and_price,
+    timestamp,
+)
 from finance_core.store.db import read_transaction
 from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
 from tests.support.store_dump import store_text
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+# ../shared from the repository; STRIPE_FIXTURES elsewhere (a git worktree, for one).
+FIXTURES = Path(
+    os.environ.get("STRIPE_FIXTURES")
+    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+)
 # Where a payload without an envelope comes from a file name, the event type it stands for.
 BARE_TYPES = {
     "subscription.created": "customer.subscription.created",
@@ -190,6 +199,57 @@ def test_basil_invoice_links_its_subscription_through_parent(http, engine):
     assert deliver(http, event).status_code == 200
     row = stored(engine, invoices, event["data"]["object"]["id"])
     assert (row.subscription_id, row.payment_failing) == ("sub_1234", True)
+
+
+# What collections needs from each shape of invoice (SPEC 16): the customer, the product of the
+# first line (price.product, plan.product, or 2025+ pricing.price_details.product), the
+# attempts, the next retry (None: Stripe plans none) and, once paid, the amount and when.
+COLLECTIONS = {
+    "evt_pay-rails_invoice_payment_failed": ("cus_1234", "prod_1234", 1, 1745552783, None),
+    "evt_pay-rails_invoice": ("cus_S9YwWMaQEgeJYO", "prod_IxQQWtyij0rvGp", 1, None, 1744986363),
+    "stripe-ruby-mock_invoice_payment_failed": (
+        "cus_00000000000000",
+        "prod_00000000000000",
+        1,
+        None,
+        None,
+    ),
+    "stripe-sync-engine_invoice_updated": (
+        "cus_JVhbiWW9p3F6wq",
+        "prod_Ip4vqwv3EJ7Mi0",
+        0,
+        1642653020,
+        None,
+    ),
+    "stripe-sync-engine_invoice_paid": (
+        "cus_JsuO3bmrj0QlAw",
+        "prod_Ip4vqwv3EJ7Mi0",
+        0,
+        None,
+        1642649110,
+    ),
+    "evt_openapi_invoice": ("cus_QXg1o8vcGmoR32", None, 0, 1234567890, None),
+}
+
+
+def test_every_invoice_shape_gives_what_collections_needs(http, engine):
+    events = {event["id"]: event for event in fixture_events()}
+    for key, (customer, product, attempts, next_attempt, paid_at) in COLLECTIONS.items():
+        [event] = [event for event_id, event in events.items() if event_id.endswith(key)]
+        assert deliver(http, event).status_code == 200
+        row = stored(engine, invoices, event["data"]["object"]["id"])
+        assert row.state_event_id == event["id"], key
+        assert (row.customer_id, row.product_id, row.attempt_count) == (
+            customer,
+            product,
+            attempts,
+        ), key
+        assert row.next_payment_attempt == timestamp(next_attempt), key
+        if paid_at is None:
+            assert row.closed_at is None, key
+        else:
+            assert (row.status, row.closed_at) == ("paid", timestamp(paid_at)), key
+            assert row.amount_paid == event["data"]["object"]["amount_paid"], key
 
 
 def test_store_keeps_no_customer_personal_data(http, engine):

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store.db import read_transaction
 from finance_core.views.queries import stripe_sync_status
 from tests.support import apptest
@@ -44,7 +45,7 @@ def test_payments_lists_exactly_the_invoices_the_api_counts(dashboard):
     populate(dashboard)
     at = signed_in("fiona").switch_page(PAYMENTS).run()
     assert not at.exception
-    totals, invoices = (frame.value for frame in at.dataframe)
+    totals, invoices = at.dataframe[0].value, at.dataframe[1].value
     assert len(invoices) == failed_payments_count(dashboard) == 3
     assert metrics(at)["Failing invoices"] == "3"
     assert list(invoices["Invoice"]) == [
@@ -53,8 +54,12 @@ def test_payments_lists_exactly_the_invoices_the_api_counts(dashboard):
         "https://dashboard.stripe.com/test/invoices/in_usd",
     ]
     assert list(invoices["Amount due"]) == ["5.125 KWD", "4,500 JPY", "29.00 USD"]
-    # The plan is the subscription's product: its name, its id while unnamed, or unknown.
+    # Invoices that name no product: the subscription's, by name, id while unnamed, or unknown.
     assert list(invoices["Plan"]) == ["", "prod_x", "Pro"]
+    assert set(invoices["Customer"]) == {
+        "https://dashboard.stripe.com/test/customers/cus_suite0001"
+    }
+    assert list(invoices["Next retry"]) == ["no more retries"] * 3
     assert list(invoices["Subscription"]) == ["sub_unknown", "sub_2", "sub_1"]
     assert list(invoices["Attempts"]) == [1, 1, 1]
     assert invoices["Failing since (UTC)"].notna().all()
@@ -104,6 +109,64 @@ def test_live_invoices_link_to_the_live_dashboard(dashboard):
     assert list(at.dataframe[1].value["Invoice"]) == [
         "https://dashboard.stripe.com/invoices/in_live"
     ]
+
+
+def fed_at(engine, event_type, obj, *, days_ago: float) -> None:
+    """An event created that many days ago (Recovered windows are relative to now)."""
+    created = int(datetime.now(UTC).timestamp() - days_ago * 86_400)
+    event = sf.event(event_type, obj, created=created)
+    ingest_event(
+        engine=engine, event=StripeEvent.from_payload(event), received_at=datetime.now(UTC)
+    )
+
+
+def collections_invoice(invoice_id, status, *, product="prod_pro", next_attempt=None, **fields):
+    obj = sf.invoice(invoice_id, status, subscription_id="sub_1", **fields)
+    obj["customer"] = "cus_42"
+    obj["lines"] = {"data": [{"price": {"id": "price_1", "product": product}}]}
+    obj["next_payment_attempt"] = next_attempt
+    return obj
+
+
+def test_payments_shows_the_invoices_own_plan_next_retry_and_recovered(dashboard):
+    feed(dashboard, "product.created", sf.product("prod_pro", "Pro"))
+    feed(dashboard, "product.created", sf.product("prod_team", "Team"))
+    feed(dashboard, "customer.subscription.created", sf.subscription("sub_1", "active", "prod_pro"))
+    retry = int(datetime.now(UTC).timestamp()) + 2 * 86_400
+    failing = collections_invoice("in_1", "open", product="prod_team", next_attempt=retry)
+    fed_at(dashboard, "invoice.payment_failed", {**failing, "attempt_count": 3}, days_ago=2)
+    for n, (failed, closed, how) in enumerate([(5, 3, "paid"), (25, 20, "paid"), (28, 25, "void")]):
+        fed_at(
+            dashboard,
+            "invoice.payment_failed",
+            collections_invoice(f"in_r{n}", "open"),
+            days_ago=failed,
+        )
+        event_type = "invoice.paid" if how == "paid" else "invoice.voided"
+        fed_at(dashboard, event_type, collections_invoice(f"in_r{n}", how), days_ago=closed)
+
+    at = signed_in("fiona").switch_page(PAYMENTS).run()
+    assert not at.exception
+    _totals, invoices, recovered = (frame.value for frame in at.dataframe)
+    [row] = invoices.to_dict("records")
+    assert row["Customer"] == "https://dashboard.stripe.com/test/customers/cus_42"
+    assert row["Plan"] == "Team"  # the invoice's own, not the subscription's Pro
+    assert row["Attempts"] == 3
+    assert row["Next retry"] == f"{datetime.fromtimestamp(retry, UTC):%Y-%m-%d %H:%M} UTC"
+    # Recovered, 30 days by default: in_r0 and in_r1 paid; of in_r0..2 closed, 2 of 3 paid.
+    assert recovered.to_dict("records") == [
+        {"Currency": "USD", "Invoices": 2, "Amount paid": "58.00 USD"}
+    ]
+    assert "Recovery rate 67%: of the invoices that started failing in the last 30 days" in texts(
+        at
+    )
+    at.segmented_control(key="recovered_window").set_value("Last 7 days").run()
+    assert at.dataframe[2].value.to_dict("records") == [
+        {"Currency": "USD", "Invoices": 1, "Amount paid": "29.00 USD"}
+    ]
+    assert "Recovery rate 100%: of the invoices that started failing in the last 7 days" in texts(
+        at
+    )
 
 
 def test_the_overview_links_failed_payments_to_the_payments_page(dashboard):

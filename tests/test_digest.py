@@ -173,6 +173,23 @@ def test_failed_payments_are_compared_with_the_previous_days_digest(engine, data
     assert "- EUR: 1 invoice, 49.00 EUR due (+0 invoices, +0.00 EUR since yesterday)" in second.body
 
 
+def test_the_digest_says_what_was_recovered_yesterday_and_the_months_rate(engine, database_url):
+    day_one = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    fill(engine, day_one)  # in_d1 (usd) and in_d2 (eur) start failing on day one
+    paid = sf.invoice("in_d1", "paid", subscription_id="sub_d0")
+    feed(engine, "invoice.paid", paid, day_one + timedelta(hours=6))
+    voided = sf.invoice("in_d2", "void", subscription_id="sub_d1", amount_due=4900)
+    voided["currency"] = "eur"
+    feed(engine, "invoice.voided", voided, day_one + timedelta(hours=7))
+    with json_receiver() as hook:
+        settings = digest_settings(database_url, hook, digest_urls="", alert_urls="")
+        digest = claim_digest(engine=engine, settings=settings, now=day_one + timedelta(days=1))
+    assert digest is not None
+    # Paid on day one, which is yesterday for the next day's digest; one of two closed by payment.
+    assert "Recovered yesterday: 1 invoice, 29.00 USD." in digest.body, digest.body
+    assert "have been closed, 50% were paid." in digest.body
+
+
 def test_send_digest_now_is_sent_kept_and_audited(engine, database_url):
     now = datetime.now(UTC)
     fill(engine, now)

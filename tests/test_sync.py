@@ -17,10 +17,13 @@ from finance_core.feed.sync import SyncError, SyncReport, latest_runs, run_sync
 from finance_core.store.db import read_transaction
 from finance_core.store.models import subscriptions, sync_runs, webhook_events
 from finance_core.views import queries
+from finance_core.views.payments import failing_invoice_page
+from finance_core.views.recovery import RecoveredTotal, recovered
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.reads import latest_event
 from tests.support.stripe_api import API_KEY, StripeStandIn
+from tests.test_payments_collections import invoice as collections_invoice
 
 ACTIVE = ["active", "trialing", "past_due"]
 PLANS = [("prod_sync_basic", "Basic"), ("prod_sync_pro", "Pro"), ("prod_sync_team", "Team")]
@@ -322,3 +325,39 @@ def test_synced_objects_keep_no_personal_data(engine, stripe_api):
     assert "in_pii" in dump
     for personal in ("jane.doe@example.com", "Jane Doe", "+15555550123", "Penguin Way"):
         assert personal not in dump
+
+
+def test_sync_stores_what_collections_needs_and_sees_a_recovery(engine, http, stripe_api):
+    now = int(time.time())
+    for invoice_id in ("in_collect", "in_paid_meanwhile"):
+        # As a bare webhook may carry them: no lines, customer or next retry.
+        failing = sf.invoice(invoice_id, "open", subscription_id="sub_x")
+        del failing["customer"]
+        deliver(http, sf.event("invoice.payment_failed", failing, created=now - 900))
+    stripe_api.put(
+        "invoices",
+        collections_invoice(
+            "in_collect",
+            "open",
+            product="prod_team",
+            shape="pricing",
+            customer="cus_7",
+            next_attempt=None,
+            subscription_id="sub_x",
+            attempt_count=4,
+        ),
+    )
+    paid = collections_invoice(
+        "in_paid_meanwhile", "paid", subscription_id="sub_x", transitions={"paid_at": now - 60}
+    )
+    stripe_api.put("invoices", paid)
+
+    sync(engine, stripe_api)
+
+    with read_transaction(engine) as conn:
+        [row] = failing_invoice_page(conn=conn).rows
+        recovered_this_week = recovered(conn, days=7, now=datetime.now(UTC))
+    assert (row.id, row.customer_id, row.product_id) == ("in_collect", "cus_7", "prod_team")
+    assert (row.attempts, row.next_retry) == (4, None)
+    assert recovered_this_week.totals == [RecoveredTotal("usd", 1, 2900)]
+    assert recovered_this_week.recovery_rate == 1.0

@@ -1,4 +1,4 @@
-"""The Finance API (SPEC 6): two read-only endpoints over `views.queries`, behind tokens.
+"""The Finance API (SPEC 6, 16): read-only endpoints over `finance_core.views`, behind tokens.
 
 Each answer is one trip to the thread pool: the token check, the rate limit and the query run
 there together, never on the event loop. (A plain `def` route with a `def` dependency would
@@ -9,8 +9,10 @@ transaction: on PostgreSQL two round trips after the pool's ping, and no BEGIN o
 """
 
 import logging
+import re
 import time
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -25,10 +27,21 @@ from finance_core.access.roles import can_read
 from finance_core.access.tokens import TokenInfo, find_token, record_use
 from finance_core.settings import Settings
 from finance_core.store.db import is_unavailable, statement_reads
+from finance_core.views.payments import (
+    MAX_PAGE_SIZE,
+    BadCursor,
+    Cursor,
+    failed_payments,
+    parse_cursor_token,
+)
 from finance_core.views.queries import stripe_sync_status, subscription_summary
+from finance_core.views.recovery import DEFAULT_RECOVERED_DAYS, RECOVERED_WINDOWS
 from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
 from webhook_listener.api_models import (
+    FAILED_PAYMENTS_PARAMETERS,
     RESPONSES,
+    FailedPaymentsData,
+    FailedPaymentsEnvelope,
     StripeSyncStatusData,
     StripeSyncStatusEnvelope,
     SubscriptionSummaryData,
@@ -63,8 +76,12 @@ def authenticated(
     return token
 
 
-def authorize(request: Request, response: Response, token: TokenInfo) -> None:
-    """Let a token with a reading role through, within its rate limit, or raise why not."""
+def authorize(
+    request: Request, response: Response, token: TokenInfo, *, takes_query: bool = False
+) -> None:
+    """Let a token with a reading role through, within its rate limit, or raise why not.
+
+    A route that `takes_query` reads its query parameters itself, after this check."""
     state = request.app.state
     rate_limits: RateLimits = state.rate_limits
     decision = rate_limits.hit_token(token.id)
@@ -81,7 +98,7 @@ def authorize(request: Request, response: Response, token: TokenInfo) -> None:
     if not can_read(token.roles):
         message = "this token has neither the finance nor the admin role"
         raise ApiError(403, "forbidden", message, headers)
-    if request.scope["query_string"]:
+    if request.scope["query_string"] and not takes_query:
         raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
     response.headers.update(headers)
 
@@ -140,6 +157,8 @@ async def _answer(
     response: Response,
     credentials: HTTPAuthorizationCredentials | None,
     read: Callable[[Connection, Settings], T],
+    *,
+    takes_query: bool = False,
 ) -> T:
     """Check the caller and `read` the answer, on one connection, on the thread pool.
 
@@ -155,7 +174,7 @@ async def _answer(
         try:
             with statement_reads(state.engine) as conn:
                 token = authenticated(request, credentials, conn)
-                authorize(request, response, token)
+                authorize(request, response, token, takes_query=takes_query)
                 return read(conn, state.settings)
         finally:
             if token is not None:  # with the connection back in the pool
@@ -190,6 +209,82 @@ def _stripe_sync_status(conn: Connection, settings: Settings) -> StripeSyncStatu
         conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
     )
     return StripeSyncStatusEnvelope(data=StripeSyncStatusData.of(status))
+
+
+# --- failed payments (SPEC 16) ---------------------------------------------------------
+
+FAILED_PAYMENTS_DEFAULT_LIMIT = 50
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining")
+_SMALL_NUMBER = re.compile(r"^[0-9]{1,4}$")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPaymentsQuery:
+    limit: int
+    after: Cursor | None
+    recovered_days: int
+
+
+@router.get(
+    "/failed-payments",
+    summary="Failing invoices for collections, and what was recovered",
+    openapi_extra={"parameters": FAILED_PAYMENTS_PARAMETERS},
+)
+async def get_failed_payments(
+    request: Request, response: Response, credentials: Credentials
+) -> FailedPaymentsEnvelope:
+    """The Payments page's rows in keyset pages (newest failure first, amounts in minor
+    units), the totals per currency of every failing invoice, and the invoices recovered in
+    the last `recovered_days` days with that window's recovery rate."""
+
+    def read(conn: Connection, settings: Settings) -> FailedPaymentsEnvelope:
+        query = _failed_payments_query(request, response)
+        answer = failed_payments(
+            conn,
+            limit=query.limit,
+            after=query.after,
+            recovered_days=query.recovered_days,
+            now=datetime.now(UTC),
+        )
+        return FailedPaymentsEnvelope(data=FailedPaymentsData.of(answer))
+
+    return await _answer(request, response, credentials, read, takes_query=True)
+
+
+def _failed_payments_query(request: Request, response: Response) -> FailedPaymentsQuery:
+    """The query parameters, or the 400 that names what is wrong (with the rate headers)."""
+
+    def invalid(message: str) -> ApiError:
+        sent = response.headers
+        headers = {name: sent[name] for name in RATE_HEADERS if name in sent}
+        return ApiError(400, "invalid_parameters", message, headers)
+
+    params = request.query_params
+    unknown = sorted(set(params) - {"limit", "cursor", "recovered_days"})
+    if unknown:
+        raise invalid(f"unknown query parameters: {', '.join(unknown)}"[:200])
+    if any(len(params.getlist(name)) > 1 for name in params):
+        raise invalid("each query parameter may be given once")
+    limit = FAILED_PAYMENTS_DEFAULT_LIMIT
+    if "limit" in params:
+        text = params["limit"]
+        if not _SMALL_NUMBER.match(text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
+            raise invalid(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
+        limit = int(text)
+    after = None
+    if "cursor" in params:
+        try:
+            after = parse_cursor_token(params["cursor"])
+        except BadCursor as exc:
+            raise invalid(str(exc)) from None
+    days = DEFAULT_RECOVERED_DAYS
+    if "recovered_days" in params:
+        text = params["recovered_days"]
+        windows = ", ".join(str(window) for window in RECOVERED_WINDOWS)
+        if not _SMALL_NUMBER.match(text) or int(text) not in RECOVERED_WINDOWS:
+            raise invalid(f"recovered_days must be one of {windows}")
+        days = int(text)
+    return FailedPaymentsQuery(limit, after, days)
 
 
 class ServerTiming:

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from finance_core.views.payments import FailedPayments, cursor_token
 from finance_core.views.queries import SubscriptionSummary, SyncStatus, WebhookHealth
 
 UTC_SECOND_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
@@ -118,6 +119,142 @@ class StripeSyncStatusEnvelope(ApiModel):
     data: StripeSyncStatusData
 
 
+# --- failed payments (SPEC 16): the Payments page's rows, totals and Recovered ----------
+
+
+class FailingInvoiceItem(ApiModel):
+    id: str = Field(examples=["in_1"])
+    customer: str | None = Field(description="The Stripe customer id", examples=["cus_1"])
+    subscription: str | None = Field(examples=["sub_1"])
+    plan_id: UUID | None = Field(
+        description="The plan of the invoice itself (its first line's product; its "
+        "subscription's when it names none); null when neither is known"
+    )
+    plan_name: str | None = Field(examples=["Pro"])
+    amount_due: int | None = Field(description="In the currency's minor unit", examples=[2900])
+    currency: str | None = Field(examples=["usd"])
+    attempts: int | None = Field(ge=0, description="Payment attempts so far")
+    next_retry: UtcSecond | None = Field(
+        description="When Stripe retries next; null when Stripe plans no more retries"
+    )
+    failing_since: UtcSecond = Field(description="When the current run of failures began")
+    stripe_url: str = Field(examples=["https://dashboard.stripe.com/invoices/in_1"])
+
+
+class FailingCurrencyTotal(ApiModel):
+    currency: str | None = Field(examples=["usd"])
+    invoices: int = Field(ge=1)
+    amount_due: int = Field(ge=0, description="In the currency's minor unit")
+
+
+class RecoveredCurrencyTotal(ApiModel):
+    currency: str | None = Field(examples=["usd"])
+    invoices: int = Field(ge=1)
+    amount_paid: int = Field(ge=0, description="In the currency's minor unit")
+
+
+class RecoveredData(ApiModel):
+    days: int = Field(description="The window: the last 7, 30 or 90 days", examples=[30])
+    totals: list[RecoveredCurrencyTotal] = Field(
+        description="Invoices that were failing and were paid in the window, per currency"
+    )
+    recovery_rate: float | None = Field(
+        ge=0,
+        le=1,
+        description="Of the invoices that started failing in the window and have closed since, "
+        "the share closed by payment; null when none has closed",
+    )
+
+
+class FailedPaymentsData(ApiModel):
+    as_of: UtcSecond
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )
+    invoices: list[FailingInvoiceItem] = Field(description="Newest failure first")
+    totals: list[FailingCurrencyTotal] = Field(
+        description="Every failing invoice (not only this page's), per currency"
+    )
+    recovered: RecoveredData
+
+    @classmethod
+    def of(cls, answer: FailedPayments) -> "FailedPaymentsData":
+        page, recovered = answer.page, answer.recovered
+        return cls(
+            as_of=answer.as_of,
+            next_cursor=cursor_token(page.next_cursor) if page.next_cursor else None,
+            invoices=[
+                FailingInvoiceItem(
+                    id=row.id,
+                    customer=row.customer_id,
+                    subscription=row.subscription_id,
+                    plan_id=UUID(row.plan_id) if row.plan_id else None,
+                    plan_name=row.plan_name,
+                    amount_due=row.amount_due,
+                    currency=row.currency,
+                    attempts=row.attempts,
+                    next_retry=row.next_retry,
+                    failing_since=row.failing_since,
+                    stripe_url=row.stripe_url,
+                )
+                for row in page.rows
+            ],
+            totals=[
+                FailingCurrencyTotal(
+                    currency=total.currency, invoices=total.invoices, amount_due=total.amount_due
+                )
+                for total in answer.totals
+            ],
+            recovered=RecoveredData(
+                days=recovered.days,
+                totals=[
+                    RecoveredCurrencyTotal(
+                        currency=total.currency,
+                        invoices=total.invoices,
+                        amount_paid=total.amount_paid,
+                    )
+                    for total in recovered.totals
+                ],
+                recovery_rate=recovered.recovery_rate,
+            ),
+        )
+
+
+class FailedPaymentsEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: FailedPaymentsData
+
+
+def _query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+# Documented here, read by the route itself after the token check (webhook_listener.api).
+FAILED_PAYMENTS_PARAMETERS = [
+    _query_parameter(
+        "limit",
+        "Invoices per page",
+        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    ),
+    _query_parameter(
+        "cursor",
+        "The `next_cursor` of the previous page (opaque)",
+        {"type": "string", "minLength": 1, "maxLength": 1000},
+    ),
+    _query_parameter(
+        "recovered_days",
+        "The window of `recovered`, in days",
+        {"type": "integer", "enum": [7, 30, 90], "default": 30},
+    ),
+]
+
+
 def _header(description: str, *, required: bool = True) -> dict[str, Any]:
     schema = {"type": "integer", "minimum": 0}
     return {"description": description, "required": required, "schema": schema}
@@ -140,7 +277,7 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": _rate_headers(required=True)},
     400: _error(
-        "The request has a query string: these endpoints take no parameters",
+        "Invalid or unknown query parameters (the summary and the sync status take none)",
         _rate_headers(required=True),
     ),
     401: _error(

@@ -2,15 +2,14 @@
 
 Built from the same `finance_core` reads as the Finance API and the dashboard (plans from
 `subscription_summary`, their change from the daily history in `views.trends`, failed payments
-from `views.payments`, the feed from `stripe_sync_status`), so the digest's numbers are the
-API's. Counts, plan names, amounts and times only: no secret, no customer data. Days are the
-history's UTC days; "yesterday" is the UTC day before the digest's.
+from `views.payments`, recoveries from `views.recovery`, the feed from `stripe_sync_status`),
+so the digest's numbers are the API's. Counts, plan names, amounts and times only: no secret,
+no customer data. Days are the history's UTC days; "yesterday" is the UTC day before the digest's.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Protocol
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Connection
 
@@ -19,32 +18,14 @@ from finance_core.settings import Settings
 from finance_core.views.money import format_amount
 from finance_core.views.payments import failing_totals
 from finance_core.views.queries import stripe_sync_status, subscription_summary
+from finance_core.views.recovery import Recovered, recovered
 from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 
 # Figures kept with each digest (alert_samples), for the next day's "since yesterday".
 FAILED_MEASURE = "digest:failed"
 FAILED_IN = "digest:failed:"  # + currency: failing invoices
 DUE_IN = "digest:due:"  # + currency: amount due, minor units
-
-
-class RecoveredTotalLike(Protocol):
-    """What the digest reads of `views.payments.RecoveredTotal`."""
-
-    @property
-    def currency(self) -> str | None: ...
-    @property
-    def invoices(self) -> int: ...
-    @property
-    def amount_paid(self) -> int: ...
-
-
-class RecoveredLike(Protocol):
-    """What the digest reads of `views.payments.Recovered`."""
-
-    @property
-    def totals(self) -> Sequence[RecoveredTotalLike]: ...
-    @property
-    def recovery_rate(self) -> float | None: ...
+RATE_DAYS = 30  # the recovery rate's window: a day's is too few invoices to say much
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +63,9 @@ def build_digest(
     (flow,) = new_and_canceled_per_week(conn=conn, start=yesterday, end=yesterday + timedelta(1))
     totals = failing_totals(conn=conn)
     status = stripe_sync_status(conn=conn, delayed_after=settings.webhook_delayed_after, now=now)
-    # MERGE(issue20-payments): recovered = payments.recovered(conn, days=1, now=now)
-    recovered: RecoveredLike | None = None
+    midnight = datetime.combine(end - timedelta(days=1), time(), tzinfo=UTC)
+    paid_yesterday = recovered(conn, days=1, now=midnight)  # [yesterday, today) in UTC
+    rate_of_the_month = recovered(conn, days=RATE_DAYS, now=now).recovery_rate
 
     lines = [
         f"Morning digest for {local_day:%A %d %B %Y}, as of {when(now)}.",
@@ -110,7 +92,7 @@ def build_digest(
         figures[FAILED_IN + code] = total.invoices
         figures[DUE_IN + code] = total.amount_due
     lines += _failed_payments_lines(figures, yesterdays_figures)
-    lines.append(_recovered_line(recovered))
+    lines.append(_recovered_line(paid_yesterday, rate_of_the_month))
     lines += [
         "",
         f"Feed: webhook health is {status.webhook_health.value} ({status.health_reason}).",
@@ -168,21 +150,22 @@ def _failed_payments_lines(
     return lines
 
 
-def _recovered_line(recovered: RecoveredLike | None) -> str:
-    if recovered is None:
-        return "Recovered yesterday: not available in this version."
-    if not recovered.totals:
-        return "Recovered yesterday: no failing invoice was paid."
-    paid = "; ".join(
-        f"{_count(total.invoices, 'invoice')}, {format_amount(total.amount_paid, total.currency)}"
-        for total in recovered.totals
-    )
+def _recovered_line(paid_yesterday: Recovered, rate_of_the_month: float | None) -> str:
+    if not paid_yesterday.totals:
+        paid = "no failing invoice was paid"
+    else:
+        paid = "; ".join(
+            f"{_count(total.invoices, 'invoice')}, "
+            f"{format_amount(total.amount_paid, total.currency)}"
+            for total in paid_yesterday.totals
+        )
     rate = (
         ""
-        if recovered.recovery_rate is None
-        else f" (recovery rate {round(recovered.recovery_rate * 100)}%)"
+        if rate_of_the_month is None
+        else f" Of the invoices that started failing in the last {RATE_DAYS} days and have "
+        f"been closed, {round(rate_of_the_month * 100)}% were paid."
     )
-    return f"Recovered yesterday: {paid}{rate}."
+    return f"Recovered yesterday: {paid}.{rate}"
 
 
 def _waiting_line(failed_events: int, waiting_for_stripe: int) -> str:

@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Table
 from finance_core.feed.events import StripeEvent
 from finance_core.feed.stripe_shapes import (
     MalformedObject,
+    invoice_closed_at,
+    invoice_product,
     invoice_subscription,
     item_product_and_price,
     object_id,
@@ -75,6 +77,7 @@ def _apply_state(
     keep_when_missing: tuple[str, ...] = (),
     default_when_new: Mapping[str, Any] | None = None,
     since_flag: tuple[str, str] | None = None,
+    terminal_since: str | None = None,
     report_change: bool = False,
 ) -> Change:
     """Write an object's new state unless the stored one is newer.
@@ -82,7 +85,8 @@ def _apply_state(
     `row` holds stored values (times through `statements.db_time`). Columns in
     `keep_when_missing` whose new value is None keep their stored value; a new row takes them
     from `default_when_new`. `terminal_statuses` None: the `deleted` flag is the terminal state.
-    `since_flag`: a since column that follows a flag column (`statements.upsert_state`).
+    `since_flag`: a since column that follows a flag column, `terminal_since` one that follows
+    the terminal status (`statements.upsert_state`).
     With `report_change` the stored row is read first, to tell created, updated and unchanged
     apart (sync reports them); webhooks skip that read, and do not read whether the state was
     written either: the ordering rule is the upsert's own WHERE.
@@ -93,7 +97,13 @@ def _apply_state(
     params = {**row, **{k: v for k, v in (default_when_new or {}).items() if row.get(k) is None}}
     params.update({f"keep_{column}": row[column] for column in keep_when_missing})
     upsert = statements.upsert_state(
-        conn.dialect.name, table, tuple(row), keep_when_missing, terminal_statuses, since_flag
+        conn.dialect.name,
+        table,
+        tuple(row),
+        keep_when_missing,
+        terminal_statuses,
+        since_flag,
+        terminal_since,
     )
     cursor = statements.run_with(conn, upsert, params, tuple(row))
     if not report_change:
@@ -104,7 +114,9 @@ def _apply_state(
     if old is None:
         return Change.CREATED
     new = {k: (old[k] if v is None and k in keep_when_missing else v) for k, v in row.items()}
-    derived = {since_flag[0]} if since_flag else set()  # follows its flag, compared there
+    # Each follows its flag or status, compared there.
+    derived = {since_flag[0]} if since_flag else set()
+    derived |= {terminal_since} if terminal_since else set()
     same = all(old[k] == v for k, v in new.items() if k not in STATE_COLUMNS | derived)
     return Change.UNCHANGED if same else Change.UPDATED
 
@@ -208,6 +220,19 @@ INVOICE_STATUS_BY_EVENT = {
 }
 
 
+# Columns an invoice object may lack (a partial or thin payload) that keep their stored value.
+INVOICE_KEEP_WHEN_MISSING: tuple[str, ...] = (
+    "payment_failing",
+    "subscription_id",
+    "amount_due",
+    "amount_paid",
+    "currency",
+    "attempt_count",
+    "customer_id",
+    "product_id",
+)
+
+
 def apply_invoice(
     conn: Connection, event: StripeEvent, received_at: datetime, *, report_change: bool = False
 ) -> Change:
@@ -231,28 +256,42 @@ def apply_invoice(
         failing = False  # draft: not yet attempted
     else:
         failing = None  # no word on the last attempt: keep what we knew
+    dialect = conn.dialect.name
+    closed_at = None
+    if status in TERMINAL_INVOICE_STATUSES:
+        closed_at = invoice_closed_at(obj, status) or timestamp(event.created)
     row = {
         "id": invoice_id,
         "subscription_id": invoice_subscription(obj),
         "status": status,
         "payment_failing": failing,
         "amount_due": optional_int(obj, "amount_due"),
+        "amount_paid": optional_int(obj, "amount_paid"),
         "currency": optional_str(obj, "currency"),
         "attempt_count": optional_int(obj, "attempt_count"),
-        # When Stripe saw this failure; the upsert keeps an earlier start of the same run.
-        "failing_since": statements.db_time(
-            conn.dialect.name, timestamp(event.created) if failing else None
+        "customer_id": object_id(obj.get("customer")),
+        "product_id": invoice_product(obj),
+        # None is Stripe's "no retry planned"; an object without the key keeps what we knew.
+        "next_payment_attempt": statements.db_time(
+            dialect, timestamp(obj.get("next_payment_attempt"))
         ),
+        # When Stripe saw this failure; the upsert keeps an earlier start of the same run.
+        "failing_since": statements.db_time(dialect, timestamp(event.created) if failing else None),
+        "closed_at": statements.db_time(dialect, closed_at),
         **_state(conn, event, received_at),
     }
+    keep: tuple[str, ...] = INVOICE_KEEP_WHEN_MISSING
+    if "next_payment_attempt" not in obj:
+        keep = (*keep, "next_payment_attempt")
     change = _apply_state(
         conn,
         invoices,
         row,
         terminal_statuses=TERMINAL_INVOICE_STATUSES,
-        keep_when_missing=("payment_failing", "subscription_id", "amount_due", "currency"),
+        keep_when_missing=keep,
         default_when_new={"payment_failing": False},
         since_flag=("failing_since", "payment_failing"),
+        terminal_since="closed_at",
         report_change=report_change,
     )
     if failing:
@@ -261,8 +300,16 @@ def apply_invoice(
         # earliest failure whatever order they arrive in (an older one changes no state).
         statements.run(
             conn,
-            statements.earlier_since(invoices, "failing_since", "payment_failing"),
+            statements.record_failure(invoices),
             {"object_id": invoice_id, "since": row["failing_since"]},
+        )
+    elif closed_at is not None and invoice_closed_at(obj, status) is None:
+        # Closed at the event's time: an older event of the same closing, arriving late,
+        # knows the earlier time (Stripe's own transition times need no such correction).
+        statements.run(
+            conn,
+            statements.earlier_closing(invoices),
+            {"object_id": invoice_id, "status": status, "at": row["closed_at"]},
         )
     return change
 

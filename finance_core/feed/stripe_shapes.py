@@ -113,6 +113,42 @@ def invoice_subscription(invoice: dict[str, Any]) -> str | None:
     return None
 
 
+def invoice_product(invoice: dict[str, Any]) -> str | None:
+    """The product of an invoice's first line: `price.product`, the older `plan.product`, or
+    (2025-03-31.basil on) `pricing.price_details.product`; None when the line names none."""
+    lines = invoice.get("lines")
+    data = lines.get("data") if isinstance(lines, dict) else None
+    first = data[0] if isinstance(data, list) and data else None
+    if not isinstance(first, dict):
+        return None
+    for key in ("price", "plan"):
+        source = first.get(key)
+        if isinstance(source, dict):
+            product = object_id(source.get("product"))
+            if product:
+                return product
+    pricing = first.get("pricing")
+    details = pricing.get("price_details") if isinstance(pricing, dict) else None
+    return object_id(details.get("product")) if isinstance(details, dict) else None
+
+
+# Where Stripe says when an invoice reached each terminal status (`deleted` has no time).
+STATUS_TRANSITIONS = {
+    "paid": "paid_at",
+    "void": "voided_at",
+    "uncollectible": "marked_uncollectible_at",
+}
+
+
+def invoice_closed_at(invoice: dict[str, Any], status: str) -> datetime | None:
+    """When the invoice reached `status`, from its `status_transitions`, if Stripe says."""
+    transitions = invoice.get("status_transitions")
+    key = STATUS_TRANSITIONS.get(status)
+    if key is None or not isinstance(transitions, dict):
+        return None
+    return timestamp(transitions.get(key))
+
+
 def price_fields(price: dict[str, Any]) -> dict[str, Any]:
     """Amount, currency and interval of a price, or of a legacy plan object."""
     recurring = price.get("recurring")

@@ -225,6 +225,19 @@ def statement_reads(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def snapshot(conn: Connection) -> Iterator[Connection]:
+    """Several reads on a `statement_reads` connection that see one state.
+
+    PostgreSQL's transactions see one snapshot from REPEATABLE READ on (the pool resets the
+    level when the connection returns to it); SQLite's deferred BEGIN of ours is one snapshot.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    with conn.begin():
+        yield conn
+
+
 def insert_for(conn: Connection, table: Any) -> Any:
     """An INSERT that supports ON CONFLICT on this connection's dialect."""
     return insert_for_dialect(conn.dialect.name, table)

@@ -162,6 +162,19 @@ invoices = Table(
     # When the invoice's current run of failures began (the failing event's `created`);
     # NULL while it is not failing.
     Column("failing_since", UTCDateTime),
+    # For collections (migration 0010): the customer (a reference, never personal data), the
+    # invoice's own product (its first line's; NULL when it names none), when Stripe retries
+    # next (NULL: no retry planned, Stripe stopped), and what the amount paid was.
+    Column("customer_id", String(255)),
+    Column("product_id", String(255)),
+    Column("next_payment_attempt", UTCDateTime),
+    Column("amount_paid", BigInteger),
+    # The earliest failure ever seen, kept after the invoice closes: "was failing".
+    Column("first_failed_at", UTCDateTime),
+    # When it reached its terminal status (paid, void, uncollectible, deleted; which one is
+    # `status`): Stripe's status_transitions time, else the closing event's `created`.
+    # NULL while the invoice is open.
+    Column("closed_at", UTCDateTime),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
     # The failing few, newest failure first: the failed-payments count and the Payments
@@ -181,6 +194,29 @@ invoices = Table(
         "amount_due",
         sqlite_where=text("payment_failing = 1"),
         postgresql_where=text("payment_failing"),
+    ),
+    # Recovered: invoices that were failing, by how and when they closed, read from the index
+    # alone (SQLite wants the predicate's column in it for that); only invoices that ever
+    # failed are in it.
+    Index(
+        "ix_invoices_closed_after_failing",
+        "status",
+        "closed_at",
+        "currency",
+        "amount_paid",
+        "first_failed_at",
+        sqlite_where=text("first_failed_at IS NOT NULL"),
+        postgresql_where=text("first_failed_at IS NOT NULL"),
+    ),
+    # The recovery rate: invoices that failed and have closed, by when they first failed and
+    # how they closed, read from the index alone.
+    Index(
+        "ix_invoices_failed_then_closed",
+        "first_failed_at",
+        "status",
+        "closed_at",
+        sqlite_where=text("first_failed_at IS NOT NULL AND closed_at IS NOT NULL"),
+        postgresql_where=text("first_failed_at IS NOT NULL AND closed_at IS NOT NULL"),
     ),
 )
 

@@ -157,6 +157,7 @@ def upsert_state(
     keep_when_missing: tuple[str, ...],
     terminal_statuses: frozenset[str] | None,
     since_flag: tuple[str, str] | None = None,
+    terminal_since: str | None = None,
 ) -> Any:
     """Insert an object's state, or update to it when it is newer than the stored one.
 
@@ -165,8 +166,10 @@ def upsert_state(
     non-terminal one. `keep_when_missing` columns take `keep_<column>` and fall back to the
     stored value when it is NULL. `since_flag` (since column, boolean flag column): the since
     column keeps its stored time while the written flag stays true, takes the new one when the
-    flag turns true, and is NULL while it is false. RETURNING gives a row when the state was
-    written.
+    flag turns true, and is NULL while it is false. `terminal_since`: a column that says when
+    the terminal status began; it keeps its stored time while the status stays the same,
+    takes the new one when the status changes, and is NULL while the status is not terminal.
+    RETURNING gives a row when the state was written.
     """
     statement = insert_for_dialect(dialect, table)
     stored, new = table.c, statement.excluded
@@ -200,22 +203,60 @@ def upsert_state(
         changes[since] = case(
             (changes[flag], func.coalesce(stored[since], new[since])), else_=null()
         )
+    if terminal_since is not None:
+        changes[terminal_since] = case(
+            (
+                new_terminal,
+                case(
+                    (
+                        stored.status == new.status,
+                        func.coalesce(stored[terminal_since], new[terminal_since]),
+                    ),
+                    else_=new[terminal_since],
+                ),
+            ),
+            else_=null(),
+        )
     return statement.on_conflict_do_update(
         index_elements=["id"], set_=changes, where=newer
     ).returning(stored.id)
 
 
 @cache
-def earlier_since(table: Table, since: str, flag: str) -> Any:
-    """Move the `since` time of a row whose `flag` is set back to `since`, if that is earlier."""
+def record_failure(table: Table) -> Any:
+    """A payment failure at `since`: the start of the current run of failures of a failing
+    invoice, and its first failure ever (kept after it closes), move back to `since` when
+    that is earlier. An older failure arriving after the invoice closed still marks it as
+    one that was failing."""
+    failing_later = and_(
+        table.c.payment_failing,
+        or_(table.c.failing_since.is_(None), table.c.failing_since > bindparam("since")),
+    )
+    first_later = or_(
+        table.c.first_failed_at.is_(None), table.c.first_failed_at > bindparam("since")
+    )
+    return (
+        update(table)
+        .where(table.c.id == bindparam("object_id"), or_(failing_later, first_later))
+        .values(
+            failing_since=case((failing_later, bindparam("since")), else_=table.c.failing_since),
+            first_failed_at=case((first_later, bindparam("since")), else_=table.c.first_failed_at),
+        )
+    )
+
+
+@cache
+def earlier_closing(table: Table) -> Any:
+    """Move when a closed invoice reached its status back to `at`, if it is that status and
+    `at` is earlier (an older event of the same closing, arriving late)."""
     return (
         update(table)
         .where(
             table.c.id == bindparam("object_id"),
-            table.c[flag],
-            or_(table.c[since].is_(None), table.c[since] > bindparam("since")),
+            table.c.status == bindparam("status"),
+            table.c.closed_at > bindparam("at"),
         )
-        .values({since: bindparam("since")})
+        .values(closed_at=bindparam("at"))
     )
 
 

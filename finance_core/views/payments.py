@@ -2,32 +2,42 @@
 
 Exactly the invoices the Finance API's `failed_payments_count` counts (`payment_failing`),
 read through the partial index on (failing_since, id) that holds only them, newest failure
-first. Each carries its subscription's plan as SPEC section 5 names plans.
+first. Each carries the plan of the invoice itself (its first line's product, SPEC section 16;
+its subscription's only when the invoice names none), its customer and Stripe's next retry.
 """
 
+import base64
+import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
+from finance_core.store.db import snapshot
 from finance_core.store.models import invoices, products, subscriptions
 from finance_core.views.csv_export import csv_chunks, formula_safe, iso_time, keyset_rows
 from finance_core.views.money import format_amount, major_units
 from finance_core.views.queries import plan_id_for, plan_name_for, stripe_dashboard_url
+from finance_core.views.recovery import Recovered, recovered
 
 MAX_PAGE_SIZE = 500
+NO_MORE_RETRIES = "no more retries"
 CSV_COLUMNS = (
     "invoice",
+    "customer",
     "subscription",
     "plan",
     "amount_due",
     "currency",
     "attempts",
+    "next_retry",
     "failing_since",
     "stripe_url",
+    "customer_url",
 )
 
 
@@ -39,21 +49,61 @@ class Cursor:
     invoice_id: str
 
 
+class BadCursor(ValueError):
+    """A cursor that no page of this listing gave out."""
+
+
+def cursor_token(cursor: Cursor) -> str:
+    """The cursor as an opaque, URL-safe token (the Finance API's `next_cursor`)."""
+    moment = cursor.failing_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    raw = f"{moment}|{cursor.invoice_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor_token(token: str) -> Cursor:
+    """The cursor a `cursor_token` stands for; BadCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        moment, invoice_id = raw.split("|", 1)
+        failing_since = datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadCursor("the cursor is not one this endpoint gave out") from None
+    if not invoice_id or len(token) > 1000:
+        raise BadCursor("the cursor is not one this endpoint gave out")
+    return Cursor(failing_since, invoice_id)
+
+
 @dataclass(frozen=True, slots=True)
 class FailingInvoice:
     id: str
+    customer_id: str | None
     subscription_id: str | None
-    product_id: str | None  # None: the subscription is not in the store (yet)
+    # The invoice's own product, else its subscription's; None: neither is known (yet).
+    product_id: str | None
     plan_name: str | None
     amount_due: int | None  # in the currency's minor unit, as Stripe gives it
     currency: str | None
     attempts: int | None
+    next_retry: datetime | None  # None: Stripe plans no more retries
     failing_since: datetime
     livemode: bool
 
     @property
     def stripe_url(self) -> str:
-        return stripe_dashboard_url(f"invoices/{self.id}", livemode=self.livemode)
+        return stripe_dashboard_url(f"invoices/{quote(self.id, safe='')}", livemode=self.livemode)
+
+    @property
+    def customer_url(self) -> str | None:
+        """The customer's page in the Stripe Dashboard, when the invoice names its customer."""
+        if not self.customer_id:
+            return None
+        path = f"customers/{quote(self.customer_id, safe='')}"
+        return stripe_dashboard_url(path, livemode=self.livemode)
+
+    @property
+    def next_retry_text(self) -> str:
+        """When Stripe retries next (UTC), or that it will not retry any more."""
+        return iso_time(self.next_retry) if self.next_retry else NO_MORE_RETRIES
 
     @property
     def plan_id(self) -> str | None:
@@ -84,22 +134,26 @@ class CurrencyTotal:
         return format_amount(self.amount_due, self.currency)
 
 
+# The invoice's own product; its subscription's only when the invoice names none.
+_PLAN_PRODUCT = func.coalesce(invoices.c.product_id, subscriptions.c.product_id)
 _PAGE = (
     select(
         invoices.c.id,
+        invoices.c.customer_id,
         invoices.c.subscription_id,
-        subscriptions.c.product_id,
+        _PLAN_PRODUCT.label("product_id"),
         products.c.name,
         invoices.c.amount_due,
         invoices.c.currency,
         invoices.c.attempt_count,
+        invoices.c.next_payment_attempt,
         invoices.c.failing_since,
         invoices.c.livemode,
     )
     .select_from(
         invoices.outerjoin(
             subscriptions, subscriptions.c.id == invoices.c.subscription_id
-        ).outerjoin(products, products.c.id == subscriptions.c.product_id)
+        ).outerjoin(products, products.c.id == _PLAN_PRODUCT)
     )
     .where(invoices.c.payment_failing)
     .order_by(invoices.c.failing_since.desc(), invoices.c.id.desc())
@@ -120,12 +174,14 @@ def _row(row: Any) -> FailingInvoice:
     product_id = row.product_id
     return FailingInvoice(
         id=row.id,
+        customer_id=row.customer_id,
         subscription_id=row.subscription_id,
         product_id=product_id,
         plan_name=None if product_id is None else plan_name_for(product_id, row.name),
         amount_due=row.amount_due,
         currency=row.currency,
         attempts=row.attempt_count,
+        next_retry=row.next_payment_attempt,
         failing_since=row.failing_since,
         livemode=bool(row.livemode),
     )
@@ -159,6 +215,34 @@ def failing_totals(*, conn: Connection) -> list[CurrencyTotal]:
     return totals
 
 
+@dataclass(frozen=True, slots=True)
+class FailedPayments:
+    """One page of the failing invoices with the totals and what was recovered, one state."""
+
+    page: FailingPage
+    totals: list[CurrencyTotal]
+    recovered: Recovered
+    as_of: datetime
+
+
+def failed_payments(
+    conn: Connection,
+    *,
+    limit: int,
+    after: Cursor | None,
+    recovered_days: int,
+    now: datetime,
+) -> FailedPayments:
+    """The Payments page's reads in one snapshot: a page, the totals and Recovered."""
+    with snapshot(conn):
+        return FailedPayments(
+            page=failing_invoice_page(conn=conn, limit=limit, after=after),
+            totals=failing_totals(conn=conn),
+            recovered=recovered(conn, days=recovered_days, now=now),
+            as_of=now,
+        )
+
+
 def csv_pages(*, engine: Engine, page_size: int = MAX_PAGE_SIZE) -> Iterator[str]:
     """Every failing invoice as CSV, a header and then one chunk per page; one snapshot."""
 
@@ -173,13 +257,17 @@ def _csv_values(row: FailingInvoice) -> list[object]:
     amount: Decimal | str = ""
     if row.amount_due is not None and row.currency:
         amount = major_units(row.amount_due, row.currency)
+    # Every text column through formula_safe: ids and names come from Stripe.
     return [
         formula_safe(row.id),
+        formula_safe(row.customer_id or ""),
         formula_safe(row.subscription_id or ""),
         formula_safe(row.plan_name or ""),
         amount,
-        (row.currency or "").upper(),
+        formula_safe((row.currency or "").upper()),
         "" if row.attempts is None else row.attempts,
+        row.next_retry_text,
         iso_time(row.failing_since),
-        row.stripe_url,
+        formula_safe(row.stripe_url),
+        formula_safe(row.customer_url or ""),
     ]
