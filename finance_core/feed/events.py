@@ -8,7 +8,7 @@ object in `related_object` and an ISO `created`).
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class NotAStripeEvent(ValueError):
@@ -125,7 +125,7 @@ def parse_payload(payload: Any, *, received_at: datetime) -> "StripeEvent | Thin
     return StripeEvent.from_payload(payload)
 
 
-def _valid_text(value: Any) -> bool:
+def _valid_text(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= 255
 
 
