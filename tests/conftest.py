@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from finance_core.access.users import TEST_BCRYPT_ROUNDS_VARIABLE
 from finance_core.settings import Settings, load_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine
@@ -23,6 +24,12 @@ from tests.support.system_packages import install_hint, which
 
 IN_CI = os.environ.get("CI") == "true"
 _database_names = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # bcrypt's minimum cost for the passwords tests set, here and in the processes they start
+    # (finance_core.access.users honours it only under pytest).
+    os.environ.setdefault(TEST_BCRYPT_ROUNDS_VARIABLE, "4")
 
 
 def skip_or_fail(reason: str, *, package: str | None = None) -> None:
