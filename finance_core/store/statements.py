@@ -256,11 +256,6 @@ def lock(table: Table) -> Any:
 
 
 @cache
-def overwrite(table: Table) -> Any:
-    return update(table).where(table.c.id == bindparam("object_id"))
-
-
-@cache
 def event_update(change: str) -> Any:
     statement = update(webhook_events).where(webhook_events.c.id == bindparam("object_id"))
     if change == "delivered":
