@@ -16,18 +16,22 @@ from finance_core.alerts.job import CLAIM_HOLD, evaluate, send_test_alert
 from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
 from finance_core.feed.rejections import record_rejection
 from finance_core.store.db import make_engine, read_transaction, write_transaction
-from finance_core.store.models import alert_deliveries, alert_rules, alert_samples, alerts
+from finance_core.store.models import alert_samples
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
-from tests.support.receivers import SMTP_PASSWORD, json_receiver, smtp_receiver
+from tests.support.alerts import (
+    API_KEY as API_KEY,
+    CUSTOMER_DATA as CUSTOMER_DATA,
+    HOOK_PASSWORD as HOOK_PASSWORD,
+    HOOK_PATH_TOKEN as HOOK_PATH_TOKEN,
+    METRICS_TOKEN as METRICS_TOKEN,
+    SECRETS as SECRETS,
+    assert_nothing_secret as assert_nothing_secret,
+    stored_texts as stored_texts,
+)
+from tests.support.receivers import json_receiver, smtp_receiver
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-API_KEY = "rk_test_alerts_key_8c1d5e0a"
-METRICS_TOKEN = "metrics-token-alerts-3f9a71"
-HOOK_PASSWORD = "hook-pass-77e1a0"
-HOOK_PATH_TOKEN = "T0KENinTHEpath9d2c"
-SECRETS = [sf.SECRET, API_KEY, METRICS_TOKEN, HOOK_PASSWORD, HOOK_PATH_TOKEN, SMTP_PASSWORD]
-CUSTOMER_DATA = ["jane.doe@example.com", "Jane Doe", "+15555550123", "1 Penguin Way"]
 DASHBOARD = "https://finance.example.com"
 
 
@@ -70,24 +74,6 @@ def feed(engine, event_type, obj, at, event_id=None):
 
 def changes(found):
     return [(alert.rule, alert.kind, alert.state) for alert in found]
-
-
-def stored_texts(engine):
-    """Every text the alert tables hold."""
-    with read_transaction(engine) as conn:
-        rows = [
-            *conn.execute(select(alerts)).all(),
-            *conn.execute(select(alert_deliveries)).all(),
-            *conn.execute(select(alert_rules)).all(),
-            *conn.execute(select(alert_samples)).all(),
-        ]
-    return "\n".join(str(value) for row in rows for value in row)
-
-
-def assert_nothing_secret(*texts):
-    everything = "\n".join(texts)
-    for secret in SECRETS + CUSTOMER_DATA:
-        assert secret not in everything
 
 
 def test_health_alerts_once_on_leaving_healthy_and_once_on_coming_back(

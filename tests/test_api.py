@@ -16,45 +16,19 @@ from finance_core.store.db import make_engine, read_transaction, write_transacti
 from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
+from tests.support.api import (
+    ENDPOINTS as ENDPOINTS,
+    SUMMARY as SUMMARY,
+    SYNC_STATUS as SYNC_STATUS,
+    UTC_SECOND as UTC_SECOND,
+    _names as _names,
+    assert_error as assert_error,
+    bearer as bearer,
+    make_token as make_token,
+    parse_utc as parse_utc,
+    read as read,
+)
 from tests.support.servers import ThreadedServer
-
-SUMMARY = "/api/v1/platform/finance/subscription-summary"
-SYNC_STATUS = "/api/v1/platform/finance/stripe-sync-status"
-ENDPOINTS = [SUMMARY, SYNC_STATUS]
-UTC_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_names = itertools.count(1)
-
-
-def make_token(engine: Engine, *roles: str) -> str:
-    name = f"api-test-{next(_names)}"
-    return create_token(
-        engine=engine, name=name, roles=list(roles), actor="tests", now=datetime.now(UTC)
-    )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def read(http: httpx.Client, path: str, token: str) -> dict:
-    response = http.get(path, headers=bearer(token))
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def parse_utc(value: str) -> datetime:
-    assert UTC_SECOND.match(value), value
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
-    assert body["error"]["message"]
 
 
 def delivered(response: httpx.Response) -> None:

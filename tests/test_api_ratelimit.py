@@ -13,9 +13,9 @@ from finance_core.store import migrate
 from finance_core.store.db import make_engine
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
+from tests.support.api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
 from tests.support.postgres import free_port
 from tests.support.servers import start_listener, wait_healthy
-from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
 from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
 
 FAILED_AUTH_LIMIT = int(FAILED_AUTH_LIMIT_PER_ADDRESS.split("/")[0])

@@ -15,9 +15,9 @@ from finance_core.access.tokens import create_token
 from finance_core.store.db import make_engine
 from tests.conftest import deliver, make_settings, own_postgres_server
 from tests.support import stripe_factory as sf
+from tests.support.api import SUMMARY
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
-from tests.test_api import SUMMARY
 
 
 @pytest.mark.parametrize(
