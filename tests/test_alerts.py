@@ -20,14 +20,12 @@ from finance_core.store.models import alert_samples
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
 from tests.support.alerts import (
-    API_KEY as API_KEY,
-    CUSTOMER_DATA as CUSTOMER_DATA,
-    HOOK_PASSWORD as HOOK_PASSWORD,
-    HOOK_PATH_TOKEN as HOOK_PATH_TOKEN,
-    METRICS_TOKEN as METRICS_TOKEN,
-    SECRETS as SECRETS,
-    assert_nothing_secret as assert_nothing_secret,
-    stored_texts as stored_texts,
+    API_KEY,
+    HOOK_PASSWORD,
+    HOOK_PATH_TOKEN,
+    METRICS_TOKEN,
+    assert_nothing_secret,
+    stored_texts,
 )
 from tests.support.receivers import json_receiver, smtp_receiver
 

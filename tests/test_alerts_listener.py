@@ -19,7 +19,7 @@ from tests.support.alerts import (
     API_KEY,
     METRICS_TOKEN,
     assert_nothing_secret,
-    assert_rejections_alert as assert_rejections_alert,
+    assert_rejections_alert,
     stored_texts,
 )
 from tests.support.postgres import free_port

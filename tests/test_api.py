@@ -17,16 +17,14 @@ from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
 from tests.support.api import (
-    ENDPOINTS as ENDPOINTS,
-    SUMMARY as SUMMARY,
-    SYNC_STATUS as SYNC_STATUS,
-    UTC_SECOND as UTC_SECOND,
-    _names as _names,
-    assert_error as assert_error,
-    bearer as bearer,
-    make_token as make_token,
-    parse_utc as parse_utc,
-    read as read,
+    ENDPOINTS,
+    SUMMARY,
+    SYNC_STATUS,
+    assert_error,
+    bearer,
+    make_token,
+    parse_utc,
+    read,
 )
 from tests.support.servers import ThreadedServer
 

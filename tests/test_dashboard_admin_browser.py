@@ -18,7 +18,8 @@ from dashboard.auth import COOKIE_NAME, SESSION_ENDED
 from finance_core.store import migrate
 from finance_core.store.db import make_engine
 from tests.conftest import make_settings
-from tests.support import browser as browser_suite, stripe_factory as sf
+from tests.support import browser as browser_suite
+from tests.support import stripe_factory as sf
 from tests.support.accounts import add_users
 from tests.support.api import SUMMARY, bearer
 from tests.support.browser import (

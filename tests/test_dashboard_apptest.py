@@ -7,12 +7,10 @@ import pytest
 
 from finance_core.feed import handlers
 from finance_core.store.db import read_transaction
-from finance_core.views.queries import (
-    status_breakdown,
-    stripe_sync_status,
-    subscription_summary as api_summary,
-)
-from tests.support import apptest, stripe_factory as sf
+from finance_core.views.queries import status_breakdown, stripe_sync_status
+from finance_core.views.queries import subscription_summary as api_summary
+from tests.support import apptest
+from tests.support import stripe_factory as sf
 from tests.support.apptest import PASSWORD, app, feed, forget, metrics, signed_in, texts
 from tests.support.postgres import free_port
 from tests.support.reads import plan_counts

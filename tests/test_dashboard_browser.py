@@ -9,28 +9,21 @@ import pytest
 from dashboard import PLOTLY_WARM_UP_KEY
 from finance_core.store.db import make_engine, read_transaction
 from finance_core.views.queries import stripe_sync_status, subscription_summary
+from tests.support import browser as browser_fixtures
 from tests.support.browser import (
-    ARTIFACTS as ARTIFACTS,
-    CHROMIUM as CHROMIUM,
-    CHROMIUM_ARGS as CHROMIUM_ARGS,
-    COOKIE_KEY as COOKIE_KEY,
-    PASSWORD as PASSWORD,
-    ROOT as ROOT,
-    TIMEOUT_MS as TIMEOUT_MS,
-    browser as browser,
-    choose as choose,
-    dashboard_url as dashboard_url,
-    feed as feed,
-    metric_values as metric_values,
-    open_page as open_page,
-    page as page,
-    pick as pick,
-    prepare_store as prepare_store,
-    running_dashboard as running_dashboard,
-    screenshot as screenshot,
-    sign_in as sign_in,
-    wait_until_idle as wait_until_idle,
+    choose,
+    metric_values,
+    open_page,
+    prepare_store,
+    screenshot,
+    sign_in,
+    wait_until_idle,
 )
+
+# The fixtures: one Chromium, `streamlit run app.py` on this module's `store`, a fresh page.
+browser = browser_fixtures.browser
+dashboard_url = browser_fixtures.dashboard_url
+page = browser_fixtures.page
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,8 @@ import pytest
 
 from finance_core.store.db import read_transaction
 from finance_core.views.queries import stripe_sync_status
-from tests.support import apptest, stripe_factory as sf
+from tests.support import apptest
+from tests.support import stripe_factory as sf
 from tests.support.apptest import feed, metrics, signed_in, texts
 
 PAYMENTS, TRENDS = "pages/failed_payments.py", "pages/subscription_trends.py"

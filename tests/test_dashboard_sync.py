@@ -23,7 +23,8 @@ from finance_core.settings import get_settings
 from finance_core.store.db import read_transaction
 from finance_core.store.models import webhook_events
 from finance_core.views import queries
-from tests.support import apptest, stripe_factory as sf
+from tests.support import apptest
+from tests.support import stripe_factory as sf
 from tests.support.apptest import APP, metrics, signed_in, texts
 from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
 

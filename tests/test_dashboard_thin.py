@@ -15,7 +15,8 @@ from finance_core.store.db import read_transaction
 from finance_core.store.models import webhook_events
 from finance_core.views.queries import status_breakdown
 from tests.conftest import make_settings
-from tests.support import apptest, stripe_factory as sf
+from tests.support import apptest
+from tests.support import stripe_factory as sf
 from tests.support.apptest import feed, signed_in, texts
 from tests.support.stripe_api import API_KEY
 

@@ -24,7 +24,7 @@ from finance_core.views.event_log import (
 )
 from tests.support import stripe_factory as sf
 from tests.support.query_plans import (
-    sqlite_query_plans as sqlite_query_plans,
+    sqlite_query_plans,
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from alembic import command
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
 from finance_core import demo
@@ -19,7 +20,8 @@ from finance_core.store.models import (
     subscription_history,
 )
 from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
-from tests.support import reads, stripe_factory as sf
+from tests.support import reads
+from tests.support import stripe_factory as sf
 
 DAY = datetime(2026, 11, 2, 23, 30, tzinfo=UTC)  # a Monday, late in the UTC day
 ACTIVE = ["active", "trialing", "past_due"]

@@ -4,7 +4,8 @@ import itertools
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from finance_core.feed.ingest import StripeEvent, ingest_event

@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from finance_core.feed.ingest import StripeEvent, ingest_event
@@ -37,8 +38,7 @@ from finance_core.store.models import (
 from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.support import stripe_factory as sf
 from tests.support.bursts import (
-    STATUSES as STATUSES,
-    burst as burst,
+    burst,
 )
 from tests.support.servers import ListenerProcess, wait_gone
 

@@ -23,11 +23,13 @@ from tests.support.browser import (
     COOKIE_KEY,
     LOCKED,
     PASSWORD,
-    browser as browser,  # the module's one Chromium
     new_page,
     sign_in,
     wait_for_attempts,
     wait_until_idle,
+)
+from tests.support.browser import (
+    browser as browser,  # the module's one Chromium
 )
 from tests.support.cluster import Cluster, running_dashboard_unit
 from tests.support.receivers import JsonReceiver, json_receiver

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
 from finance_core.access.sign_in import Lock
