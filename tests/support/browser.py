@@ -275,8 +275,8 @@ def wait_for_attempts(store: str, username: str, count: int) -> None:
 def choose(page, label, option):
     """Pick an option of a selectbox.
 
-    The dropdown closes when the page scrolls, and Playwright scrolls to reach a low
-    selectbox just before clicking: scroll first, then open, once more if it closed.
+    The dropdown closes when the page scrolls or the app reruns: `pick` scrolls first and
+    waits for a quiet app before it opens it.
     """
     wait_until_idle(page)
     box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_role("combobox", name=label))
@@ -284,14 +284,8 @@ def choose(page, label, option):
 
 
 def pick(page, box, opener, option):
-    """Scroll `box` into view, open its dropdown with `opener`, again if it closed; pick."""
+    """Scroll `box` into view, wait for a quiet app, open its dropdown with `opener`; pick."""
     box.scroll_into_view_if_needed()
-    choice = page.get_by_role("option", name=option, exact=True)
-    for _ in range(3):
-        opener.click()
-        try:
-            choice.wait_for(timeout=2_000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    choice.click()
+    wait_until_idle(page)
+    opener.click()
+    page.get_by_role("option", name=option, exact=True).click()
