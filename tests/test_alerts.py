@@ -74,6 +74,7 @@ def changes(found):
     return [(alert.rule, alert.kind, alert.state) for alert in found]
 
 
+@pytest.mark.slow
 def test_health_alerts_once_on_leaving_healthy_and_once_on_coming_back(
     engine, database_url, receivers
 ):
@@ -215,6 +216,7 @@ def test_a_failing_channel_is_retried_and_every_attempt_kept(engine, database_ur
     assert_nothing_secret(stored_texts(engine))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # waits out its backoff
 def test_a_channel_that_keeps_failing_is_given_up_and_the_failure_kept(engine, database_url):
     with json_receiver(statuses=[503] * sending.MAX_ATTEMPTS) as hook, smtp_receiver() as mail:

@@ -145,6 +145,7 @@ def test_a_channel_that_never_answers_delays_neither_acks_nor_other_channels(dat
     assert by_channel.get(2) == "sent"
 
 
+@pytest.mark.slow
 def test_the_listener_refuses_an_unparsable_alert_url_without_showing_it(tmp_path):
     secret_part = "hunter2-in-the-url"
     env = listener_env(f"sqlite:///{tmp_path}/bad.db", f"msteams://nope/{secret_part}")

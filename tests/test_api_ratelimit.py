@@ -109,6 +109,7 @@ def test_two_listener_processes_share_one_limit_through_redis(tmp_path: Path, re
             process.communicate(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trust_proxy", [False, True])
 def test_behind_a_trusted_proxy_failed_logins_count_per_forwarded_address(tmp_path, trust_proxy):
     """X-Forwarded-For counts only from proxies named in --forwarded-allow-ips."""

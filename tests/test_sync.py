@@ -89,6 +89,7 @@ def build_world(stand_in: StripeStandIn, subscription_count: int) -> list[dict[s
     return history
 
 
+@pytest.mark.slow
 def test_sync_brings_an_empty_store_to_the_numbers_webhooks_give(
     engine, http, stripe_api, second_engine
 ):

@@ -478,6 +478,7 @@ def test_pending_events_younger_than_the_delay_leave_health_alone(engine):
     assert sync_status(engine).webhook_health is WebhookHealth.HEALTHY
 
 
+@pytest.mark.slow
 def test_a_burst_keeps_under_the_rate_and_costs_one_fetch_per_object(engine, stripe_api):
     objects = 500
     for n in range(objects):
