@@ -10,17 +10,9 @@ from sqlalchemy import Engine
 from finance_core.access.tokens import create_token
 
 SUMMARY = "/api/v1/platform/finance/subscription-summary"
-
-
 SYNC_STATUS = "/api/v1/platform/finance/stripe-sync-status"
-
-
 ENDPOINTS = [SUMMARY, SYNC_STATUS]
-
-
 UTC_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
 _names = itertools.count(1)
 
 

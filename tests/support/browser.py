@@ -29,8 +29,6 @@ from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -44,11 +42,7 @@ CHROMIUM_ARGS = [
 ]
 COOKIE_KEY = "browser-test-cookie-key-0123456789abcdefgh"
 PASSWORD = "correct horse battery"
-
-
 TIMEOUT_MS = 20_000
-
-
 _created = itertools.count(1_790_000_000)
 
 
