@@ -12,12 +12,8 @@ from tests.support.receivers import SMTP_PASSWORD
 
 API_KEY = "rk_test_alerts_key_8c1d5e0a"
 METRICS_TOKEN = "metrics-token-alerts-3f9a71"
-
-
 HOOK_PASSWORD = "hook-pass-77e1a0"
 HOOK_PATH_TOKEN = "T0KENinTHEpath9d2c"
-
-
 SECRETS = [sf.SECRET, API_KEY, METRICS_TOKEN, HOOK_PASSWORD, HOOK_PATH_TOKEN, SMTP_PASSWORD]
 CUSTOMER_DATA = ["jane.doe@example.com", "Jane Doe", "+15555550123", "1 Penguin Way"]
 
