@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# The fast tests: what `make check` runs. Markers are described in pyproject.toml.
+FAST := not postgres and not browser and not slow
+# How `make lock` compiles requirements.in into the hashed lock, requirements.txt.
+LOCK := $(PY) -m uv pip compile requirements.in --quiet --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock" -o requirements.txt
 
-.PHONY: run test lint format bench install clean
+.PHONY: run check test lint format lock lock-upgrade bench install clean
 
+# Exactly the lock: every package pinned and checked against its hashes; --no-deps because the
+# lock already names every dependency, so nothing unpinned can slip in. The marker depends on
+# the lock, so that a changed lock reinstalls.
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.txt
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
@@ -17,14 +24,29 @@ install: $(INSTALLED)
 run: $(INSTALLED)
 	$(PY) -m finance_core.run
 
-test: $(INSTALLED)
-	$(PY) -m tests.support.system_packages
+# Lint, format, types and the fast tests: the loop to run before every commit (< 3 minutes).
+check: $(INSTALLED)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m tests.support.system_packages
+	$(PY) -m pytest -m "$(FAST)"
+
+# `make check`, then every test it left out (PostgreSQL, browser, slow).
+test: check
+	$(PY) -m pytest -m "not ($(FAST))"
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# Renew the lock from requirements.in, keeping the pins that still fit...
+lock: $(INSTALLED)
+	$(LOCK)
+
+# ... or moving every transitive package to its newest release.
+lock-upgrade: $(INSTALLED)
+	$(LOCK) --upgrade
 
 format: $(INSTALLED)
 	$(PY) -m ruff format .

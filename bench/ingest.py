@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from bench.events import generate, write_requests
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
+from tests.support.waiting import wait_until
 
 SECRET = "whsec_bench_signing_secret_0123456789"
 LUA = Path(__file__).with_name("post_events.lua")
@@ -100,16 +100,13 @@ def _server_command(
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+        httpx.get(f"{url}/healthz", timeout=1)
+        return True
+
+    wait_until(answers, every=0.1, what="server started", ignoring=(httpx.TransportError,))
 
 
 def wrk(url: str, requests_file: Path, *, duration: int, connections: int) -> str:

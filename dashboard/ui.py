@@ -3,6 +3,7 @@
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Literal
 
 import streamlit as st
 
@@ -12,7 +13,9 @@ from finance_core.views.queries import SyncStatus, WebhookHealth
 
 # Health panels re-read the store on their own this often (the cache lasts 10 seconds).
 REFRESH_SECONDS = 30
-HEALTH_COLORS = {
+# The colours st.badge takes.
+BadgeColor = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "primary"]
+HEALTH_COLORS: dict[WebhookHealth, BadgeColor] = {
     WebhookHealth.HEALTHY: "green",
     WebhookHealth.DELAYED: "orange",
     WebhookHealth.ERROR: "red",

@@ -3,13 +3,17 @@
 import itertools
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
+from finance_core.access.users import TEST_BCRYPT_ROUNDS_VARIABLE
 from finance_core.settings import Settings, load_settings
 from finance_core.store import migrate
 from finance_core.store.db import make_engine
@@ -23,6 +27,12 @@ from tests.support.system_packages import install_hint, which
 
 IN_CI = os.environ.get("CI") == "true"
 _database_names = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # bcrypt's minimum cost for the passwords tests set, here and in the processes they start
+    # (finance_core.access.users honours it only under pytest).
+    os.environ.setdefault(TEST_BCRYPT_ROUNDS_VARIABLE, "4")
 
 
 def skip_or_fail(reason: str, *, package: str | None = None) -> None:
@@ -71,10 +81,36 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store at the newest schema, migrated once a session, for stores to copy."""
+    path = tmp_path_factory.mktemp("migrated") / "finance.db"
+    engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def upgraded(url: str, request: pytest.FixtureRequest) -> Engine:
+    """An engine on `url` at the newest schema: a new SQLite file as a copy of one migrated
+    for the session (half a second less a test), any other database migrated."""
+    database = make_url(url).database
+    if url.startswith("sqlite") and database and not Path(database).exists():
+        template: Path = request.getfixturevalue("migrated_sqlite")
+        with (
+            closing(sqlite3.connect(template)) as source,
+            closing(sqlite3.connect(database)) as copy,
+        ):
+            source.backup(copy)
+        return make_engine(url)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return engine
+
+
+@pytest.fixture
+def engine(database_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    engine = upgraded(database_url, request)
     yield engine
     engine.dispose()
 
@@ -89,8 +125,7 @@ def second_engine(
     else:
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.create_database(f"finance_{os.getpid()}_{next(_database_names)}")
-    engine = make_engine(url)
-    migrate.upgrade(engine)
+    engine = upgraded(url, request)
     yield engine
     engine.dispose()
 

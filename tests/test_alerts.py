@@ -18,19 +18,21 @@ from finance_core.alerts.samples import FAILED_PAYMENTS_DAILY_MEASURE
 from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
 from finance_core.feed.rejections import record_rejection
 from finance_core.store.db import make_engine, read_transaction, write_transaction
-from finance_core.store.models import alert_deliveries, alert_rules, alert_samples, alerts
+from finance_core.store.models import alert_samples
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
-from tests.support.receivers import SMTP_PASSWORD, json_receiver, smtp_receiver
+from tests.support.alerts import (
+    API_KEY,
+    DASHBOARD,
+    HOOK_PASSWORD,
+    HOOK_PATH_TOKEN,
+    METRICS_TOKEN,
+    assert_nothing_secret,
+    stored_texts,
+)
+from tests.support.receivers import json_receiver, smtp_receiver
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-API_KEY = "rk_test_alerts_key_8c1d5e0a"
-METRICS_TOKEN = "metrics-token-alerts-3f9a71"
-HOOK_PASSWORD = "hook-pass-77e1a0"
-HOOK_PATH_TOKEN = "T0KENinTHEpath9d2c"
-SECRETS = [sf.SECRET, API_KEY, METRICS_TOKEN, HOOK_PASSWORD, HOOK_PATH_TOKEN, SMTP_PASSWORD]
-CUSTOMER_DATA = ["jane.doe@example.com", "Jane Doe", "+15555550123", "1 Penguin Way"]
-DASHBOARD = "https://finance.example.com"
 
 
 @pytest.fixture
@@ -74,24 +76,7 @@ def changes(found):
     return [(alert.rule, alert.kind, alert.state) for alert in found]
 
 
-def stored_texts(engine):
-    """Every text the alert tables hold."""
-    with read_transaction(engine) as conn:
-        rows = [
-            *conn.execute(select(alerts)).all(),
-            *conn.execute(select(alert_deliveries)).all(),
-            *conn.execute(select(alert_rules)).all(),
-            *conn.execute(select(alert_samples)).all(),
-        ]
-    return "\n".join(str(value) for row in rows for value in row)
-
-
-def assert_nothing_secret(*texts):
-    everything = "\n".join(texts)
-    for secret in SECRETS + CUSTOMER_DATA:
-        assert secret not in everything
-
-
+@pytest.mark.slow
 def test_health_alerts_once_on_leaving_healthy_and_once_on_coming_back(
     engine, database_url, receivers
 ):
@@ -237,6 +222,7 @@ def test_a_failing_channel_is_retried_and_every_attempt_kept(engine, database_ur
     assert_nothing_secret(stored_texts(engine))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # waits out its backoff
 def test_a_channel_that_keeps_failing_is_given_up_and_the_failure_kept(engine, database_url):
     with json_receiver(statuses=[503] * sending.MAX_ATTEMPTS) as hook, smtp_receiver() as mail:

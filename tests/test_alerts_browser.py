@@ -3,9 +3,9 @@ Send test alert reaching a real HTTP receiver and SMTP server; a finance user ha
 
 import pytest
 
-from tests import test_dashboard_browser as e2e
+from tests.support import browser as e2e
+from tests.support.browser import metric_values, open_page, screenshot, sign_in
 from tests.support.receivers import SMTP_PASSWORD, json_receiver, smtp_receiver
-from tests.test_dashboard_browser import metric_values, open_page, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 HOOK_PASSWORD = "browser-hook-pass-93ac"

@@ -8,66 +8,25 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, text
 
-from finance_core.access.roles import READ_ROLES
 from finance_core.access.tokens import create_token, list_tokens, revoke_token
 from finance_core.store import migrate, statements
 from finance_core.store.db import make_engine, read_transaction, write_transaction
-from finance_core.store.models import api_tokens
 from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
+from tests.support.api import (
+    ENDPOINTS,
+    SUMMARY,
+    SYNC_STATUS,
+    assert_error,
+    bearer,
+    make_token,
+    parse_utc,
+    read,
+)
 from tests.support.servers import ThreadedServer
-
-SUMMARY = "/api/v1/platform/finance/subscription-summary"
-SYNC_STATUS = "/api/v1/platform/finance/stripe-sync-status"
-ENDPOINTS = [SUMMARY, SYNC_STATUS]
-UTC_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_names = itertools.count(1)
-
-
-def make_token(engine: Engine, *roles: str) -> str:
-    """A token with these roles; any other than finance and admin is written to its row, as a
-    token made before roles were checked may hold one (the API must grant it nothing)."""
-    name = f"api-test-{next(_names)}"
-    granted = [role for role in roles if role in READ_ROLES]
-    token = create_token(
-        engine=engine, name=name, roles=granted, actor="tests", now=datetime.now(UTC)
-    )
-    if granted != list(roles):
-        with write_transaction(engine) as conn:
-            conn.execute(
-                update(api_tokens)
-                .where(api_tokens.c.name == name)
-                .values(roles=",".join(sorted(set(roles))))
-            )
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def read(http: httpx.Client, path: str, token: str) -> dict:
-    response = http.get(path, headers=bearer(token))
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def parse_utc(value: str) -> datetime:
-    assert UTC_SECOND.match(value), value
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
-    assert body["error"]["message"]
 
 
 def delivered(response: httpx.Response) -> None:

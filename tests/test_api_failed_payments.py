@@ -9,10 +9,9 @@ import pytest
 from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
-from tests.test_api import assert_error, bearer, make_token, parse_utc, read
-from tests.test_payments_collections import invoice
+from tests.support.api import FAILED_PAYMENTS, assert_error, bearer, make_token, parse_utc, read
+from tests.support.invoices import invoice
 
-FAILED_PAYMENTS = "/api/v1/platform/finance/failed-payments"
 DAY = 86_400
 
 

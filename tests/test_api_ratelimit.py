@@ -13,10 +13,17 @@ from finance_core.store import migrate
 from finance_core.store.db import make_engine
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
+from tests.support.api import (
+    ENDPOINTS,
+    FAILED_PAYMENTS,
+    SUMMARY,
+    SYNC_STATUS,
+    assert_error,
+    bearer,
+    make_token,
+)
 from tests.support.postgres import free_port
 from tests.support.servers import start_listener, wait_healthy
-from tests.test_api import ENDPOINTS, SUMMARY, SYNC_STATUS, assert_error, bearer, make_token
-from tests.test_api_failed_payments import FAILED_PAYMENTS
 from webhook_listener.ratelimit import FAILED_AUTH_LIMIT_PER_ADDRESS
 
 FAILED_AUTH_LIMIT = int(FAILED_AUTH_LIMIT_PER_ADDRESS.split("/")[0])
@@ -123,6 +130,7 @@ def test_two_listener_processes_share_one_limit_through_redis(tmp_path: Path, re
             process.communicate(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trust_proxy", [False, True])
 def test_behind_a_trusted_proxy_failed_logins_count_per_forwarded_address(tmp_path, trust_proxy):
     """X-Forwarded-For counts only from proxies named in --forwarded-allow-ips."""

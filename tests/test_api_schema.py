@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from finance_core.settings import Settings
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
-from tests.test_api import bearer, make_token
+from tests.support.api import bearer, make_token
 from webhook_listener import ratelimit
 from webhook_listener.app import create_app
 

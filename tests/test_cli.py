@@ -34,6 +34,7 @@ def cli(tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_init_db_is_idempotent(cli):
     assert cli("init-db").returncode == 0
     second = cli("init-db")
@@ -41,6 +42,7 @@ def test_init_db_is_idempotent(cli):
     assert "schema is current" in second.stdout
 
 
+@pytest.mark.slow
 def test_token_create_prints_the_token_last_and_only_then(cli):
     created = cli("token", "create", "reporting", "--role", "finance")
     assert created.returncode == 0, created.stderr
@@ -60,6 +62,7 @@ def test_token_create_prints_the_token_last_and_only_then(cli):
     )
 
 
+@pytest.mark.slow
 def test_token_errors_are_clear(cli):
     assert cli("token", "create", "ops", "--role", "admin").returncode == 0
     again = cli("token", "create", "ops", "--role", "admin")
@@ -76,6 +79,7 @@ def test_tokens_are_stored_only_as_hashes(cli, tmp_path):
     assert secret.encode() not in (tmp_path / "cli.db").read_bytes()
 
 
+@pytest.mark.slow
 def test_user_add_reads_the_password_from_stdin(cli, tmp_path):
     added = cli(
         "user",
@@ -99,6 +103,7 @@ def test_user_add_reads_the_password_from_stdin(cli, tmp_path):
     assert bcrypt.checkpw(b"correct horse battery", stored["password"].encode())
 
 
+@pytest.mark.slow
 def test_user_errors_are_clear(cli):
     short = cli("user", "add", "bob", "--role", "finance", stdin="short\n")
     assert short.returncode == 2
@@ -156,6 +161,7 @@ def audit_lines(cli, *options: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_set_password_and_set_roles_end_sessions_and_every_change_is_audited(cli):
     first, second = "first horse battery", "second horse battery"
     assert cli("user", "add", "alice", "--role", "finance", stdin=f"{first}\n").returncode == 0
@@ -210,6 +216,7 @@ def test_set_password_and_set_roles_end_sessions_and_every_change_is_audited(cli
 ROLE_REFUSED = "unknown role %s: a role is 'finance' or 'admin'"
 
 
+@pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_changes_nothing(cli):
     assert cli("user", "add", "bob", "--role", "finance", stdin="long enough\n").returncode == 0
     before = (stored_user(cli.url, "bob"), audit_entries(cli.url))

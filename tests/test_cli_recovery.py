@@ -76,6 +76,7 @@ def event_status(engine, event_id) -> str:
 # --- sync -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sync_reports_what_it_changed_and_never_prints_the_key(cli, engine, stripe_api):
     stripe_api.put("products", sf.product("prod_cli", "CLI plan"))
     stripe_api.put("subscriptions", sf.subscription("sub_cli", "active", "prod_cli"))
@@ -102,6 +103,7 @@ def test_sync_reports_what_it_changed_and_never_prints_the_key(cli, engine, stri
     ]
 
 
+@pytest.mark.slow
 def test_sync_without_a_key_names_the_variable(cli):
     run = cli("sync")
     assert run.returncode == 2
@@ -109,6 +111,7 @@ def test_sync_without_a_key_names_the_variable(cli):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_sync_with_a_refused_key_says_so_and_changes_nothing(cli, engine, stripe_api):
     stripe_api.put("products", sf.product("prod_cli", "CLI plan"))
     run = cli("sync", STRIPE_API_KEY="rk_test_revoked_key_0000000000")
@@ -119,6 +122,7 @@ def test_sync_with_a_refused_key_says_so_and_changes_nothing(cli, engine, stripe
         assert queries.status_breakdown(conn=conn) == {}
 
 
+@pytest.mark.slow
 def test_sync_with_a_malformed_object_exits_1_after_applying_the_rest(cli, stripe_api):
     stripe_api.put("subscriptions", sf.subscription("sub_ok", "active", "prod_cli"))
     broken = sf.subscription("sub_broken", "active", "prod_cli")
@@ -133,6 +137,7 @@ def test_sync_with_a_malformed_object_exits_1_after_applying_the_rest(cli, strip
 # --- replay -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_replay_without_ids_reprocesses_every_failed_event(cli, engine):
     fail_under_a_bug(engine, "product.created", sf.product("prod_a", "A"), "evt_bug_a")
     fail_under_a_bug(engine, "product.updated", sf.product("prod_b", "B"), "evt_bug_b")
@@ -158,6 +163,7 @@ def test_replay_without_ids_reprocesses_every_failed_event(cli, engine):
         assert latest_event(conn).id == "evt_broken"  # a replay is no delivery
 
 
+@pytest.mark.slow
 def test_replay_of_named_events_and_the_refusals(cli, engine):
     fail_under_a_bug(engine, "product.created", sf.product("prod_a", "A"), "evt_bug_a")
     feed(engine, "product.created", sf.product("prod_ok", "Ok"), event_id="evt_fine")
@@ -172,6 +178,7 @@ def test_replay_of_named_events_and_the_refusals(cli, engine):
     assert cli("replay").returncode == 0
 
 
+@pytest.mark.slow
 def test_replay_refetches_from_stripe_when_no_payload_is_kept(cli, engine, stripe_api):
     fail_under_a_bug(engine, "product.created", sf.product("prod_a", "A"), "evt_bug_a")
     fail_under_a_bug(engine, "product.created", sf.product("prod_b", "B"), "evt_gone")
@@ -194,6 +201,7 @@ def test_replay_refetches_from_stripe_when_no_payload_is_kept(cli, engine, strip
 # --- demo -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_fills_an_empty_store_through_the_ingest_path(cli, engine):
     run = cli("demo", "--subscriptions", "40")
     assert run.returncode == 0, run.stderr
@@ -218,6 +226,7 @@ def test_demo_fills_an_empty_store_through_the_ingest_path(cli, engine):
     assert cli("demo", "--subscriptions", "40").returncode == 0
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_store_holding_real_data(cli, engine):
     feed(engine, "product.created", sf.product("prod_real", "Real"), event_id="evt_real_1")
     run = cli("demo")
@@ -227,6 +236,7 @@ def test_demo_refuses_a_store_holding_real_data(cli, engine):
         assert conn.exec_driver_sql("SELECT count(*) FROM webhook_events").scalar() == 1
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_store_filled_by_sync(cli, engine, stripe_api):
     stripe_api.put("products", sf.product("prod_real", "Real"))
     assert cli("sync", STRIPE_API_KEY=API_KEY).returncode == 0

@@ -13,37 +13,36 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from dashboard.auth import COOKIE_NAME, SESSION_ENDED
-from finance_core.access.sign_in import Lock
 from finance_core.store import migrate
-from finance_core.store.db import make_engine, read_transaction
-from finance_core.store.models import audit_log
-from tests import test_dashboard_browser as browser_suite
+from finance_core.store.db import make_engine
 from tests.conftest import make_settings
+from tests.support import browser as browser_suite
 from tests.support import stripe_factory as sf
 from tests.support.accounts import add_users
-from tests.support.servers import ThreadedServer
-from tests.support.store_dump import store_text
-from tests.test_api import SUMMARY, bearer
-from tests.test_dashboard_browser import (
+from tests.support.api import SUMMARY, bearer
+from tests.support.browser import (
+    LOCKED,
     PASSWORD,
     TIMEOUT_MS,
     choose,
     feed,
     metric_values,
+    new_page,
     open_page,
     pick,
     sign_in,
+    wait_for_attempts,
     wait_until_idle,
 )
+from tests.support.servers import ThreadedServer
+from tests.support.store_dump import store_text
 
 pytestmark = pytest.mark.browser
 
 CAROL_PASSWORD = "carol's first password"
 CAROL_RESET = "carol's second password"
-LOCKED = Lock(15 * 60).message
 
 # The fixtures: one Chromium, and `streamlit run app.py` on this module's `store`.
 browser = browser_suite.browser
@@ -72,17 +71,6 @@ def finance_api(store) -> Iterator[str]:
     yield server.url
     server.stop()
     engine.dispose()
-
-
-def new_page(browser, dashboard_url, cookies=None):
-    """A fresh browser context (its own cookies, or the ones given) on the dashboard."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    if cookies:
-        context.add_cookies(cookies)
-    page = context.new_page()
-    page.goto(dashboard_url)
-    return page
 
 
 def login_cookie(page) -> list[dict]:
@@ -128,24 +116,6 @@ def next_run(page) -> None:
     """Anything that reruns the app: here, the Plans link in the sidebar."""
     wait_until_idle(page)
     page.get_by_test_id("stSidebarNav").get_by_text("Plans", exact=True).click()
-
-
-def wait_for_attempts(store: str, username: str, count: int) -> None:
-    """Until the store has audited `count` failed sign-ins for this username."""
-    engine = make_engine(store)
-    statement = select(func.count()).where(
-        audit_log.c.action == "sign_in_failed", audit_log.c.target == username
-    )
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    try:
-        while time.monotonic() < deadline:
-            with read_transaction(engine) as conn:
-                if conn.execute(statement).scalar_one() >= count:
-                    return
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-    raise AssertionError(f"the sign-in attempt {count} as {username} was never processed")
 
 
 def test_an_admin_adds_a_user_and_a_token_and_ends_the_users_sessions(

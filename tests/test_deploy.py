@@ -85,6 +85,7 @@ def test_a_copied_sample_is_refused_until_its_placeholders_are_filled_in():
     assert settings.webhook_secrets() == ["whsec_live_endpoint_secret"]
 
 
+@pytest.mark.slow
 def test_a_listener_started_on_the_unfilled_sample_says_which_settings_and_exits():
     env = {**os.environ, **sample_values()}
     process = start_listener(env, free_port())

@@ -14,15 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from finance_core.access.audit import AuditFilter, audit_page
 from finance_core.alerts import sending, store
 from finance_core.alerts.digest_job import claim_digest, due_day, send_digest_now
-from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.settings import SettingsError
 from finance_core.store import migrate
 from finance_core.store.db import read_transaction, write_transaction
 from finance_core.store.models import alerts
 from tests.conftest import make_settings
 from tests.support import stripe_factory as sf
-from tests.support.receivers import json_receiver
-from tests.test_alerts import (
+from tests.support.alerts import (
     API_KEY,
     CUSTOMER_DATA,
     DASHBOARD,
@@ -32,6 +30,8 @@ from tests.test_alerts import (
     assert_nothing_secret,
     stored_texts,
 )
+from tests.support.digest import feed, fill
+from tests.support.receivers import json_receiver
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -65,29 +65,6 @@ def test_a_digest_is_due_once_its_local_time_has_passed_that_day(local_now, last
 def test_a_bad_digest_time_is_refused_naming_the_variable(value, message):
     with pytest.raises(SettingsError, match=message):
         make_settings("sqlite://", digest_at=value)
-
-
-def feed(engine, event_type, obj, at):
-    event = sf.event(event_type, obj, created=int(at.timestamp()))
-    return ingest_event(engine=engine, event=StripeEvent.from_payload(event), received_at=at)
-
-
-def fill(engine, at):
-    """Two plans, five active subscriptions, one canceled; two failing invoices, usd and eur."""
-    feed(engine, "product.created", sf.product("prod_pro", "Pro"), at)
-    feed(engine, "product.created", sf.product("prod_starter", "Starter"), at)
-    plans = [("active", "prod_pro")] * 3 + [("trialing", "prod_starter")] * 2
-    for n, (status, plan) in enumerate([*plans, ("canceled", "prod_pro")]):
-        subscription = sf.subscription(f"sub_d{n}", status, plan)
-        # Started today, however the history dates subscriptions (seen or started).
-        subscription["created"] = subscription["start_date"] = int(at.timestamp())
-        feed(engine, "customer.subscription.created", subscription, at)
-    feed(
-        engine, "invoice.payment_failed", sf.invoice("in_d1", "open", subscription_id="sub_d0"), at
-    )
-    euro = sf.invoice("in_d2", "open", subscription_id="sub_d1", amount_due=4900)
-    euro["currency"] = "eur"
-    feed(engine, "invoice.payment_failed", euro, at)
 
 
 def digest_settings(database_url, hook, **overrides):

@@ -11,13 +11,18 @@ import pytest
 
 from finance_core.store.db import write_transaction
 from finance_core.store.models import alert_rules
+from tests.support.alerts import (
+    CUSTOMER_DATA,
+    assert_nothing_secret,
+    listener_env,
+    stop,
+    stored_texts,
+)
+from tests.support.api import SUMMARY, SYNC_STATUS, make_token, read
+from tests.support.digest import fill
 from tests.support.postgres import free_port
 from tests.support.receivers import json_receiver
 from tests.support.servers import start_listener, wait_healthy
-from tests.test_alerts import CUSTOMER_DATA, assert_nothing_secret, stored_texts
-from tests.test_alerts_listener import listener_env, stop
-from tests.test_api import SUMMARY, SYNC_STATUS, make_token, read
-from tests.test_digest import fill
 
 
 def start(env, count=1):

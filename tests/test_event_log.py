@@ -6,11 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event
 
 from finance_core.feed.ingest import StripeEvent, dismiss_event, ingest_event
-from finance_core.store import migrate, statements
-from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.db import read_transaction
 from finance_core.store.models import EVENT_STATUSES
 from finance_core.views.event_log import (
     Cursor,
@@ -25,6 +23,9 @@ from finance_core.views.event_log import (
     stripe_event_url,
 )
 from tests.support import stripe_factory as sf
+from tests.support.query_plans import (
+    sqlite_query_plans,
+)
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 _created = itertools.count(1_790_000_000)
@@ -218,47 +219,6 @@ def test_filters_reject_bad_input():
         EventFilter(status="exploded")
     with pytest.raises(ValueError, match="naive"):
         EventFilter(start=datetime(2026, 1, 1))
-
-
-def sqlite_query_plans(tmp_path, table, read):
-    """The SQLite query plan of each statement on `table` that `read(conn)` runs."""
-    engine = make_engine(f"sqlite:///{tmp_path}/plans.db")
-    migrate.upgrade(engine)
-    executed = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _capture(conn, cursor, statement, parameters, context, executemany):
-        if table in statement and not statement.startswith("EXPLAIN"):
-            executed.append((statement, parameters))
-
-    # Statements compiled once and run on the driver (finance_core.store.statements) skip the event.
-    run_on_driver = statements._execute
-
-    def _capture_on_driver(conn, compiled, parameters):
-        sql, constants = compiled
-        if table in sql:
-            executed.append((sql, {**(constants or {}), **parameters}))
-        return run_on_driver(conn, compiled, parameters)
-
-    statements._execute = _capture_on_driver
-    try:
-        with read_transaction(engine) as conn:
-            read(conn)
-    finally:
-        statements._execute = run_on_driver
-    with engine.connect() as conn:
-        plans = [
-            (
-                statement,
-                [
-                    str(row[-1])
-                    for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
-                ],
-            )
-            for statement, parameters in executed
-        ]
-    engine.dispose()
-    return plans
 
 
 def test_sqlite_plans_read_index_ranges(tmp_path):

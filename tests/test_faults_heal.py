@@ -15,8 +15,7 @@ from finance_core.store.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_tran
 from finance_core.store.models import webhook_events
 from finance_core.views.queries import stripe_sync_status
 from tests.conftest import skip_or_fail
-from tests.support.postgres import PostgresServer, find_pg_bin
-from tests.test_resilience import (
+from tests.support.bursts import (
     acknowledged_in,
     assert_same_as_a_clean_run,
     burst,
@@ -25,6 +24,7 @@ from tests.test_resilience import (
     redeliver_the_unacknowledged,
     send_all,
 )
+from tests.support.postgres import PostgresServer, find_pg_bin
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,12 @@ from finance_core.access.tokens import create_token
 from finance_core.store.db import make_engine
 from tests.conftest import deliver, make_settings, own_postgres_server
 from tests.support import stripe_factory as sf
+from tests.support.api import SUMMARY
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
-from tests.test_api import SUMMARY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("secret", "message"),
     [
@@ -38,6 +39,7 @@ def test_listener_refuses_to_start_without_a_real_secret(tmp_path, secret, messa
     assert message in stderr
 
 
+@pytest.mark.slow
 def test_listener_refuses_an_in_memory_database():
     """Its writer process could not see the same store: say so instead of losing webhooks."""
     env = {**os.environ, "DATABASE_URL": "sqlite://", "STRIPE_WEBHOOK_SECRET": sf.SECRET}
@@ -47,6 +49,7 @@ def test_listener_refuses_an_in_memory_database():
     assert "DATABASE_URL is an in-memory SQLite database" in stderr
 
 
+@pytest.mark.slow
 def test_uvicorn_entry_point_refuses_to_start_without_a_secret(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
     env.pop("STRIPE_WEBHOOK_SECRET", None)
@@ -76,6 +79,7 @@ def healthy_listener(database_url: str) -> tuple[subprocess.Popen[str], str]:
     return process, url
 
 
+@pytest.mark.slow
 def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
     process, url = healthy_listener(f"sqlite:///{tmp_path}/live.db")
     try:
@@ -96,6 +100,7 @@ def test_listener_process_takes_signed_webhooks_over_http(tmp_path):
     assert sf.SECRET not in stdout + stderr
 
 
+@pytest.mark.slow
 def test_healthz_says_503_while_a_dead_writer_is_replaced(tmp_path):
     """A load balancer stops routing webhooks to a listener that cannot store them."""
     process, url = healthy_listener(f"sqlite:///{tmp_path}/writer.db")
@@ -123,6 +128,7 @@ def test_healthz_says_503_while_a_dead_writer_is_replaced(tmp_path):
     assert "the writer process ended" in stderr
 
 
+@pytest.mark.slow
 def test_database_outage_answers_503_loses_nothing_and_recovers():
     """Webhooks and the Finance API answer 503 while PostgreSQL is away, then carry on."""
     bin_dir = find_pg_bin()
@@ -341,6 +347,7 @@ def test_a_database_that_refuses_the_credentials_ends_the_listener(
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -30,6 +30,7 @@ def test_upgrade_is_idempotent(engine):
     assert {"subscriptions", "webhook_events", "api_tokens", "alembic_version"} <= tables
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("starting_revision", [None, "0001_initial"])
 def test_processes_migrating_one_database_at_once(database_url, starting_revision):
     """Listener, dashboard and workers all migrate on start, on a new or an older database."""

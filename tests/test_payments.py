@@ -19,8 +19,8 @@ from finance_core.views.payments import (
     failing_totals,
 )
 from tests.support import stripe_factory as sf
+from tests.support.query_plans import sqlite_query_plans
 from tests.support.reads import failed_payments_count
-from tests.test_event_log import sqlite_query_plans
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 _created = itertools.count(1_790_000_000, 60)

@@ -8,18 +8,15 @@ import pytest
 from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store import migrate
 from finance_core.store.db import make_engine
+from tests.support import browser as browser_fixtures
 from tests.support import stripe_factory as sf
 from tests.support.accounts import TEAM, add_users
-from tests.test_dashboard_browser import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    browser,
-    dashboard_url,
-    open_page,
-    page,
-    screenshot,
-    sign_in,
-    wait_until_idle,
-)
+from tests.support.browser import PASSWORD, open_page, screenshot, sign_in, wait_until_idle
+
+# The fixtures: one Chromium, `streamlit run app.py` on this module's `store`, a fresh page.
+browser = browser_fixtures.browser
+dashboard_url = browser_fixtures.dashboard_url
+page = browser_fixtures.page
 
 pytestmark = pytest.mark.browser
 DAY = 86_400
@@ -67,7 +64,7 @@ def grid_text(grid, role: str) -> list[str]:
     return [cell.strip() for cell in grid.locator(f"[role={role}]").all_text_contents()]
 
 
-def test_payments_shows_collections_columns_stripe_links_and_recovered(page):  # noqa: F811
+def test_payments_shows_collections_columns_stripe_links_and_recovered(page):
     sign_in(page, "fiona")
     open_page(page, "Payments")
     invoices = page.get_by_test_id("stDataFrame").nth(1)

@@ -186,6 +186,7 @@ def test_housekeeping_prunes_only_while_it_holds_the_lease(engine, database_url)
     )
 
 
+@pytest.mark.slow
 def test_the_listeners_housekeeping_prunes_in_its_background_worker(engine, database_url):
     fill(engine, at=NOW - timedelta(days=40))
     feed(engine, "product.created", sf.product("prod_new", "New"), at=NOW)
@@ -219,6 +220,7 @@ def prune_cli(database_url, *args, **env):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_prune_on_demand_and_its_dry_run_as_processes(engine, database_url):
     fill(engine, at=OLD)
@@ -236,6 +238,7 @@ def test_prune_on_demand_and_its_dry_run_as_processes(engine, database_url):
     assert statuses(engine) == {"processed": 1, "failed": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_retention_below_35_days_is_refused_and_nothing_is_pruned(engine, database_url):
     fill(engine, at=OLD)

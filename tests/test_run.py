@@ -18,18 +18,17 @@ from finance_core.views.queries import stripe_sync_status, subscription_summary
 from finance_core.views.trends import active_per_plan_per_day, last_days, new_and_canceled_per_week
 from tests.support.postgres import free_port
 from tests.support.servers import child_processes, listening_addresses, wait_gone, writer_of
+from tests.support.waiting import wait_until
 
 
 def wait_for(url: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never answered")
+    wait_until(
+        lambda: httpx.get(url, timeout=1).status_code == 200,
+        timeout=seconds,
+        every=0.3,
+        what=f"{url} answering",
+        ignoring=(httpx.TransportError,),
+    )
 
 
 def port_closed(port: int) -> bool:

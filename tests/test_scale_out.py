@@ -32,9 +32,9 @@ from finance_core.store.models import (
 )
 from finance_core.views.queries import stripe_sync_status, subscription_summary
 from tests.support import stripe_factory as sf
+from tests.support.api import SUMMARY, SYNC_STATUS, bearer
+from tests.support.bursts import burst
 from tests.support.cluster import Cluster
-from tests.test_api import SUMMARY, SYNC_STATUS, bearer
-from tests.test_resilience import burst
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -18,13 +18,23 @@ from finance_core.store.models import subscriptions, webhook_events
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.accounts import add_users
+from tests.support.alerts import assert_rejections_alert
+from tests.support.browser import (
+    COOKIE_KEY,
+    LOCKED,
+    PASSWORD,
+    new_page,
+    sign_in,
+    wait_for_attempts,
+    wait_until_idle,
+)
+from tests.support.browser import (
+    browser as browser,  # the module's one Chromium
+)
 from tests.support.cluster import Cluster, running_dashboard_unit
 from tests.support.receivers import JsonReceiver, json_receiver
 from tests.support.stripe_api import API_KEY, StripeStandIn
-from tests.test_alerts_listener import assert_rejections_alert
-from tests.test_dashboard_admin_browser import LOCKED, new_page, wait_for_attempts
-from tests.test_dashboard_browser import COOKIE_KEY, PASSWORD, sign_in, wait_until_idle
-from tests.test_dashboard_browser import browser as browser  # the module's one Chromium
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +67,6 @@ def statuses(database_url: str) -> Counter[str]:
             return Counter(conn.execute(select(webhook_events.c.status)).scalars())
     finally:
         engine.dispose()
-
-
-def wait_until(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(0.2)
 
 
 def test_each_alert_is_sent_once_and_each_thin_event_resolved_once(

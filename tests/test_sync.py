@@ -21,9 +21,9 @@ from finance_core.views.payments import failing_invoice_page
 from finance_core.views.recovery import RecoveredTotal, recovered
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
+from tests.support.invoices import invoice as collections_invoice
 from tests.support.reads import latest_event
 from tests.support.stripe_api import API_KEY, StripeStandIn
-from tests.test_payments_collections import invoice as collections_invoice
 
 ACTIVE = ["active", "trialing", "past_due"]
 PLANS = [("prod_sync_basic", "Basic"), ("prod_sync_pro", "Pro"), ("prod_sync_team", "Team")]
@@ -92,6 +92,7 @@ def build_world(stand_in: StripeStandIn, subscription_count: int) -> list[dict[s
     return history
 
 
+@pytest.mark.slow
 def test_sync_brings_an_empty_store_to_the_numbers_webhooks_give(
     engine, http, stripe_api, second_engine
 ):

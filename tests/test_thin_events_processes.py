@@ -24,6 +24,7 @@ from tests.support import stripe_factory as sf
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ListenerProcess, wait_gone
 from tests.support.stripe_api import API_KEY, StripeStandIn
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +43,6 @@ def thin_about(sub_id: str, *, age: float = 30) -> dict:
 def statuses(engine: Engine) -> Counter[str]:
     with read_transaction(engine) as conn:
         return Counter(conn.execute(select(webhook_events.c.status)).scalars())
-
-
-def wait_until(condition, timeout: float = 60, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def sync_status(listener: ListenerProcess, token: str) -> dict:

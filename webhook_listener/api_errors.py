@@ -1,5 +1,7 @@
 """Finance API errors in one envelope, scoped so the webhook route keeps its own answers."""
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
@@ -30,7 +32,7 @@ class ApiError(Exception):
 
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     envelope = ErrorEnvelope(error=ErrorDetail(code=code, message=message))
     return JSONResponse(envelope.model_dump(), status_code=status_code, headers=headers)

@@ -8,7 +8,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
+import redis
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -67,7 +69,8 @@ class RateLimits:
     def close(self) -> None:
         """Release the storage's connections."""
         if isinstance(self.storage, RedisStorage):
-            self.storage.get_connection().close()
+            # limits types its client as the few commands it uses; it is a redis.Redis.
+            cast(redis.Redis, self.storage.get_connection()).close()
 
     def _hit(self, item: RateLimitItem, *identifiers: str) -> Decision:
         allowed = self.limiter.hit(item, *identifiers)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TypeVar
+from typing import TypeVar, cast
 
+import redis
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import RedisStorage, Storage, storage_from_string
@@ -128,7 +129,8 @@ class SignInThrottle:
     def close(self) -> None:
         """Release the storage's connections."""
         if isinstance(self.storage, RedisStorage):
-            self.storage.get_connection().close()
+            # limits types its client as the few commands it uses; it is a redis.Redis.
+            cast(redis.Redis, self.storage.get_connection()).close()
 
     def _keys(self, username: str, address: str | None) -> list[tuple[str, str]]:
         keys = [("username", _username_key(username))]

@@ -88,7 +88,7 @@ def create_token(*, engine: Engine, name: str, roles: list[str], actor: str, now
 
 def list_tokens(*, conn: Connection) -> list[TokenInfo]:
     rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.name))
-    return [_info(row._mapping) for row in rows]
+    return [_info(row._asdict()) for row in rows]
 
 
 def revoke_token(*, engine: Engine, name: str, actor: str, now: datetime) -> None:

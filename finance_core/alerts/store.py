@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from finance_core.store.db import insert_for, read_transaction, write_transaction
 from finance_core.store.models import ALERT_STATE_OK, alert_deliveries, alert_rules, alerts
@@ -218,10 +218,6 @@ def get_alert(*, conn: Connection, alert_id: int) -> AlertRecord:
     """One alert with its attempts."""
     row = conn.execute(select(*alerts.c).where(alerts.c.id == alert_id)).one()._mapping
     return _record(row, _deliveries(conn, [alert_id]).get(alert_id, ()))
-
-
-def count_alerts(*, conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).select_from(alerts)).scalar_one())
 
 
 def _deliveries(conn: Connection, alert_ids: Sequence[int]) -> dict[int, tuple[Delivery, ...]]:

@@ -1,7 +1,9 @@
-"""Apply verified Stripe events to the store: idempotent, order-tolerant, one transaction each.
+"""Apply verified Stripe events to the store: idempotent, order-tolerant, atomic per event.
 
-`ingest_event` is the one entry point for webhooks, replays, sync and the demo. The event
-record and its effects commit together; when applying fails the effects roll back and the
+Webhooks come through `ingest_batch` (the writer process's group commit, one event at a time
+when a batch fails), events that sync recovers through `recover_event`, replays through
+`replay_event`, and the demo through `ingest_event`. An event's record and its effects commit
+together; when applying fails the effects roll back and the
 event is kept as `failed` with its error and payload, so that a redelivery or a replay can
 finish the work. A thin event about an object we keep is stored as `pending`, with its
 payload, for the resolver (`finance_core.feed.resolver`) to fetch the object and finish.
@@ -137,6 +139,7 @@ def _ingest_alone(engine: Engine, delivery: Delivery) -> DeliveryResult:
     other than the database being unavailable, fails this delivery alone (500, kept for
     replay when the store can keep it), never the others of its batch."""
     event = delivery.event
+    failure: Exception
     try:
         return ingest_event(
             engine=engine,

@@ -170,6 +170,7 @@ class Resolver:
     ) -> None:
         kind, object_id = key
         newest = max(events, key=lambda p: (p.created, p.id))
+        assert self.client is not None  # run_once fetches nothing without a key
         try:
             pause = self.backoff.pause_left()
             if pause > 0:  # waiting out a 429 or an outage another fetch ran into

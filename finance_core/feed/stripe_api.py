@@ -35,6 +35,11 @@ def make_client(settings: Settings) -> stripe.StripeClient:
     )
 
 
+# A StripeClient listing method (`client.v1.products.list`, ...): its parameters are a TypedDict
+# per resource, ours a plain dict of the same keys, hence Any.
+ListPage = Callable[[Any], stripe.ListObject[Any]]
+
+
 @dataclass
 class Pager:
     """Calls and auto-paginated listings that wait out 429s and resume where they stopped."""
@@ -55,9 +60,7 @@ class Pager:
                     raise NotFoundAtStripe(str(exc.user_message or exc)) from None
                 raise _unavailable(exc) from None
 
-    def list_all(
-        self, list_page: Callable[[dict[str, Any]], Any], params: dict[str, Any]
-    ) -> Iterator[dict[str, Any]]:
+    def list_all(self, list_page: ListPage, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every object of a listing, as plain dicts, through the library's auto-pagination.
 
         When a page request is rate limited the listing starts again after the last object

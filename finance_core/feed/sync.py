@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import stripe
@@ -24,7 +25,13 @@ from finance_core.access.audit import record_action
 from finance_core.feed.events import NotAStripeEvent, Outcome, StripeEvent
 from finance_core.feed.handlers import API_STATE_EVENT_TYPES, HANDLERS, Change
 from finance_core.feed.ingest import recover_event
-from finance_core.feed.stripe_api import PAGE_SIZE, NotFoundAtStripe, Pager, StripeUnavailable
+from finance_core.feed.stripe_api import (
+    PAGE_SIZE,
+    ListPage,
+    NotFoundAtStripe,
+    Pager,
+    StripeUnavailable,
+)
 from finance_core.store.db import write_transaction
 from finance_core.store.models import invoices, sync_runs
 
@@ -232,9 +239,7 @@ class _Sync:
             if tally.fetched % PAGE_SIZE == 0:
                 self.progress(f"missed events: {tally.fetched} read")
 
-    def _reconcile(
-        self, kind: str, list_page: Callable[[dict[str, Any]], Any], params: dict[str, Any]
-    ) -> set[str]:
+    def _reconcile(self, kind: str, list_page: ListPage, params: dict[str, Any]) -> set[str]:
         """Apply every object of a listing, a page per transaction; return the ids seen."""
         seen: set[str] = set()
         tally = self.report.objects[kind]
@@ -289,7 +294,7 @@ class _Sync:
         retrieve = self.client.v1.invoices.retrieve
         for invoice_id in stale:
             try:
-                invoice = self.pager.call(lambda i=invoice_id: retrieve(i))
+                invoice = self.pager.call(partial(retrieve, invoice_id))
             except NotFoundAtStripe:
                 self.report.failing_invoices_missing_at_stripe += 1
                 self._error(f"failing invoice {invoice_id} is unknown to Stripe; left as it is")

@@ -106,9 +106,13 @@ def _as_sqlalchemy_error(
 ) -> DBAPIError:
     """A driver error as SQLAlchemy raises it (OperationalError, IntegrityError, ...)."""
     dialect = conn.dialect
-    return DBAPIError.instance(
+    error = DBAPIError.instance(
         sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
     )
+    # instance() gives a StatementError only for an exception outside the DBAPI's hierarchy,
+    # and the callers pass only the driver's own errors.
+    assert isinstance(error, DBAPIError)
+    return error
 
 
 @contextmanager
@@ -124,7 +128,8 @@ def pipeline(conn: Connection) -> Iterator[None]:
         yield
         return
     try:
-        with conn.connection.driver_connection.pipeline():
+        driver: Any = conn.connection.driver_connection  # a psycopg.Connection here
+        with driver.pipeline():
             yield
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _as_sqlalchemy_error(conn, exc, None, None) from exc

@@ -49,11 +49,3 @@ def is_current(engine: Engine) -> bool:
     head = ScriptDirectory.from_config(_config()).get_current_head()
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision() == head
-
-
-def make_revision(engine: Engine, message: str) -> None:
-    """Autogenerate a new migration against the current models (a developer tool)."""
-    config = _config()
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.revision(config, message=message, autogenerate=True)

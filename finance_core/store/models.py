@@ -62,6 +62,12 @@ metadata = MetaData(
 )
 
 
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A CHECK that `column` holds one of `values`, named after the column."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
 def _state_columns() -> list[Column[Any]]:
     """Which event set this row's state, for the per-object ordering rule."""
     return [
@@ -121,6 +127,7 @@ subscriptions = Table(
         postgresql_where=text("status = 'paused'"),
     ),
 )
+
 
 # Maintained in the same transaction as `subscriptions`, so that the summary reads a few
 # rows instead of counting a million.
@@ -236,16 +243,15 @@ webhook_events = Table(
     Column("first_received_at", UTCDateTime, nullable=False),
     Column("last_received_at", UTCDateTime, nullable=False),
     Column("processed_at", UTCDateTime),
-    # Kept only while the event is failed, so that it can be replayed; cleared on success.
+    # Kept while the event is failed (for a replay) or a pending thin event (for the resolver);
+    # cleared once it is processed or ignored.
     Column("payload", Text),
     Column("dismissed_by", String(255)),
     # A pending thin event: which resolver has it, until when, and when it may be tried again.
     Column("claimed_by", String(255)),
     Column("claimed_until", UTCDateTime),
     Column("next_attempt_at", UTCDateTime),
-    CheckConstraint(
-        "status IN ({})".format(", ".join(f"'{s}'" for s in EVENT_STATUSES)), name="status"
-    ),
+    _one_of("status", EVENT_STATUSES),
     Index("ix_webhook_events_last_received_at", "last_received_at"),
     Index("ix_webhook_events_status_received", "status", "first_received_at"),
     Index("ix_webhook_events_type_received", "type", "first_received_at"),
@@ -277,9 +283,7 @@ sync_runs = Table(
     Column("triggered_by", String(255), nullable=False),
     Column("report", Text),
     Column("error", Text),
-    CheckConstraint(
-        "status IN ({})".format(", ".join(f"'{s}'" for s in SYNC_STATUSES)), name="status"
-    ),
+    _one_of("status", SYNC_STATUSES),
 )
 
 # A ring of the latest rejections (trimmed on insert) plus one total per reason.
@@ -359,12 +363,6 @@ ALERT_STATE_OK = "ok"
 ALERT_KINDS = ("started", "ended", "test", "digest")
 ALERT_STATUSES = ("sending", "sent", "failed", "unsent")
 ALERT_OUTCOMES = ("sent", "failed", "timed_out")
-
-
-def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
-    """A CHECK that `column` holds one of `values`, named after the column."""
-    listed = ", ".join(f"'{value}'" for value in values)
-    return CheckConstraint(f"{column} IN ({listed})", name=column)
 
 
 alert_rules = Table(

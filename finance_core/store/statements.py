@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Table,
     and_,
@@ -140,7 +141,9 @@ def claim(dialect: str, table: Table, columns: tuple[str, ...], rows: int) -> An
     RETURNING gives the ids inserted (not rowcount: drivers disagree on it for ON CONFLICT DO
     NOTHING). An id given twice in one statement is inserted once.
     """
-    values = [{column: bindparam(f"{column}_{n}") for column in columns} for n in range(rows)]
+    values: list[dict[str, Any]] = [
+        {column: bindparam(f"{column}_{n}") for column in columns} for n in range(rows)
+    ]
     return (
         insert_for_dialect(dialect, table)
         .values(values)
@@ -173,6 +176,8 @@ def upsert_state(
     """
     statement = insert_for_dialect(dialect, table)
     stored, new = table.c, statement.excluded
+    stored_terminal: ColumnElement[bool]
+    new_terminal: ColumnElement[bool]
     if terminal_statuses is None:  # products and prices: deleted is the terminal state
         stored_terminal, new_terminal = stored.deleted, new.deleted
     else:  # constants as named parameters: an IN list would be expanded at execution
@@ -289,11 +294,6 @@ event_status = select(webhook_events.c.status).where(webhook_events.c.id == bind
 @cache
 def lock(table: Table) -> Any:
     return select(table).where(table.c.id == bindparam("object_id")).with_for_update()
-
-
-@cache
-def overwrite(table: Table) -> Any:
-    return update(table).where(table.c.id == bindparam("object_id"))
 
 
 @cache

@@ -195,11 +195,10 @@ def events_per_hour(*, conn: Connection, start: datetime, end: datetime) -> list
     """
     column = webhook_events.c.first_received_at
     if conn.dialect.name == "postgresql":
-        hour = func.date_trunc("hour", column)
+        hour = func.date_trunc("hour", column).label("hour")
     else:
-        hour = func.strftime("%Y-%m-%d %H:00:00", column)
-    hour = hour.label("hour")
-    counts = []
+        hour = func.strftime("%Y-%m-%d %H:00:00", column).label("hour")
+    counts: list[HourlyCount] = []
     for status in EVENT_STATUSES:
         statement = (
             select(hour, func.count().label("events"))

@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, literal, select, true
+from sqlalchemy import BindParameter, Connection, Select, bindparam, func, literal, select, true
 
 from finance_core.feed.stripe_shapes import timestamp
 from finance_core.store import statements as hot
@@ -155,7 +155,9 @@ _STATUS_BREAKDOWN = (
 @cache
 def _plan_counts_statement(statuses: tuple[str, ...]) -> Select[Any]:
     # One named parameter per status (fixed by the settings), not an expanding IN list.
-    wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
+    wanted: list[BindParameter[str]] = [
+        bindparam(f"status_{n}", status) for n, status in enumerate(statuses)
+    ]
     return (
         select(
             subscription_counts.c.product_id,

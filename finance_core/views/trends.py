@@ -14,7 +14,18 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Date, Select, bindparam, cast, func, null, select, union_all
+from sqlalchemy import (
+    BindParameter,
+    CompoundSelect,
+    Connection,
+    Date,
+    bindparam,
+    cast,
+    func,
+    null,
+    select,
+    union_all,
+)
 
 from finance_core.store import statements as hot
 from finance_core.store.models import products, subscription_counts, subscription_history
@@ -67,10 +78,12 @@ _history = subscription_history.c
 
 
 @cache
-def _active_statement(statuses: tuple[str, ...]) -> Select[Any]:
+def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
     """Per day since :start and plan, the change of the active ones; then today's counts."""
     # One named parameter per status (fixed by the settings), not an expanding IN list.
-    wanted = [bindparam(f"status_{n}", status) for n, status in enumerate(statuses)]
+    wanted: list[BindParameter[str]] = [
+        bindparam(f"status_{n}", status) for n, status in enumerate(statuses)
+    ]
     changes = (
         select(_history.day, _history.product_id, func.sum(_history.subscription_change))
         .where(_history.day >= bindparam("start", type_=Date), _history.status.in_(wanted))

@@ -23,6 +23,7 @@ import httpx
 
 from tests.support.postgres import free_port
 from tests.support.servers import wait_gone, writer_of
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -116,11 +117,12 @@ class Cluster:
         }
 
     def wait_states(self, expected: dict[str, str], seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while (states := self.server_states()) != expected:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"HAProxy sees {states}, not {expected}")
-            time.sleep(0.1)
+        wait_until(
+            lambda: self.server_states() == expected,
+            timeout=seconds,
+            every=0.1,
+            what=f"HAProxy seeing {expected}",
+        )
 
 
 def start_listener_unit(name: str, env: dict[str, str], workdir: Path) -> Listener:

@@ -4,7 +4,6 @@
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from tests.support.postgres import free_port
+from tests.support.waiting import NotWithin, wait_until
 
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-pass-0b6f2c9d41"
 
@@ -165,9 +165,7 @@ def hanging_channel() -> Iterator[HangingChannel]:
 
 def wait_for(read: Callable[[], list[str]], count: int, timeout: float) -> list[str]:
     """`read()` once it holds at least `count` items; what it holds at the timeout otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        items = read()
-        if len(items) >= count or time.monotonic() > deadline:
-            return items
-        time.sleep(0.05)
+    try:
+        return wait_until(lambda: items if len(items := read()) >= count else None, timeout=timeout)
+    except NotWithin:
+        return read()

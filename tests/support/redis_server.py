@@ -2,13 +2,13 @@
 
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 
 from tests.support.postgres import free_port
+from tests.support.waiting import wait_until
 
 
 @contextmanager
@@ -55,15 +55,12 @@ class RedisServer:
 def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
     client = redis.Redis.from_url(url)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if process.poll() is not None:
                 raise AssertionError("redis-server exited")
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not answer")
+            return bool(client.ping())
+
+        wait_until(answers, timeout=30, what="redis-server", ignoring=(redis.ConnectionError,))
     finally:
         client.close()

@@ -15,6 +15,7 @@ import uvicorn
 
 from tests.support.postgres import free_port
 from tests.support.stripe_factory import SECRET
+from tests.support.waiting import NotWithin, wait_until
 
 
 class ThreadedServer:
@@ -65,19 +66,15 @@ def start_listener(env: dict[str, str], port: int, *options: str) -> subprocess.
 
 def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
     """Until the process answers /healthz with 200; its stderr if it exits first."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(
                 f"listener exited: {process.stderr.read() if process.stderr else ''}"
             )
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("listener did not become healthy")
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+
+    wait_until(healthy, every=0.1, what="listener healthy", ignoring=(httpx.TransportError,))
 
 
 def process_ids() -> list[int]:
@@ -120,15 +117,17 @@ def child_running(parent_pid: int, module: bytes) -> int | None:
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:
     """Whether process `pid` ends (or is a zombie) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
-            if process_stat(pid)[0] == "Z":
-                return True
+            return process_stat(pid)[0] == "Z"
         except OSError:
             return True
-        time.sleep(0.05)
-    return False
+
+    try:
+        return wait_until(gone, timeout=timeout)
+    except NotWithin:
+        return False
 
 
 class ListenerProcess:

@@ -1,0 +1,165 @@
+"""Deterministic bursts of subscription and invoice events, for load tests and benchmarks;
+sending them as Stripe does, and comparing the store with a clean run's."""
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, select
+
+from finance_core.feed.ingest import StripeEvent, ingest_event
+from finance_core.store import migrate
+from finance_core.store.db import make_engine, read_transaction
+from finance_core.store.models import invoices, subscription_counts, subscriptions, webhook_events
+from tests.support import stripe_factory as sf
+from tests.support.servers import ListenerProcess
+
+STATUSES = ["active", "trialing", "past_due", "canceled", "unpaid"]
+
+
+def burst(count: int, *, seed: int, subscriptions_n: int = 300) -> list[dict[str, Any]]:
+    """Subscription and invoice events; `created` rises, so the newest per object is the last."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(count):
+        sub_id = f"sub_burst_{rng.randrange(subscriptions_n):04d}"
+        if rng.random() < 0.7:
+            obj = sf.subscription(sub_id, rng.choice(STATUSES), f"prod_{rng.randrange(8)}")
+            event_type = "customer.subscription.updated"
+        else:
+            event_type = rng.choice(["invoice.payment_failed", "invoice.paid"])
+            status = "open" if event_type == "invoice.payment_failed" else "paid"
+            obj = sf.invoice(
+                f"in_burst_{rng.randrange(subscriptions_n):04d}", status, subscription_id=sub_id
+            )
+        events.append(
+            sf.event(
+                event_type, obj, event_id=f"evt_burst_{seed}_{n:06d}", created=1_780_000_000 + n
+            )
+        )
+    return events
+
+
+def fingerprint(engine: Engine) -> dict[str, Any]:
+    """Everything the numbers depend on, in a comparable form."""
+    with read_transaction(engine) as conn:
+        return {
+            "subscriptions": sorted(
+                conn.execute(
+                    select(
+                        subscriptions.c.id,
+                        subscriptions.c.status,
+                        subscriptions.c.product_id,
+                        subscriptions.c.state_event_id,
+                    )
+                ).all()
+            ),
+            "invoices": sorted(
+                conn.execute(
+                    select(invoices.c.id, invoices.c.status, invoices.c.payment_failing)
+                ).all()
+            ),
+            "counts": sorted(r for r in conn.execute(select(subscription_counts)).all() if r[2]),
+            "events": sorted(
+                conn.execute(select(webhook_events.c.id, webhook_events.c.status)).all()
+            ),
+        }
+
+
+def clean_store(tmp_path: Path, events: list[dict[str, Any]]) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path}/clean.db")
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    for event in events:
+        ingest_event(engine=engine, event=StripeEvent.from_payload(event), received_at=now)
+    return engine
+
+
+def send_all(
+    url: str,
+    events: list[dict[str, Any]],
+    *,
+    workers: int = 8,
+    stop_after_acks: int | None = None,
+    on_stop: Any = None,
+) -> dict[str, Any]:
+    """POST every event signed over keep-alive connections, as Stripe's senders do.
+
+    Returns each event's (status code or None for no answer, seconds to the answer).
+    """
+    results: dict[str, Any] = {}
+    acks = 0
+    lock = threading.Lock()
+    stopped = threading.Event()
+
+    def post_slice(chunk: list[dict[str, Any]]) -> None:
+        nonlocal acks
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for event in chunk:
+                if stopped.is_set():
+                    results[event["id"]] = (None, 0.0)
+                    continue
+                body, headers = sf.signed(event)
+                started = time.perf_counter()
+                try:
+                    code = client.post(
+                        "/webhooks/stripe", content=body, headers=headers
+                    ).status_code
+                except httpx.TransportError:
+                    code = None
+                results[event["id"]] = (code, time.perf_counter() - started)
+                if code == 200 and stop_after_acks is not None:
+                    with lock:
+                        acks += 1
+                        if acks == stop_after_acks:
+                            stopped.set()
+                            on_stop()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(post_slice, [events[i::workers] for i in range(workers)]))
+    return results
+
+
+def codes(results: dict[str, Any]) -> dict[str, int | None]:
+    return {event_id: code for event_id, (code, _) in results.items()}
+
+
+def redeliver_the_unacknowledged(url: str, events: list[dict[str, Any]], first: dict, seed: int):
+    """Stripe redelivers everything that did not get a 2xx, in its own order: all land now."""
+    retry = [e for e in events if first.get(e["id"]) != 200]
+    random.Random(seed).shuffle(retry)
+    assert set(codes(send_all(url, retry)).values()) == {200}
+
+
+def assert_same_as_a_clean_run(tmp_path: Path, url: str, events, acknowledged: set[str]) -> None:
+    store = make_engine(url)
+    clean = clean_store(tmp_path, events)
+    with read_transaction(store) as conn:
+        stored = set(conn.execute(select(webhook_events.c.id)).scalars())
+    assert acknowledged <= stored  # no acknowledged event is missing
+    assert fingerprint(store) == fingerprint(clean)
+    store.dispose()
+    clean.dispose()
+
+
+@contextmanager
+def listener_and_writer(url: str) -> Iterator[tuple[ListenerProcess, int]]:
+    """A listener process on `url` and the pid of its writer; the listener is stopped after."""
+    listener = ListenerProcess(url).start()
+    try:
+        writer = listener.writer_pid()
+        assert writer is not None
+        yield listener, writer
+    finally:
+        listener.stop()
+
+
+def acknowledged_in(first: dict[str, int | None]) -> set[str]:
+    return {event_id for event_id, code in first.items() if code == 200}
