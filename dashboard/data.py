@@ -288,23 +288,19 @@ def failing_invoices(
 
 @st.cache_data(ttl=SUMMARY_TTL, show_spinner=False)
 def _trends(
-    url: str, statuses: tuple[str, ...], start: date, end: date
-) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+    url: str, statuses: tuple[str, ...], days: int, as_of: datetime
+) -> trends.SubscriptionTrends:
     with read_transaction(_engine_for(url)) as conn:
-        per_day = trends.active_per_plan_per_day(
-            conn=conn, active_statuses=statuses, start=start, end=end
-        )
-        # Whole weeks: from the Monday of the window's first day.
-        monday = start - timedelta(days=start.weekday())
-        return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+        return trends.subscription_trends(conn=conn, active_statuses=statuses, days=days, now=as_of)
 
 
 @_store_errors
-def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+def subscription_trends(days: int) -> trends.SubscriptionTrends:
     """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
     config = settings()
-    start, end = trends.last_days(days=days, now=now())
-    return _trends(config.database_url, tuple(config.active_subscription_statuses), start, end)
+    # Cached per minute: the answer's `as_of` is the minute it was read.
+    as_of = now().replace(second=0, microsecond=0)
+    return _trends(config.database_url, tuple(config.active_subscription_statuses), days, as_of)
 
 
 @st.cache_data(ttl=HEALTH_TTL, show_spinner=False)

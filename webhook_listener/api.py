@@ -1,4 +1,4 @@
-"""The Finance API (SPEC 6): two read-only endpoints over `views.queries`, behind tokens.
+"""The Finance API (SPEC 6, 16): read-only endpoints over `finance_core.views`, behind tokens.
 
 Each answer is one trip to the thread pool: the token check, the rate limit and the query run
 there together, never on the event loop. (A plain `def` route with a `def` dependency would
@@ -26,13 +26,17 @@ from finance_core.access.tokens import TokenInfo, find_token, record_use
 from finance_core.settings import Settings
 from finance_core.store.db import is_unavailable, statement_reads
 from finance_core.views.queries import stripe_sync_status, subscription_summary
+from finance_core.views.trends import WINDOWS, subscription_trends
 from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
 from webhook_listener.api_models import (
     RESPONSES,
+    TRENDS_PARAMETERS,
     StripeSyncStatusData,
     StripeSyncStatusEnvelope,
     SubscriptionSummaryData,
     SubscriptionSummaryEnvelope,
+    SubscriptionTrendsData,
+    SubscriptionTrendsEnvelope,
 )
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import Receive, Scope, Send
@@ -63,7 +67,17 @@ def authenticated(
     return token
 
 
-def authorize(request: Request, response: Response, token: TokenInfo) -> None:
+def no_query(request: Request) -> str | None:
+    """What is wrong with the query string of an endpoint that takes none, if anything."""
+    return _query_problem(request) if request.scope["query_string"] else None
+
+
+def authorize(
+    request: Request,
+    response: Response,
+    token: TokenInfo,
+    query_problem: Callable[[Request], str | None] = no_query,
+) -> None:
     """Let a token with a reading role through, within its rate limit, or raise why not."""
     state = request.app.state
     rate_limits: RateLimits = state.rate_limits
@@ -81,8 +95,9 @@ def authorize(request: Request, response: Response, token: TokenInfo) -> None:
     if not can_read(token.roles):
         message = "this token has neither the finance nor the admin role"
         raise ApiError(403, "forbidden", message, headers)
-    if request.scope["query_string"]:
-        raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
+    problem = query_problem(request)
+    if problem is not None:
+        raise ApiError(400, "invalid_parameters", problem, headers)
     response.headers.update(headers)
 
 
@@ -140,6 +155,7 @@ async def _answer(
     response: Response,
     credentials: HTTPAuthorizationCredentials | None,
     read: Callable[[Connection, Settings], T],
+    query_problem: Callable[[Request], str | None] = no_query,
 ) -> T:
     """Check the caller and `read` the answer, on one connection, on the thread pool.
 
@@ -155,7 +171,7 @@ async def _answer(
         try:
             with statement_reads(state.engine) as conn:
                 token = authenticated(request, credentials, conn)
-                authorize(request, response, token)
+                authorize(request, response, token, query_problem)
                 return read(conn, state.settings)
         finally:
             if token is not None:  # with the connection back in the pool
@@ -190,6 +206,59 @@ def _stripe_sync_status(conn: Connection, settings: Settings) -> StripeSyncStatu
         conn=conn, delayed_after=settings.webhook_delayed_after, now=datetime.now(UTC)
     )
     return StripeSyncStatusEnvelope(data=StripeSyncStatusData.of(status))
+
+
+# --- subscription-trends (SPEC 16) -------------------------------------------------------
+
+TRENDS_DEFAULT_DAYS = 90
+
+
+def _trend_days(request: Request) -> int | None:
+    """`days` as given (30, 90 or 365), the default when absent, None when it is wrong."""
+    params = request.query_params
+    if set(params) - {"days"} or len(params.getlist("days")) > 1:
+        return None
+    value = params.get("days")
+    if value is None:
+        return TRENDS_DEFAULT_DAYS
+    return int(value) if value in {str(n) for n in WINDOWS} else None
+
+
+def _trends_query_problem(request: Request) -> str | None:
+    if _trend_days(request) is not None:
+        return None
+    names = sorted({name for name in request.query_params if name and name != "days"})
+    unknown = f"; unknown: {', '.join(names)}"[:200] if names else ""
+    return f"days is one of 30, 90 or 365{unknown}"
+
+
+@router.get(
+    "/subscription-trends",
+    summary="Active subscriptions per plan per day, new and canceled per week",
+    openapi_extra={"parameters": TRENDS_PARAMETERS},
+)
+async def get_subscription_trends(
+    request: Request, response: Response, credentials: Credentials
+) -> SubscriptionTrendsEnvelope:
+    """The daily history dated by Stripe: per UTC day and plan the active subscriptions (days
+    before `observed_since` reconstructed from Stripe's dates), per ISO week the subscriptions
+    that started and were canceled. The Trends page's numbers."""
+
+    def read(conn: Connection, settings: Settings) -> SubscriptionTrendsEnvelope:
+        days = _trend_days(request)
+        assert days is not None  # checked with the token
+        trends = subscription_trends(
+            conn=conn,
+            active_statuses=settings.active_subscription_statuses,
+            days=days,
+            now=datetime.now(UTC),
+        )
+        return SubscriptionTrendsEnvelope(data=SubscriptionTrendsData.of(trends))
+
+    return await _answer(request, response, credentials, read, _trends_query_problem)
+
+
+# --- end of subscription-trends -----------------------------------------------------------
 
 
 class ServerTiming:

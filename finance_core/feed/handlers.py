@@ -27,6 +27,7 @@ from finance_core.feed.stripe_shapes import (
     pause_reason,
     price_fields,
     required_str,
+    subscription_dates,
     subscription_items,
     subscription_period,
     timestamp,
@@ -131,7 +132,12 @@ def apply_subscription(
     first_item = items[0] if items else None
     product_id, price_id = item_product_and_price(first_item) if first_item else (None, None)
     period_start, period_end = subscription_period(obj, first_item)
+    started, canceled, ended = subscription_dates(obj, status)
     dialect = conn.dialect.name
+    # Without Stripe's own dates (a payload that lacks them), the event's time dates them.
+    happened = statements.db_time(dialect, timestamp(event.created))
+    if status == "canceled" and canceled is None:
+        canceled = ended = timestamp(event.created)
     row = {
         "id": subscription_id,
         "status": status,
@@ -142,6 +148,9 @@ def apply_subscription(
         "current_period_end": statements.db_time(dialect, period_end),
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
         "pause_reason": pause_reason(obj) if status == "paused" else None,
+        "started_at": statements.db_time(dialect, started),
+        "canceled_at": statements.db_time(dialect, canceled),
+        "ended_at": statements.db_time(dialect, ended),
         **_state(conn, event, received_at),
     }
     return _apply_state(
@@ -149,6 +158,10 @@ def apply_subscription(
         subscriptions,
         row,
         terminal_statuses=TERMINAL_SUBSCRIPTION_STATUSES,
+        # A start is for good: one the payload does not give keeps the stored one, and a new
+        # row without it starts when the event happened.
+        keep_when_missing=("started_at",),
+        default_when_new={"started_at": happened},
         report_change=report_change,
     )
 
