@@ -14,6 +14,8 @@ from sqlalchemy import insert, select
 
 from finance_core import demo
 from finance_core.demo_history import spread
+from finance_core.feed import handlers
+from finance_core.feed.handlers import API_STATE_EVENT_TYPES
 from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction, write_transaction
@@ -391,3 +393,126 @@ def test_the_demo_backdates_only_a_demo_store(engine):
     with pytest.raises(demo.NotADemoStore):
         demo.backdate_history(engine=engine, now=DAY)
     assert history(engine) == {(DAY.date(), "p", "active"): (1, 1, 0)}
+
+
+# --- dated by Stripe, under any delivery order and any mix of webhooks and sync ---------------
+
+ALIVE = ["active", "trialing", "past_due"]
+_dated_runs = itertools.count()
+
+
+@st.composite
+def lives(draw):
+    """A few subscriptions' lives in Stripe: a start, status changes, maybe a cancellation or
+    an incomplete start that expired; each change's event delivered as a webhook or seen by a
+    sync reading Stripe's state at some time; all in any order."""
+    run = next(_dated_runs)
+    lives, deliveries = [], []
+    for n in range(draw(st.integers(1, 4))):
+        # Plans of this example's own: the engine (and its store) lasts the whole test.
+        sub_id, product = f"sub_d{run}_{n}", draw(st.sampled_from([f"p{run}_a", f"p{run}_b"]))
+        start = draw(st.integers(0, 20))
+        expired = draw(st.booleans()) and draw(st.booleans())
+        statuses = (
+            ["incomplete_expired"]
+            if expired
+            else draw(st.lists(st.sampled_from(ALIVE), min_size=1, max_size=3))
+        )
+        days = sorted(
+            draw(st.lists(st.integers(start, 27), min_size=len(statuses), max_size=len(statuses)))
+        )
+        days[0] = start
+        cancel = None if expired or not draw(st.booleans()) else draw(st.integers(days[-1], 28))
+        states = []  # (seconds after DAY's midnight, object) as Stripe had it from then on
+        midnight = epoch(DAY.replace(hour=0, minute=0))
+        for k, (status, day) in enumerate(zip(statuses, days, strict=True)):
+            obj = sf.subscription(sub_id, status, product)
+            obj.update(
+                start_date=midnight + start * 86_400 + 60, created=midnight + start * 86_400 + 60
+            )
+            states.append((midnight + day * 86_400 + 60 + k, obj))
+        if cancel is not None:
+            obj = dict(states[-1][1], status="canceled")
+            at = midnight + cancel * 86_400 + 3600
+            obj.update(canceled_at=at, ended_at=at)
+            states.append((at, obj))
+        lives.append((product, start, cancel, expired))
+        for created, obj in states:
+            if draw(st.booleans()):
+                deliveries.append(("webhook", created, obj))
+            else:  # a sync some time after the change reads Stripe's state at that time
+                read_at = created + draw(st.integers(0, 5 * 86_400))
+                now = max((c, o) for c, o in states if c <= read_at)[1]
+                deliveries.append(("sync", read_at, now))
+    order = draw(st.permutations(range(len(deliveries))))
+    return lives, [deliveries[i] for i in order]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(world=lives())
+def test_the_history_is_a_recount_of_stripes_dates_under_any_delivery(engine, world):
+    lives, deliveries = world
+    start, end = DAY.date(), DAY.date() + timedelta(days=35)
+    with read_transaction(engine) as conn:
+        weeks_before = new_and_canceled_per_week(conn=conn, start=start, end=end)
+    for how, created, obj in deliveries:
+        if how == "webhook":
+            feed(engine, "customer.subscription.updated", obj, at=DAY, created=created)
+        else:  # as sync applies what it reads from the API
+            event = StripeEvent(
+                id=f"sync_{created}",
+                type=API_STATE_EVENT_TYPES["subscription"],
+                created=created,
+                livemode=False,
+                api_version=None,
+                object=obj,
+            )
+            with write_transaction(engine) as conn:
+                handlers.apply_subscription(conn, event, DAY, report_change=True)
+    maintained, recount = maintained_and_recounted(engine)
+    assert cumulative(engine) == maintained == recount
+
+    with read_transaction(engine) as conn:
+        drawn = active_per_plan_per_day(conn=conn, active_statuses=ACTIVE, start=start, end=end)
+        weeks = new_and_canceled_per_week(conn=conn, start=start, end=end)
+    products = {plan for plan, *_ in lives}
+    drawn = [plan for plan in drawn if plan.product_id in products]
+    window = [start + timedelta(days=n) for n in range(35)]
+    expected = {}
+    for product in sorted(products):
+        counts = [
+            sum(
+                1
+                for plan, first, cancel, expired in lives
+                if plan == product and not expired and first <= n and (cancel is None or n < cancel)
+            )
+            for n in range(35)
+        ]
+        if any(counts):
+            first = next(n for n, count in enumerate(counts) if count)
+            expected[product] = (None,) * first + tuple(counts[first:])
+    assert {plan.product_id: plan.counts for plan in drawn} == expected
+    assert [plan.days for plan in drawn] == [tuple(window)] * len(drawn)
+    flows = [
+        (w.new_subscriptions - b.new_subscriptions, w.cancellations - b.cancellations)
+        for w, b in zip(weeks, weeks_before, strict=True)
+    ]
+    assert flows == [
+        (
+            sum(1 for _, first, _, expired in lives if not expired and first // 7 == week),
+            sum(1 for _, _, cancel, _ in lives if cancel is not None and cancel // 7 == week),
+        )
+        for week in range(5)
+    ]
+    # The last day equals subscription_counts.
+    last = {plan.product_id: plan.counts[-1] for plan in drawn}
+    active = {}
+    for (product, status), count in recount.items():
+        if status in ACTIVE and product in products:
+            active[product] = active.get(product, 0) + count
+    assert {k: v for k, v in last.items() if v} == active
