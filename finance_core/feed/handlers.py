@@ -136,8 +136,7 @@ def apply_subscription(
     dialect = conn.dialect.name
     # Without Stripe's own dates (a payload that lacks them), the event's time dates them.
     happened = statements.db_time(dialect, timestamp(event.created))
-    if status == "canceled" and canceled is None:
-        canceled = ended = timestamp(event.created)
+    undated_cancel = status == "canceled" and canceled is None
     row = {
         "id": subscription_id,
         "status": status,
@@ -153,17 +152,27 @@ def apply_subscription(
         "ended_at": statements.db_time(dialect, ended),
         **_state(conn, event, received_at),
     }
-    return _apply_state(
+    change = _apply_state(
         conn,
         subscriptions,
         row,
         terminal_statuses=TERMINAL_SUBSCRIPTION_STATUSES,
         # A start is for good: one the payload does not give keeps the stored one, and a new
-        # row without it starts when the event happened.
-        keep_when_missing=("started_at",),
-        default_when_new={"started_at": happened},
+        # row without it starts when the event happened. So do cancel dates.
+        keep_when_missing=("started_at", "canceled_at", "ended_at")
+        if undated_cancel
+        else ("started_at",),
+        default_when_new={"started_at": happened}
+        | ({"canceled_at": happened, "ended_at": happened} if undated_cancel else {}),
         report_change=report_change,
     )
+    if undated_cancel:
+        # Canceled without Stripe's dates (a trimmed payload): the first event that said so
+        # dates it, and later reads (each of another time) leave that date alone.
+        statements.run(
+            conn, statements.first_cancel_dates(), {"object_id": subscription_id, "at": happened}
+        )
+    return change
 
 
 def apply_product(

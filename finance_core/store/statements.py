@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     not_,
     null,
     or_,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from finance_core.store.db import execute_on_driver, insert_for_dialect
-from finance_core.store.models import as_utc, event_api_versions, webhook_events
+from finance_core.store.models import as_utc, event_api_versions, subscriptions, webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -203,6 +204,20 @@ def upsert_state(
     return statement.on_conflict_do_update(
         index_elements=["id"], set_=changes, where=newer
     ).returning(stored.id)
+
+
+@cache
+def first_cancel_dates() -> Any:
+    """Date a canceled subscription that has no cancel dates yet by `at`."""
+    return (
+        update(subscriptions)
+        .where(
+            subscriptions.c.id == bindparam("object_id"),
+            subscriptions.c.status == literal_column("'canceled'"),
+            subscriptions.c.canceled_at.is_(None),
+        )
+        .values(canceled_at=bindparam("at"), ended_at=bindparam("at"))
+    )
 
 
 @cache
