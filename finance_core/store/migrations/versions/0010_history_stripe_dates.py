@@ -287,7 +287,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscription_history_observed")),
     )
     op.execute(
-        f"INSERT INTO subscription_history_observed (id, observed_since) VALUES (1, {_TODAY[dialect]})"
+        "INSERT INTO subscription_history_observed (id, observed_since) "
+        f"VALUES (1, {_TODAY[dialect]})"
     )
     # The dates before the new triggers (the old ones do not follow them), then the history
     # recounted once, instead of a trigger's statements per row.
