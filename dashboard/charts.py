@@ -1,7 +1,8 @@
 """Plotly figures for the pages, built from finance_core's answers (a few rows each)."""
 
+import html
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -118,16 +119,36 @@ def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int)
     return _layout(figure, height=320)
 
 
-def active_per_plan_per_day(plans: Sequence[PlanSeries]) -> go.Figure:
-    """Active subscriptions of each plan at the end of each day, a line per plan."""
+def label_text(text: str) -> str:
+    """Stripe's text as plain text in a Plotly label: no HTML tags, no `%{...}` template."""
+    return html.escape(text).replace("%", "&#37;")
+
+
+def active_per_plan_per_day(
+    plans: Sequence[PlanSeries], *, observed_since: date | None = None
+) -> go.Figure:
+    """Active subscriptions of each plan at the end of each day, a line per plan; a line marks
+    the day the history is observed from, when it is in the window."""
     figure = go.Figure()
     for plan in plans:
+        name = label_text(plan.plan_name)
         figure.add_scatter(
             x=list(plan.days),
-            y=list(plan.counts),
-            name=plan.plan_name,
+            y=list(plan.counts),  # None before the plan's first subscription: not drawn
+            name=name,
             mode="lines",
-            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + plan.plan_name + "<extra></extra>",
+            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + name + "<extra></extra>",
+        )
+    if plans and observed_since is not None and plans[0].days[0] < observed_since:
+        figure.add_vline(x=observed_since, line_dash="dot", line_color="#6e7781")
+        figure.add_annotation(
+            x=observed_since,
+            y=1,
+            yref="paper",
+            text="observed from here; earlier days reconstructed",
+            showarrow=False,
+            xanchor="left",
+            font={"size": 11, "color": "#6e7781"},
         )
     figure.update_yaxes(title_text="Active subscriptions", gridcolor="#e6e9ef", rangemode="tozero")
     figure.update_xaxes(title_text="Day (UTC)")

@@ -297,20 +297,16 @@ def recovered(conn: Connection, days: int) -> recovery.Recovered:
 
 @cached_read(SUMMARY_TTL)
 def _trends(
-    conn: Connection, statuses: tuple[str, ...], start: date, end: date
-) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
-    per_day = trends.active_per_plan_per_day(
-        conn=conn, active_statuses=statuses, start=start, end=end
-    )
-    # Whole weeks: from the Monday of the window's first day.
-    monday = start - timedelta(days=start.weekday())
-    return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+    conn: Connection, statuses: tuple[str, ...], days: int, as_of: datetime
+) -> trends.SubscriptionTrends:
+    return trends.subscription_trends(conn=conn, active_statuses=statuses, days=days, now=as_of)
 
 
-def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+def subscription_trends(days: int) -> trends.SubscriptionTrends:
     """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
-    start, end = trends.last_days(days=days, now=now())
-    return _trends(tuple(settings().active_subscription_statuses), start, end)
+    # Cached per minute: the answer's `as_of` is the minute it was read.
+    as_of = now().replace(second=0, microsecond=0)
+    return _trends(tuple(settings().active_subscription_statuses), days, as_of)
 
 
 @cached_read(HEALTH_TTL)

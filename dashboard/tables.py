@@ -331,7 +331,8 @@ def plan_trend_table(plans: Sequence[PlanSeries]) -> dict[str, Any]:
             "Plan": [plan.plan_name for plan in plans],
             f"{first_day:%Y-%m-%d}": [plan.counts[0] for plan in plans],
             f"{last_day:%Y-%m-%d}": [plan.counts[-1] for plan in plans],
-            "Change": [plan.counts[-1] - plan.counts[0] for plan in plans],
+            # A plan that started in the window changed from nothing.
+            "Change": [(plan.counts[-1] or 0) - (plan.counts[0] or 0) for plan in plans],
         }
     )
     return {

@@ -79,7 +79,7 @@ def _send_demo(url: str, secret: str, database_url: str, stop: threading.Event) 
             demo.post(client, url, event, secret)
         engine = make_engine(database_url)
         try:
-            demo.backdate_history(engine=engine, events=events)
+            demo.seed_failed_payment_days(engine=engine, now=datetime.now(UTC))
         finally:
             engine.dispose()
         for happened in demo.trickle(year, TRICKLE_SECONDS):

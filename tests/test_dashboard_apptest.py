@@ -23,8 +23,10 @@ METRICS = ["Active subscriptions", "Webhook health", "Failed payments", "Last we
 dashboard = apptest.dashboard  # the fixture: the test store, its users, no cache left over
 
 
-def populate(engine, *, with_failure=True):
-    """Three plans, nine subscriptions in five statuses, two failing invoices, one failure."""
+def populate(engine, *, with_failure=True, started=None):
+    """Three plans, nine subscriptions in five statuses, two failing invoices, one failure.
+
+    The subscriptions started when the factory says (a year ago), or at `started`."""
     for product_id, name in [
         ("prod_pro", "Pro"),
         ("prod_starter", "Starter"),
@@ -44,9 +46,10 @@ def populate(engine, *, with_failure=True):
         "prod_starter",
     ]
     for n, (status, product_id) in enumerate(zip(statuses, plans, strict=True)):
-        feed(
-            engine, "customer.subscription.created", sf.subscription(f"sub_{n}", status, product_id)
-        )
+        subscription = sf.subscription(f"sub_{n}", status, product_id)
+        if started is not None:
+            subscription["created"] = subscription["start_date"] = int(started.timestamp())
+        feed(engine, "customer.subscription.created", subscription)
     for n in range(2):
         feed(
             engine,
@@ -168,16 +171,14 @@ def test_overview_numbers_equal_the_api(dashboard, with_failure):
 
 def test_overview_says_how_the_numbers_moved_and_what_active_is_made_of(dashboard):
     now = datetime.now(UTC)
-    # Two subscriptions seen 3 days ago and one 9 days ago, then today's nine (seven active).
+    # Two subscriptions started 3 days ago and one 9 days ago, then today's nine (seven active).
     feed(dashboard, "product.created", sf.product("prod_pro", "Pro"))
     for n, days in [(0, 3), (1, 3), (2, 9)]:
-        feed(
-            dashboard,
-            "customer.subscription.created",
-            sf.subscription(f"sub_old_{n}", "active", "prod_pro"),
-            at=now - timedelta(days=days),
-        )
-    populate(dashboard)
+        subscription = sf.subscription(f"sub_old_{n}", "active", "prod_pro")
+        started = int((now - timedelta(days=days)).timestamp())
+        subscription["created"] = subscription["start_date"] = started
+        feed(dashboard, "customer.subscription.created", subscription, at=now)
+    populate(dashboard, started=now)
     # The failed payments the alert job kept: 5 at yesterday's end, 1 a week ago (2 now).
     for days, count in [(7, 1), (1, 5)]:
         record_day_figure(

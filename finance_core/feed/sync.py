@@ -6,6 +6,10 @@ the same per-object ordering rule as webhooks, dated one second before the run s
 API answer already holds every change made before then, and a webhook for a change made since
 then is newer and wins, whether it arrived before or after the sync wrote.
 
+A subscription read here is dated in the daily history by its own Stripe dates (`start_date`,
+`canceled_at`, `ended_at`; migration 0010), so on a fresh store sync reconstructs the days
+before the store existed; a change it finds lands on the day of the read.
+
 Each page commits on its own, so an interrupted run keeps what it read and a second run is
 safe. Sync is not a webhook delivery: it leaves "last webhook received" and health alone.
 """

@@ -117,6 +117,12 @@ subscriptions = Table(
     # Why Stripe paused it (status_details.paused.subscription.type, from 2026-09-30.endive);
     # None unless paused.
     Column("pause_reason", String(64)),
+    # Stripe's own dates, which date the history (migration 0010): `start_date` (else
+    # `created`); once canceled, `canceled_at` (else `ended_at`) and `ended_at` (else
+    # `canceled_at`).
+    Column("started_at", UTCDateTime),
+    Column("canceled_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
     CheckConstraint("length(status) > 0", name="status_not_empty"),
@@ -140,10 +146,11 @@ subscription_counts = Table(
     CheckConstraint("subscription_count >= 0", name="count_not_negative"),
 )
 
-# The same triggers keep a daily history (UTC days of `updated_at`, when the store saw the
-# change): per plan and status the day's net change, and how many subscriptions were new or
-# became canceled that day. A day's counts are today's minus the changes since, so trends read
-# a few rows per day of the window at any size (migration 0009).
+# The same triggers keep a daily history, dated by Stripe (migration 0010): per UTC day, plan
+# and status the day's net change, and how many subscriptions started or were canceled that
+# day (their own `started_at` and `canceled_at`; other moves on the day of the event). A day's
+# counts are today's minus the changes since, so trends read a few rows per day of the window
+# at any size.
 subscription_history = Table(
     "subscription_history",
     metadata,
@@ -153,6 +160,16 @@ subscription_history = Table(
     Column("subscription_change", BigInteger, nullable=False),
     Column("new_subscriptions", BigInteger, nullable=False),
     Column("cancellations", BigInteger, nullable=False),
+)
+
+# One row: the first UTC day the store observed; days before are reconstructed from Stripe's
+# dates, their status detail (trialing, past due) unknown.
+subscription_history_observed = Table(
+    "subscription_history_observed",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("observed_since", Date, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
 )
 
 invoices = Table(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     not_,
     null,
     or_,
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from finance_core.store.db import execute_on_driver, insert_for_dialect
-from finance_core.store.models import as_utc, event_api_versions, webhook_events
+from finance_core.store.models import as_utc, event_api_versions, subscriptions, webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -247,6 +248,23 @@ def record_failure(table: Table) -> Any:
             failing_since=case((failing_later, bindparam("since")), else_=table.c.failing_since),
             first_failed_at=case((first_later, bindparam("since")), else_=table.c.first_failed_at),
         )
+    )
+
+
+@cache
+def first_cancel_dates() -> Any:
+    """Date a canceled subscription that has no cancel dates yet by `at`, or by its start
+    when `at` is earlier (an event dated before the subscription began cannot end it)."""
+    started = subscriptions.c.started_at
+    at = case((started > bindparam("at"), started), else_=bindparam("at"))
+    return (
+        update(subscriptions)
+        .where(
+            subscriptions.c.id == bindparam("object_id"),
+            subscriptions.c.status == literal_column("'canceled'"),
+            subscriptions.c.canceled_at.is_(None),
+        )
+        .values(canceled_at=at, ended_at=at)
     )
 
 
