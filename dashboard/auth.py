@@ -20,7 +20,7 @@ import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
 from dashboard import charts, data
-from finance_core.access import sessions
+from finance_core.access import sessions, sso
 from finance_core.access.roles import can_read, is_admin
 from finance_core.access.sign_in import Outcome, SignInUnavailable
 
@@ -29,7 +29,6 @@ VIEWER_KEY = "finance_viewer"
 SET_COOKIE_KEY = "finance_set_login_cookie"
 # The session version the viewer signed in with (finance_core.access.sessions).
 SESSION_VERSION_KEY = "finance_session_version"
-OIDC_ROLES_SECTION = "dashboard_roles"
 LOGGED_OUT = "You have logged out."
 SESSION_ENDED = (
     "Your session has ended: you logged out elsewhere, or an admin changed your password or "
@@ -262,25 +261,14 @@ def _oidc_sign_in() -> Viewer | None:
             return None
         st.button("Sign in with your company account", on_click=st.login, type="primary")
         return None
-    email = str(st.user.get("email") or "")
-    verified = st.user.get("email_verified") is not False
-    roles = roles_for_email(email, _oidc_role_map()) if verified else ()
-    viewer = Viewer(email, str(st.user.get("name") or email), roles)
+    # Read on every run: a change to the maps in secrets.toml applies at the next click.
+    claims = st.user.to_dict()
+    roles = sso.roles_for_identity(claims, sso.RoleMaps.from_secrets(st.secrets))
+    email = str(claims.get("email") or "")
+    identity = email or str(claims.get("preferred_username") or claims.get("sub") or "")
+    viewer = Viewer(identity, str(claims.get("name") or identity), roles)
+    # st.logout deletes Streamlit's HttpOnly identity cookie and, where the provider
+    # publishes an end_session_endpoint, ends the session there too.
     st.sidebar.button("Log out", on_click=st.logout, key="finance_oidc_logout")
     _sidebar_identity(viewer)
     return viewer
-
-
-def _oidc_role_map() -> Mapping[str, Any]:
-    section = st.secrets.get(OIDC_ROLES_SECTION, {})
-    return section if isinstance(section, Mapping) else {}
-
-
-def roles_for_email(email: str, role_map: Mapping[str, Any]) -> tuple[str, ...]:
-    """The roles the configured map grants an email address (case-insensitive)."""
-    wanted = email.strip().lower()
-    for address, roles in role_map.items():
-        if str(address).strip().lower() == wanted and wanted:
-            listed = [roles] if isinstance(roles, str) else list(roles or ())
-            return tuple(sorted({str(role).strip().lower() for role in listed if role}))
-    return ()
