@@ -23,6 +23,7 @@ from dashboard import charts, data
 from finance_core.access import sessions, sso
 from finance_core.access.roles import can_read, is_admin
 from finance_core.access.sign_in import Outcome, SignInUnavailable
+from finance_core.access.users import check_no_password, normalize_username
 
 COOKIE_NAME = "penguinmails_finance_login"
 VIEWER_KEY = "finance_viewer"
@@ -207,6 +208,11 @@ def _submit(
         return
 
     def check_password() -> bool:
+        known = users["usernames"]
+        if normalize_username(username) not in known:
+            # As slow as a wrong password: the time does not tell which usernames exist.
+            like = next((user["password"] for user in known.values()), None)
+            return check_no_password(password, like=like)
         return bool(authenticator.authentication_controller.login(username, password))
 
     try:
