@@ -20,7 +20,7 @@ import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
 from dashboard import charts, data
-from finance_core.access import sessions, sso
+from finance_core.access import client_address, sessions, sso
 from finance_core.access.roles import can_read, is_admin
 from finance_core.access.sign_in import Outcome, SignInUnavailable
 from finance_core.access.users import check_no_password, normalize_username
@@ -216,7 +216,7 @@ def _submit(
         return bool(authenticator.authentication_controller.login(username, password))
 
     try:
-        result = data.sign_in(username, st.context.ip_address, check_password)
+        result = data.sign_in(username, _client_address(), check_password)
     except SignInUnavailable as exc:
         st.error(str(exc))
         return
@@ -230,6 +230,16 @@ def _submit(
         st.error(result.lock.message)
     else:
         st.error("Wrong username or password.")
+
+
+def _client_address() -> str:
+    """The address this attempt counts against (finance_core.access.client_address)."""
+    return client_address.counted_address(
+        reported=st.context.ip_address,
+        forwarded_for=st.context.headers.get_all("X-Forwarded-For"),
+        trusted_proxies=data.settings().dashboard_trusted_proxies,
+        server_trusts=client_address.server_trusts(),
+    )
 
 
 def _remember_version(users: Mapping[str, Any]) -> None:
