@@ -35,6 +35,7 @@ from finance_core.feed.handlers import (
     TERMINAL_INVOICE_STATUSES,
     TERMINAL_SUBSCRIPTION_STATUSES,
 )
+from finance_core.log_text import loggable
 from finance_core.store import statements
 from finance_core.store.db import insert_for, is_unavailable, pipeline, write_transaction
 from finance_core.store.models import webhook_events
@@ -211,7 +212,12 @@ def _process(
                 conn, event, now, raw_payload, delivery=delivery, retry_dismissed=retry_dismissed
             )
     except _ApplyFailed as failure:
-        log.warning("event %s (%s) failed: %s", event.id, event.type, failure.message)
+        log.warning(
+            "event %s (%s) failed: %s",
+            loggable(event.id),
+            loggable(event.type),
+            loggable(failure.message),
+        )
         payload = raw_payload if raw_payload is not None else _event_json(event)
         with write_transaction(engine) as conn:
             _record_failure(conn, event, now, failure.message, payload, delivery=delivery)

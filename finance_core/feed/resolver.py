@@ -39,6 +39,7 @@ from finance_core.access.audit import record_action
 from finance_core.feed.events import StripeEvent, ThinEvent
 from finance_core.feed.handlers import API_STATE_EVENT_TYPES, DELETED_EVENT_TYPES, HANDLERS
 from finance_core.feed.ingest import RESOURCE_PATHS, SETTLED_STATUSES
+from finance_core.log_text import loggable
 from finance_core.settings import Settings
 from finance_core.store.db import read_transaction, write_transaction
 from finance_core.store.leases import holder_name
@@ -479,7 +480,12 @@ class Resolver:
             report.waiting += len(events)
             return
         except Exception as exc:  # the library could not read our own stored payload
-            log.exception("thin event %s: fetching %s %s failed", newest.id, kind, object_id)
+            log.exception(
+                "thin event %s: fetching %s %s failed",
+                loggable(newest.id),
+                loggable(kind),
+                loggable(object_id),
+            )
             self._fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
             report.failed += len(events)
             return
