@@ -10,6 +10,7 @@ the authenticator checks the password.
 """
 
 import importlib.util
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ SESSION_ENDED = (
     "roles. Sign in again."
 )
 ACCOUNT_GONE = "Your account no longer exists. Ask an admin for a new one."
+SSO_EXPIRED = "Your sign-in has expired. Sign in again with your company account."
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +279,14 @@ def _oidc_sign_in() -> Viewer | None:
             return None
         st.button("Sign in with your company account", on_click=st.login, type="primary")
         return None
-    # Read on every run: a change to the maps in secrets.toml applies at the next click.
     claims = st.user.to_dict()
+    max_age = data.settings().dashboard_cookie_expiry_days * 86_400
+    if sso.sign_in_expired(claims, now=time.time(), max_age_seconds=max_age):
+        st.title("PenguinMails Finance")
+        st.info(SSO_EXPIRED)
+        st.button("Sign in again", on_click=st.logout, type="primary")
+        return None
+    # Read on every run: a change to the maps in secrets.toml applies at the next click.
     roles = sso.roles_for_identity(claims, sso.RoleMaps.from_secrets(st.secrets))
     email = str(claims.get("email") or "")
     identity = email or str(claims.get("preferred_username") or claims.get("sub") or "")

@@ -363,19 +363,25 @@ OIDC_SECRETS = {
 }
 
 
+def just_now() -> int:
+    """An ID token's issue time (`iat`) for a sign-in that happened just now."""
+    return int(datetime.now(UTC).timestamp())
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_oidc_maps_emails_to_roles(dashboard):
     populate(dashboard)
     at = app()
     at.secrets = OIDC_SECRETS
-    at.user = {"is_logged_in": True, "email": "alice@example.com", "name": "Alice"}
+    alice = {"email": "alice@example.com", "name": "Alice", "iat": just_now()}
+    at.user = {"is_logged_in": True, **alice}
     at.run()
     assert not at.exception
     assert list(metrics(at)) == METRICS
 
     at = app()
     at.secrets = OIDC_SECRETS
-    at.user = {"is_logged_in": True, "email": "mallory@example.com"}
+    at.user = {"is_logged_in": True, "email": "mallory@example.com", "iat": just_now()}
     at.run()
     assert [title.value for title in at.title] == ["No access"]
     assert not at.metric

@@ -76,6 +76,19 @@ def claimed_groups(claims: Mapping[str, Any], claim: str) -> list[str]:
     return []
 
 
+def sign_in_expired(claims: Mapping[str, Any], *, now: float, max_age_seconds: float) -> bool:
+    """Whether the identity's ID token was issued (`iat`) longer ago than a sign-in may last.
+
+    Streamlit's identity cookie lives 30 days whatever happens; bounding it by the ID token's
+    issue time makes a copy of it worthless after DASHBOARD_COOKIE_EXPIRY_DAYS, as for the
+    password sign-in's cookie. A token without `iat` (every OpenID provider sets it) is expired.
+    """
+    issued = claims.get("iat")
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        return True
+    return now - issued > max_age_seconds
+
+
 def roles_for_identity(claims: Mapping[str, Any], maps: RoleMaps) -> tuple[str, ...]:
     """The roles of a signed-in identity (its ID token's claims): email map and groups claim."""
     roles: set[str] = set()
