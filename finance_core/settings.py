@@ -2,6 +2,7 @@
 
 from datetime import time
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -80,6 +81,11 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
     dashboard_cookie_key: SecretStr | None = None
     dashboard_cookie_expiry_days: float = Field(default=1, gt=0)
+    # The proxies in front of the dashboard whose X-Forwarded-For the sign-in limit believes
+    # (SPEC 19): addresses or networks, comma-separated; empty, the peer address counts.
+    dashboard_trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
     # Alerts and metrics (SPEC 12). Apprise URLs hold their channels' credentials: secrets.
     alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     alert_check_seconds: int = Field(default=60, ge=1)
@@ -108,6 +114,22 @@ class Settings(BaseSettings):
                 if not text.startswith("whsec_"):
                     raise ValueError("each secret must start with whsec_")
         return parts
+
+    @field_validator("dashboard_trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_from_commas(cls, value: object) -> object:
+        parts = _split_commas(value)
+        if not isinstance(parts, list):
+            return parts
+        networks = []
+        for part in parts:
+            try:
+                networks.append(ip_network(str(part), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"must be IP addresses or networks, comma-separated, not {str(part)!r}"
+                ) from None
+        return networks
 
     @field_validator("active_subscription_statuses", mode="before")
     @classmethod

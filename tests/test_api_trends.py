@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
-from tests.test_api import assert_error, bearer, make_token, parse_utc, read
+from tests.support.api import assert_error, bearer, make_token, parse_utc, read
 
 TRENDS = "/api/v1/platform/finance/subscription-trends"
 

@@ -12,55 +12,25 @@ from finance_core.views.queries import status_breakdown, stripe_sync_status
 from finance_core.views.queries import subscription_summary as api_summary
 from tests.support import apptest
 from tests.support import stripe_factory as sf
-from tests.support.apptest import PASSWORD, app, feed, forget, metrics, signed_in, texts
+from tests.support.apptest import (
+    METRICS,
+    OIDC_SECRETS,
+    PASSWORD,
+    app,
+    feed,
+    forget,
+    metrics,
+    populate,
+    signed_in,
+    texts,
+)
 from tests.support.postgres import free_port
 from tests.support.reads import plan_counts
 
 PAGES = ["pages/overview.py", "pages/plans.py", "pages/webhooks.py", "pages/events.py"]
 ACTIVE = ["active", "trialing", "past_due"]
-METRICS = ["Active subscriptions", "Webhook health", "Failed payments", "Last webhook"]
 
 dashboard = apptest.dashboard  # the fixture: the test store, its users, no cache left over
-
-
-def populate(engine, *, with_failure=True, started=None):
-    """Three plans, nine subscriptions in five statuses, two failing invoices, one failure.
-
-    The subscriptions started when the factory says (a year ago), or at `started`."""
-    for product_id, name in [
-        ("prod_pro", "Pro"),
-        ("prod_starter", "Starter"),
-        ("prod_biz", "Business"),
-    ]:
-        feed(engine, "product.created", sf.product(product_id, name))
-    statuses = ["active"] * 4 + ["trialing", "past_due", "canceled", "unpaid", "active"]
-    plans = [
-        "prod_pro",
-        "prod_pro",
-        "prod_starter",
-        "prod_biz",
-        "prod_pro",
-        "prod_starter",
-        "prod_pro",
-        "prod_biz",
-        "prod_starter",
-    ]
-    for n, (status, product_id) in enumerate(zip(statuses, plans, strict=True)):
-        subscription = sf.subscription(f"sub_{n}", status, product_id)
-        if started is not None:
-            subscription["created"] = subscription["start_date"] = int(started.timestamp())
-        feed(engine, "customer.subscription.created", subscription)
-    for n in range(2):
-        feed(
-            engine,
-            "invoice.payment_failed",
-            sf.invoice(f"in_{n}", "open", subscription_id=f"sub_{n}"),
-        )
-    feed(engine, "customer.created", {"id": "cus_1", "object": "customer"})
-    if with_failure:
-        broken = sf.subscription("sub_broken", "active", "prod_pro")
-        del broken["status"]
-        feed(engine, "customer.subscription.updated", broken, event_id="evt_broken")
 
 
 def api_numbers(engine):
@@ -402,16 +372,10 @@ def test_unreachable_database_is_a_message_not_a_traceback(dashboard, monkeypatc
 
 # --- OpenID Connect --------------------------------------------------------------------
 
-OIDC_SECRETS = {
-    "auth": {
-        "redirect_uri": "http://localhost:8501/oauth2callback",
-        "cookie_secret": "oidc-cookie-secret-0123456789abcdef",
-        "client_id": "client",
-        "client_secret": "secret-value",
-        "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
-    },
-    "dashboard_roles": {"Alice@Example.com": ["finance"], "bob@example.com": []},
-}
+
+def just_now() -> int:
+    """An ID token's issue time (`iat`) for a sign-in that happened just now."""
+    return int(datetime.now(UTC).timestamp())
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -419,14 +383,15 @@ def test_oidc_maps_emails_to_roles(dashboard):
     populate(dashboard)
     at = app()
     at.secrets = OIDC_SECRETS
-    at.user = {"is_logged_in": True, "email": "alice@example.com", "name": "Alice"}
+    alice = {"email": "alice@example.com", "name": "Alice", "iat": just_now()}
+    at.user = {"is_logged_in": True, **alice}
     at.run()
     assert not at.exception
     assert list(metrics(at)) == METRICS
 
     at = app()
     at.secrets = OIDC_SECRETS
-    at.user = {"is_logged_in": True, "email": "mallory@example.com"}
+    at.user = {"is_logged_in": True, "email": "mallory@example.com", "iat": just_now()}
     at.run()
     assert [title.value for title in at.title] == ["No access"]
     assert not at.metric

@@ -36,6 +36,7 @@ from finance_core.feed.stripe_api import (
     Pager,
     StripeUnavailable,
 )
+from finance_core.log_text import loggable
 from finance_core.store.db import write_transaction
 from finance_core.store.models import invoices, sync_runs
 
@@ -307,7 +308,7 @@ class _Sync:
             self._apply_page("invoices", [invoice.to_dict(for_json=True)])
 
     def _error(self, message: str) -> None:
-        log.warning("sync: %s", message)
+        log.warning("sync: %s", loggable(message))
         if len(self.report.errors) < MAX_ERRORS_KEPT:
             self.report.errors.append(message[:500])
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import (
 )
 
 from finance_core.settings import SettingsError
+from finance_core.store import files
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "finance_write"
@@ -46,8 +47,10 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         engine_options.setdefault("pool_pre_ping", True)
         return _create(url, engine_options)
 
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    database = Path(url.database) if url.database and url.database != ":memory:" else None
+    if database is not None and not database.parent.exists():
+        # Created here, the directory is ours alone; an existing one is the operator's choice.
+        database.parent.mkdir(parents=True, exist_ok=True, mode=files.DIRECTORY_MODE)
     engine = _create(url, engine_options)
 
     @event.listens_for(engine, "connect")
@@ -56,6 +59,9 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if database is not None:
+            # Before WAL: SQLite creates -wal and -shm with the database file's mode.
+            files.private_sqlite_files(database)
         _enable_wal(cursor)
         # NORMAL is durable across application crashes in WAL mode; only an OS crash
         # can lose the last commits, and Stripe redelivers anything not acknowledged.
