@@ -42,7 +42,7 @@ def follow(job: SyncJob) -> None:
         return
     summary = f"{count(report.changed, 'change')}, {count(report.failed, 'failure')}"
     if report.errors:
-        problems = "\n".join(f"- {error}" for error in report.errors)
+        problems = "\n".join(f"- {md(error)}" for error in report.errors)
         st.warning(f"Sync finished with problems ({summary}):\n\n{problems}")
     else:
         st.success(f"Sync finished: {summary}. Every page now shows the synced numbers.")
