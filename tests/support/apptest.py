@@ -1,6 +1,7 @@
 """What the dashboard's AppTest suites share: the store fixture, signed-in runs, readers."""
 
 import itertools
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,8 +100,18 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def texts(at: AppTest) -> str:
-    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning]
-    return "\n".join(str(part.value) for part in parts)
+    """The page's words as the reader sees them (markdown escapes taken out), plain text too."""
+    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning, *at.text]
+    return "\n".join(shown(part.value) for part in parts)
+
+
+# What dashboard.text.md escapes; a backslash before one of these shows just the character.
+_ESCAPED = re.compile(r"\\([\\`*_\[\]()#+\-.!|<>{}~:$])")
+
+
+def shown(markdown: object) -> str:
+    """What a markdown text shows the reader, once the escapes that keep it text are read."""
+    return _ESCAPED.sub(r"\1", str(markdown))
 
 
 def populate(engine, *, with_failure=True, started=None):
