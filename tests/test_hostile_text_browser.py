@@ -70,7 +70,7 @@ PAGES = [
     "Audit log",
     "Alerts",
 ]
-BROKEN_ID = f"+{IMAGE}"
+BROKEN_ID = f"+{IMAGE} https://{EVIL}/bare www.{EVIL}/w mail@{EVIL}"  # bare URLs: GFM autolinks
 CSV_PAGES = ["Payments", "Events", "Audit log"]
 _names = itertools.count(1)
 
