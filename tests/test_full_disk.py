@@ -23,10 +23,10 @@ from tests.support.bursts import (
     burst,
     codes,
     listener_and_writer,
+    no_failed_events_and_healthy,
     redeliver_the_unacknowledged,
     send_all,
 )
-from tests.test_faults_heal import no_failed_events_and_healthy
 
 pytestmark = pytest.mark.slow
 SIZE = (
