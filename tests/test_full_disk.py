@@ -18,7 +18,9 @@ from finance_core.store import migrate
 from finance_core.store.db import make_engine
 from tests.conftest import skip_or_fail
 from tests.support.bursts import (
+    ALERTS_EVERY_SECOND,
     acknowledged_in,
+    alerts_recovered_without_flapping,
     assert_same_as_a_clean_run,
     burst,
     codes,
@@ -74,7 +76,7 @@ def test_a_full_disk_is_waited_out_and_heals_when_space_comes_back(tmp_path) -> 
         engine.dispose()
         events = burst(600, seed=31)
         warm, rest = events[:50], events[50:]
-        with listener_and_writer(url) as (listener, writer):
+        with listener_and_writer(url, **ALERTS_EVERY_SECOND) as (listener, writer):
             assert set(codes(send_all(listener.url, warm)).values()) == {200}
             filler = small / "filler"
             assert fill(filler) > 0
@@ -86,5 +88,6 @@ def test_a_full_disk_is_waited_out_and_heals_when_space_comes_back(tmp_path) -> 
             redeliver_the_unacknowledged(listener.url, rest, first, seed=32)
             assert listener.writer_pid() == writer  # waited out, not crashed
             acknowledged = acknowledged_in(first) | {event["id"] for event in warm}
+            alerts_recovered_without_flapping(url)
         assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
         no_failed_events_and_healthy(url)
