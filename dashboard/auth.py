@@ -21,6 +21,7 @@ import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
 from dashboard import charts, data
+from dashboard.text import md
 from finance_core.access import client_address, sessions, sso
 from finance_core.access.roles import can_read, is_admin
 from finance_core.access.sign_in import Outcome, SignInUnavailable
@@ -182,7 +183,7 @@ def _login_form(
     try:
         authenticator.login(location="unrendered")  # the remembered login, if its cookie is good
     except LoginError as exc:
-        st.error(f"Sign-in refused: {exc}")
+        st.error(f"Sign-in refused: {md(exc)}")
     if st.session_state.get("authentication_status"):
         _remember_version(users)
         return

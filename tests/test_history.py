@@ -133,16 +133,24 @@ def test_a_subscription_is_new_on_its_start_and_canceled_on_its_own_dates(engine
     assert history(engine)[(ended.date(), "prod_b", "canceled")] == (1, 0, 1)
 
 
-def test_a_cancellation_without_stripes_dates_keeps_the_first_date_it_was_told(engine):
-    """A trimmed payload: the first event saying canceled dates it; later reads do not move it."""
+@pytest.mark.parametrize("arrival", ["in order", "later first"])
+def test_a_cancellation_without_stripes_dates_is_dated_by_the_earliest_event(engine, arrival):
+    """A trimmed payload: the earliest event saying canceled dates it, whichever arrives first
+    (canceled is final in Stripe: both events tell of one cancellation)."""
     start = DAY - timedelta(days=5)
     feed(engine, "customer.subscription.created", dated("sub_1", "active", start=start), at=DAY)
     undated = dated("sub_1", "canceled", start=start)
-    feed(engine, "customer.subscription.deleted", undated, at=DAY, created=epoch(DAY))
-    before = history(engine)
-    assert before[(DAY.date(), "prod_a", "canceled")] == (1, 0, 1)
-    feed(engine, "customer.subscription.updated", undated, at=DAY, created=epoch(DAY) + 86_400)
-    assert history(engine) == before
+    told = [
+        ("customer.subscription.deleted", epoch(DAY)),
+        ("customer.subscription.updated", epoch(DAY) + 86_400),
+    ]
+    for event_type, created in told if arrival == "in order" else told[::-1]:
+        feed(engine, event_type, undated, at=DAY, created=created)
+    assert history(engine) == {
+        (start.date(), "prod_a", "active"): (1, 1, 0),
+        (DAY.date(), "prod_a", "active"): (-1, 0, 0),
+        (DAY.date(), "prod_a", "canceled"): (1, 0, 1),
+    }
 
 
 def test_a_scheduled_cancellation_is_not_a_cancellation_yet(engine):

@@ -301,11 +301,12 @@ def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_ser
 
     engine = make_engine(postgres_server.create_database("finance_pipeline_error"))
     migrate.upgrade(engine)
-    # A status longer than its column: no check in Python catches it, the server refuses it.
-    too_long = sf.subscription("sub_p2", "x" * 100, "prod_p")
+    # An attempt count beyond the column's integer range: no check in Python catches it, the
+    # server refuses it.
+    out_of_range = sf.invoice("in_p2", "open", attempt_count=2**40)
     events = [
         sf.event("customer.subscription.created", sf.subscription("sub_p1", "active", "prod_p")),
-        sf.event("customer.subscription.created", too_long),
+        sf.event("invoice.payment_failed", out_of_range),
         sf.event("customer.subscription.created", sf.subscription("sub_p3", "active", "prod_p")),
     ]
     try:
@@ -315,7 +316,7 @@ def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_ser
         # The error may surface at a later statement of the batch or at its end: either way
         # the batch is applied again one delivery at a time, and the error lands on its event.
         assert [r.outcome for r in results] == ["processed", "failed", "processed"]
-        assert "value too long" in (results[1].error or "")
+        assert "out of range" in (results[1].error or "")
         assert summary(engine).active_subscriptions == 2
     finally:
         engine.dispose()

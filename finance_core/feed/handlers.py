@@ -184,11 +184,11 @@ def apply_subscription(
         report_change=report_change,
     )
     if undated_cancel:
-        # Canceled without Stripe's dates (a trimmed payload): the first event that said so
-        # dates it, and later reads (each of another time) leave that date alone.
+        # Canceled without Stripe's dates (a trimmed payload): the earliest event that said so
+        # dates it, whichever arrived first; later reads (each of another time) leave it alone.
         statements.run(
             conn,
-            statements.first_cancel_dates(),
+            statements.earliest_cancel_dates(),
             {"object_id": subscription_id, "at": canceled_then},
         )
     return change

@@ -252,19 +252,25 @@ def record_failure(table: Table) -> Any:
 
 
 @cache
-def first_cancel_dates() -> Any:
-    """Date a canceled subscription that has no cancel dates yet by `at`, or by its start
-    when `at` is earlier (an event dated before the subscription began cannot end it)."""
+def earliest_cancel_dates() -> Any:
+    """Date a canceled subscription by `at` when it has no cancel dates yet or later ones, or
+    by its start when `at` is earlier (an event dated before the subscription began cannot end
+    it). Canceled is final in Stripe, so every event that says so belongs to one cancellation:
+    the earliest dates it, whatever order they arrive in."""
     started = subscriptions.c.started_at
     at = case((started > bindparam("at"), started), else_=bindparam("at"))
+    canceled, ended = subscriptions.c.canceled_at, subscriptions.c.ended_at
     return (
         update(subscriptions)
         .where(
             subscriptions.c.id == bindparam("object_id"),
             subscriptions.c.status == literal_column("'canceled'"),
-            subscriptions.c.canceled_at.is_(None),
+            or_(canceled.is_(None), canceled > at),
         )
-        .values(canceled_at=at, ended_at=at)
+        .values(
+            canceled_at=at,
+            ended_at=case((or_(ended.is_(None), ended > at), at), else_=ended),
+        )
     )
 
 
