@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from finance_core.alerts import sending
 from finance_core.alerts.job import evaluate
 from finance_core.backoff import Backoff
-from finance_core.feed.feed_check import Verdict, latest_feed_check, run_feed_check
+from finance_core.feed.feed_check import Verdict, check_now, latest_feed_check, run_feed_check
 from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.feed.stripe_api import Pager
 from finance_core.store.db import read_transaction
@@ -382,3 +382,20 @@ def test_the_alert_is_sent_once_when_the_check_finds_a_problem_and_once_when_it_
         assert "https://dashboard.stripe.com/webhooks" in started
         assert "Webhook health is healthy" in ended
         assert len(hook.messages()) == 2
+
+
+def test_check_now_where_the_check_is_off_leaves_the_listeners_result(
+    engine, database_url, stripe_api
+):
+    stripe_api.put("webhook_endpoints", webhook_endpoint("we_ours", URL, ["invoice.paid"]))
+    found = check(engine, feed_settings(database_url, stripe_api))
+    stripe_api.requests.clear()
+    # A dashboard with a key but no STRIPE_ENDPOINT_URL of its own: it cannot ask Stripe.
+    here = feed_settings(database_url, stripe_api, stripe_endpoint_url="")
+
+    report = check_now(engine=engine, settings=here, actor="ada", now=datetime.now(UTC))
+
+    assert report.verdict == Verdict.OFF
+    assert stripe_api.requests == []
+    state = stored(engine)
+    assert state.verdict == Verdict.ERROR and state.problem == found.problem

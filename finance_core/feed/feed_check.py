@@ -503,8 +503,14 @@ def check_now(
 ) -> FeedCheckReport | None:
     """An admin's Check now: recorded in the audit log, then run here at once.
 
-    None when another process is running the check right now.
+    None when another process is running the check right now. When this process cannot ask
+    Stripe (STRIPE_ENDPOINT_URL or STRIPE_API_KEY not set here), the `off` report, and the
+    stored result stays what the listeners' check found: their settings are not this one's.
     """
+    off = _off_report(settings, now)
+    if off is not None:
+        off.triggered_by = actor
+        return off
     with write_transaction(engine) as conn:
         conn.execute(
             update(feed_check).where(feed_check.c.id == FEED_CHECK_ROW).values(requested_at=now)
@@ -512,7 +518,7 @@ def check_now(
         record_action(
             conn,
             actor=actor,
-            action="feed_check",
+            action="feed_check_run",
             target="feed check",
             detail="Check now: asks Stripe about the webhook endpoint",
             now=now,
