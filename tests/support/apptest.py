@@ -1,6 +1,7 @@
 """What the dashboard's AppTest suites share: the store fixture, signed-in runs, readers."""
 
 import itertools
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def dashboard(engine, database_url, monkeypatch):
         "ACTIVE_SUBSCRIPTION_STATUSES",
         "STRIPE_API_KEY",
         "STRIPE_API_BASE",
+        "STRIPE_ENDPOINT_URL",
+        "FEED_CHECK_MINUTES",
     ):
         monkeypatch.delenv(variable, raising=False)
     forget()
@@ -101,6 +104,16 @@ def metrics(at: AppTest) -> dict[str, str]:
 def texts(at: AppTest) -> str:
     parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning]
     return "\n".join(str(part.value) for part in parts)
+
+
+def plain(markdown: str) -> str:
+    """A markdown text as a reader sees it: the backslash escapes of `dashboard.text.md` removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def shown(at: AppTest) -> str:
+    """The page's texts as a reader sees them (see `plain`)."""
+    return plain(texts(at))
 
 
 def populate(engine, *, with_failure=True, started=None):
