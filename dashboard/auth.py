@@ -221,7 +221,7 @@ def _submit(
     try:
         result = data.sign_in(username, _client_address(), check_password)
     except SignInUnavailable as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     if result.outcome is Outcome.SIGNED_IN:
         _remember_version(users)
@@ -230,7 +230,7 @@ def _submit(
         st.session_state[SET_COOKIE_KEY] = True
         st.rerun()
     elif result.lock is not None:
-        st.error(result.lock.message)
+        st.error(md(result.lock.message))
     else:
         st.error("Wrong username or password.")
 
@@ -266,7 +266,7 @@ def _log_out(details: Mapping[str, Any]) -> None:
 
 def _sidebar_identity(viewer: Viewer) -> None:
     roles = ", ".join(viewer.roles) or "no role"
-    st.sidebar.caption(f"Signed in as **{viewer.name}** ({viewer.username}) · {roles}")
+    st.sidebar.caption(f"Signed in as **{md(viewer.name)}** ({md(viewer.username)}) · {md(roles)}")
 
 
 def _oidc_sign_in() -> Viewer | None:

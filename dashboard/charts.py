@@ -1,6 +1,5 @@
 """Plotly figures for the pages, built from finance_core's answers (a few rows each)."""
 
-import html
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
@@ -9,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import PLOTLY_WARM_UP_KEY
+from dashboard.text import chart_label
 from dashboard.ui import STATUS_COLORS
 from finance_core.store.models import EVENT_STATUSES
 from finance_core.views.event_log import HourlyCount
@@ -57,7 +57,7 @@ def plan_distribution(plans: Sequence[PlanCount]) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=[plan.count for plan in ordered],
-            y=[plan.plan_name for plan in ordered],
+            y=[chart_label(plan.plan_name) for plan in ordered],  # names come from Stripe
             orientation="h",
             marker_color=PLAN_COLOR,
             text=[
@@ -77,7 +77,7 @@ def status_breakdown(counts: dict[str, int]) -> go.Figure:
     """All subscriptions per status."""
     figure = go.Figure(
         go.Bar(
-            x=list(counts),
+            x=[chart_label(status) for status in counts],
             y=list(counts.values()),
             marker_color="#6e7781",
             text=[f"{count:,}" for count in counts.values()],
@@ -119,11 +119,6 @@ def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int)
     return _layout(figure, height=320)
 
 
-def label_text(text: str) -> str:
-    """Stripe's text as plain text in a Plotly label: no HTML tags, no `%{...}` template."""
-    return html.escape(text).replace("%", "&#37;")
-
-
 def active_per_plan_per_day(
     plans: Sequence[PlanSeries], *, observed_since: date | None = None
 ) -> go.Figure:
@@ -131,7 +126,7 @@ def active_per_plan_per_day(
     the day the history is observed from, when it is in the window."""
     figure = go.Figure()
     for plan in plans:
-        name = label_text(plan.plan_name)
+        name = chart_label(plan.plan_name)
         figure.add_scatter(
             x=list(plan.days),
             y=list(plan.counts),  # None before the plan's first subscription: not drawn

@@ -47,14 +47,14 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except data.StoreUnavailable as exc:
-        st.error(str(exc), icon=":material/database:")
+        st.error(md(exc), icon=":material/database:")
         st.caption(
             "The listener keeps answering Stripe and Stripe retries what it could not "
             "deliver; this page works again once the database is back."
         )
         st.stop()
     except SettingsError as exc:
-        st.error(f"The dashboard is not configured: {exc}", icon=":material/settings:")
+        st.error(f"The dashboard is not configured: {md(exc)}", icon=":material/settings:")
         st.stop()
 
 
@@ -91,7 +91,7 @@ def show_flash(key: str) -> None:
     outcome = st.session_state.pop(key, None)
     if outcome:
         ok, message = outcome
-        (st.success if ok else st.error)(message)
+        (st.success if ok else st.error)(md(message))
 
 
 def change_words(change: int | None, since: str) -> str:

@@ -24,7 +24,7 @@ st.caption(
 st.subheader("Channels")
 configured = data.alert_channels()
 if configured:
-    st.markdown("\n".join(f"- `{name}`" for name in configured))
+    st.markdown("\n".join(f"- {md(name)}" for name in configured))
     st.caption("Scheme and host only: the rest of an Apprise URL holds its secrets.")
 else:
     st.info(

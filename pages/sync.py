@@ -28,7 +28,7 @@ def follow(job: SyncJob) -> None:
     with st.status("Syncing from Stripe…", expanded=True) as box:
         for lines in job.follow():
             for line in lines:
-                box.write(line)
+                box.markdown(md(line))
             seconds = (data.now() - job.started_at).total_seconds()
             box.update(label=f"Syncing from Stripe… {seconds:.0f} s")
         report = job.report
@@ -46,7 +46,8 @@ def follow(job: SyncJob) -> None:
         st.warning(f"Sync finished with problems ({summary}):\n\n{problems}")
     else:
         st.success(f"Sync finished: {summary}. Every page now shows the synced numbers.")
-    st.markdown("\n".join(f"- {line}" for line in report.lines() if not line.startswith("error:")))
+    done = [line for line in report.lines() if not line.startswith("error:")]
+    st.markdown("\n".join(f"- {md(line)}" for line in done))
 
 
 configured = data.stripe_configured()
@@ -83,4 +84,4 @@ else:
     # For whoever comes back later; a run followed above has just shown its report.
     if job is None and latest is not None and latest.report is not None:
         with st.expander(f"Report of the run started {ui.absolute_time(latest.started_at)}"):
-            st.markdown("\n".join(f"- {line}" for line in latest.report.lines()))
+            st.markdown("\n".join(f"- {md(line)}" for line in latest.report.lines()))

@@ -4,7 +4,7 @@ API versions, failed events."""
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
-from dashboard.text import md
+from dashboard.text import link_target, md
 from finance_core import demo
 from finance_core.feed.feed_check import STRIPE_WEBHOOKS, FeedCheckReport, Verdict
 from finance_core.views.event_log import generation_failure_unsynced, stripe_event_url
@@ -45,9 +45,11 @@ def health_panel() -> None:
             "listener's `/webhooks/stripe` and set STRIPE_WEBHOOK_SECRET to its signing secret."
         )
     else:
-        link = stripe_event_url(last.id, livemode=last.livemode)
+        # The id and type come from Stripe: escaped, and the link only ever to Stripe.
+        link = link_target(stripe_event_url(last.id, livemode=last.livemode))
+        shown = f"[{md(last.id)}]({link})" if link else md(last.id)
         st.markdown(
-            f"**Last event** [{last.id}]({link}) · `{last.type}` · created "
+            f"**Last event** {shown} · {md(last.type)} · created "
             f"{ui.absolute_time(last.created)} · received {ui.absolute_time(last.received_at)} "
             f"({ui.relative_time(last.received_at, status.as_of)})"
         )
@@ -64,7 +66,7 @@ def thin_events(status: SyncStatus) -> None:
     waiting[1].metric("Waiting since", ui.relative_time(oldest, status.as_of))
     with waiting[2]:
         st.caption("Why they wait")
-        st.write(status.pending_reason or "Being fetched from Stripe's API.")
+        st.text(status.pending_reason or "Being fetched from Stripe's API.")
     if viewer.is_admin:
 
         def resolve_now() -> None:
@@ -193,7 +195,8 @@ if failure is not None and generation_failure_unsynced(
         f"Stripe reported on {ui.absolute_time(failure.created)} that it had failed to generate "
         "some events (the failure is resolved now). Those events never reached this listener "
         "and no redelivery will bring them: a sync reads the current state from Stripe's API "
-        f"instead. [Stripe's notice]({failure.stripe_url})",
+        "instead."
+        + (f" [Stripe's notice]({notice})" if (notice := link_target(failure.stripe_url)) else ""),
         icon=":material/warning:",
     )
     if not viewer.is_admin:

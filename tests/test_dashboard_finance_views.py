@@ -260,4 +260,4 @@ def test_plan_names_in_the_trends_chart_stay_text():
     (trace,) = charts.active_per_plan_per_day([plan]).data
     assert "<a" not in trace.name and "%{y}" not in trace.name
     assert "<a" not in trace.hovertemplate and trace.hovertemplate.count("%{y") == 1
-    assert trace.name == "&lt;a href=&#x27;https://evil.example&#x27;&gt;Pro&lt;/a&gt; &#37;{y}"
+    assert trace.name == "&lt;a href='https://evil.example'&gt;Pro&lt;/a&gt; %&#123;y}"

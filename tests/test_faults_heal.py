@@ -6,14 +6,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
 
-from finance_core.store.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_transaction
-from finance_core.store.models import webhook_events
-from finance_core.views.queries import stripe_sync_status
+from finance_core.store.db import SQLITE_BUSY_TIMEOUT_MS
 from tests.conftest import skip_or_fail
 from tests.support.bursts import (
     acknowledged_in,
@@ -21,6 +17,7 @@ from tests.support.bursts import (
     burst,
     codes,
     listener_and_writer,
+    no_failed_events_and_healthy,
     redeliver_the_unacknowledged,
     send_all,
 )
@@ -36,18 +33,6 @@ print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 conn.execute("COMMIT")
 """
-
-
-def no_failed_events_and_healthy(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with read_transaction(engine) as conn:
-            statuses = set(conn.execute(select(webhook_events.c.status)).scalars())
-            health = stripe_sync_status(conn=conn, delayed_after=600, now=datetime.now(UTC))
-    finally:
-        engine.dispose()
-    assert "failed" not in statuses, statuses
-    assert health.webhook_health == "healthy", health
 
 
 def test_sqlite_held_past_its_busy_timeout_loses_nothing_and_heals(tmp_path) -> None:

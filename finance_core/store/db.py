@@ -168,6 +168,7 @@ _SQLITE_UNAVAILABLE = (
     "database table is locked",
     "unable to open database file",
     "disk i/o error",
+    "database or disk is full",  # SQLITE_FULL: no page can be written until space comes back
 )
 
 

@@ -102,18 +102,18 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def texts(at: AppTest) -> str:
-    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning]
-    return "\n".join(str(part.value) for part in parts)
+    """The page's words as the reader sees them (markdown escapes taken out), plain text too."""
+    parts = [*at.markdown, *at.caption, *at.info, *at.error, *at.success, *at.warning, *at.text]
+    return "\n".join(shown(part.value) for part in parts)
 
 
-def plain(markdown: str) -> str:
-    """A markdown text as a reader sees it: the backslash escapes of `dashboard.text.md` removed."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+# What dashboard.text.md escapes; a backslash before one of these shows just the character.
+_ESCAPED = re.compile(r"\\([\\`*_\[\]()#+\-.!|<>{}~:$])")
 
 
-def shown(at: AppTest) -> str:
-    """The page's texts as a reader sees them (see `plain`)."""
-    return plain(texts(at))
+def shown(markdown: object) -> str:
+    """What a markdown text shows the reader, once the escapes that keep it text are read."""
+    return _ESCAPED.sub(r"\1", str(markdown))
 
 
 def populate(engine, *, with_failure=True, started=None):

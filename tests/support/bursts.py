@@ -18,6 +18,7 @@ from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
 from finance_core.store.models import invoices, subscription_counts, subscriptions, webhook_events
+from finance_core.views.queries import stripe_sync_status
 from tests.support import stripe_factory as sf
 from tests.support.servers import ListenerProcess
 
@@ -163,3 +164,16 @@ def listener_and_writer(url: str) -> Iterator[tuple[ListenerProcess, int]]:
 
 def acknowledged_in(first: dict[str, int | None]) -> set[str]:
     return {event_id for event_id, code in first.items() if code == 200}
+
+
+def no_failed_events_and_healthy(url: str) -> None:
+    """After a fault: no event is failed and webhook health is healthy, by itself."""
+    engine = make_engine(url)
+    try:
+        with read_transaction(engine) as conn:
+            statuses = set(conn.execute(select(webhook_events.c.status)).scalars())
+            health = stripe_sync_status(conn=conn, delayed_after=600, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    assert "failed" not in statuses, statuses
+    assert health.webhook_health == "healthy", health
