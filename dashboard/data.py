@@ -22,7 +22,7 @@ from finance_core.access.roles import describe_roles
 from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.alerts import channels, digest_job, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
-from finance_core.feed import rejections, resolver
+from finance_core.feed import feed_check, rejections, resolver
 from finance_core.feed.ingest import ReplayError, dismiss_event
 from finance_core.feed.replay import replay_events
 from finance_core.feed.stripe_api import make_client
@@ -214,6 +214,27 @@ def resolve_now(actor: str) -> int:
     """Have the listeners fetch every waiting thin event at once; how many."""
     try:
         return resolver.retry_pending_now(engine=engine(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+@cached_read(HEALTH_TTL)
+def feed_check_state(conn: Connection) -> feed_check.FeedCheckState:
+    """The latest feed check (SPEC 17): Stripe's own view of our endpoint, as stored."""
+    return feed_check.latest_feed_check(conn=conn, now=now())
+
+
+def feed_check_configured() -> bool:
+    """Whether this dashboard can ask Stripe itself: STRIPE_ENDPOINT_URL and STRIPE_API_KEY set."""
+    config = settings()
+    return bool(config.stripe_endpoint_url) and config.stripe_api_key is not None
+
+
+@_store_errors
+def check_feed_now(actor: str) -> feed_check.FeedCheckReport | None:
+    """Ask Stripe about the feed now (audited); None while a listener is checking already."""
+    try:
+        return feed_check.check_now(engine=engine(), settings=settings(), actor=actor, now=now())
     finally:
         forget_cached_reads()
 

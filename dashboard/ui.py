@@ -80,7 +80,10 @@ def health_badge(status: SyncStatus) -> None:
     """The webhook health as a coloured badge with its reason in words beside it."""
     health = status.webhook_health
     st.badge(HEALTH_BADGES[health], color=HEALTH_COLORS[health], icon=HEALTH_ICONS[health])
-    st.caption(md(status.health_reason.capitalize()))
+    # The reason may quote Stripe (a disabled endpoint's reason, ids, our URL): shown as text,
+    # its first letter raised only (str.capitalize would lower every other, ids included).
+    reason = status.health_reason
+    st.caption(md(reason[:1].upper() + reason[1:]))
 
 
 def show_flash(key: str) -> None:

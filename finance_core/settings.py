@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # Requests a second the thin-event resolver may make, all listener processes together.
     stripe_api_max_rps: int = Field(default=20, ge=1, le=1000)
     webhook_delayed_after: int = Field(default=600, gt=0)
+    # The feed check (SPEC 17): this listener's public `/webhooks/stripe` as configured in
+    # Stripe (empty: the check is off), and how often one listener asks Stripe about it
+    # (fractions allowed, down to every 3 seconds, so that a test sees two checks quickly).
+    stripe_endpoint_url: str = ""
+    feed_check_minutes: float = Field(default=60, ge=0.05)
     active_subscription_statuses: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["active", "trialing", "past_due"]
     )

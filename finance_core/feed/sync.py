@@ -221,28 +221,16 @@ class _Sync:
             self.report.rate_limit_waits = self.pager.rate_limit_waits
 
     def _recover_missed_events(self) -> None:
-        tally = self.report.missed_events
-        params = {"delivery_success": False, "created": {"gte": self.since}}
-        for payload in self.pager.list_all(self.client.v1.events.list, params):
-            tally.fetched += 1
-            try:
-                event = StripeEvent.from_payload(payload)
-            except NotAStripeEvent as exc:
-                tally.failed += 1
-                self._error(f"event {payload.get('id')!r} from Stripe is unreadable: {exc}")
-                continue
-            result = recover_event(
-                engine=self.engine, event=event, now=self.clock(), raw_payload=json.dumps(payload)
-            )
-            if result.outcome is Outcome.FAILED:
-                tally.failed += 1
-                self._error(f"event {event.id} ({event.type}) failed: {result.error}")
-            elif result.outcome is Outcome.DUPLICATE:
-                tally.already_stored += 1
-            else:
-                tally.recovered += 1
-            if tally.fetched % PAGE_SIZE == 0:
-                self.progress(f"missed events: {tally.fetched} read")
+        recover_missed_events(
+            engine=self.engine,
+            client=self.client,
+            pager=self.pager,
+            since=self.since,
+            tally=self.report.missed_events,
+            clock=self.clock,
+            on_error=self._error,
+            progress=self.progress,
+        )
 
     def _reconcile(self, kind: str, list_page: ListPage, params: dict[str, Any]) -> set[str]:
         """Apply every object of a listing, a page per transaction; return the ids seen."""
@@ -311,6 +299,45 @@ class _Sync:
         log.warning("sync: %s", loggable(message))
         if len(self.report.errors) < MAX_ERRORS_KEPT:
             self.report.errors.append(message[:500])
+
+
+def recover_missed_events(
+    *,
+    engine: Engine,
+    client: stripe.StripeClient,
+    pager: Pager,
+    since: int,
+    tally: EventTally,
+    clock: Callable[[], datetime],
+    on_error: Callable[[str], None],
+    progress: Progress | None = None,
+) -> None:
+    """Apply the events Stripe could not deliver (`delivery_success=false`) created since
+    `since` (Unix time) that the store lacks, as a delivery would; count them in `tally`.
+
+    Used by `sync` and by the feed check (`finance_core.feed.feed_check`).
+    """
+    params = {"delivery_success": False, "created": {"gte": since}}
+    for payload in pager.list_all(client.v1.events.list, params):
+        tally.fetched += 1
+        try:
+            event = StripeEvent.from_payload(payload)
+        except NotAStripeEvent as exc:
+            tally.failed += 1
+            on_error(f"event {payload.get('id')!r} from Stripe is unreadable: {exc}")
+            continue
+        result = recover_event(
+            engine=engine, event=event, now=clock(), raw_payload=json.dumps(payload)
+        )
+        if result.outcome is Outcome.FAILED:
+            tally.failed += 1
+            on_error(f"event {event.id} ({event.type}) failed: {result.error}")
+        elif result.outcome is Outcome.DUPLICATE:
+            tally.already_stored += 1
+        else:
+            tally.recovered += 1
+        if progress is not None and tally.fetched % PAGE_SIZE == 0:
+            progress(f"missed events: {tally.fetched} read")
 
 
 def _start_run(engine: Engine, started: datetime, actor: str) -> int:

@@ -435,3 +435,21 @@ alert_samples = Table(
     Column("taken_at", UTCDateTime, primary_key=True),
     Column("sample_value", BigInteger, nullable=False),
 )
+
+# The feed check (SPEC 17): Stripe's own view of the feed, one row (id 1). `claimed_until` is
+# the claim that lets one process at a time run the check; `problem` (the reason health is
+# `error`, in words) is read by the health statement; `report` is the whole result as JSON.
+FEED_CHECK_ROW = 1
+FEED_CHECK_VERDICTS = ("ok", "warning", "error", "off", "unavailable")
+feed_check = Table(
+    "feed_check",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", UTCDateTime),
+    Column("verdict", String(16)),
+    Column("problem", Text),
+    Column("report", Text),
+    Column("requested_at", UTCDateTime),
+    Column("claimed_until", UTCDateTime),
+    Column("claimed_by", String(255)),
+)

@@ -47,6 +47,8 @@ def dashboard(engine, database_url, monkeypatch):
         "ACTIVE_SUBSCRIPTION_STATUSES",
         "STRIPE_API_KEY",
         "STRIPE_API_BASE",
+        "STRIPE_ENDPOINT_URL",
+        "FEED_CHECK_MINUTES",
     ):
         monkeypatch.delenv(variable, raising=False)
     forget()
