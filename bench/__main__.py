@@ -88,6 +88,8 @@ def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
         duration=args.duration,
         connections=args.connections,
         events=args.events,
+        subscriptions=args.scale_subscriptions,
+        plans=args.scale_plans,
     )
     summary: dict[str, Any] = result["summary"]  # type: ignore[assignment]
     print(_load_header("x one"))
@@ -98,6 +100,10 @@ def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
     print(
         f"  two listeners / one (median of the rounds' ratios): {ratio:.2f}; target >= "
         f"{scale_out.TARGET_RATIO:.2f}: {mark(ratio >= scale_out.TARGET_RATIO)}"
+    )
+    print(
+        f"  deadlocks: {summary['one listener']['deadlocks']} with one listener, "
+        f"{summary['two listeners']['deadlocks']} with two (target 0)"
     )
     print(
         f"  one killed mid-run: p99 {crash['p99_ms']:.2f} ms, max {crash['max_ms']:.0f} ms, "
@@ -502,6 +508,13 @@ def main() -> None:
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
+    parser.add_argument(
+        "--scale-subscriptions",
+        type=int,
+        default=5000,
+        help="scale-out: subscriptions the events move (2000 with 6 plans: the harder mix)",
+    )
+    parser.add_argument("--scale-plans", type=int, default=20, help="scale-out: plans they use")
     parser.add_argument("--scale-invoices", type=int, default=20_000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true", help="read path: PostgreSQL only")

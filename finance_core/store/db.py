@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -28,6 +28,12 @@ WRITE_OPTION = "finance_write"
 # SQLite has one writer at a time: threads of one process queue on a lock instead of
 # polling the file lock, which keeps write latency flat under concurrent requests.
 _sqlite_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+# PostgreSQL's writers, in every process, take this transaction-level advisory lock before
+# anything else: the one lock order of SPEC 20. Batches of different listeners touch the same
+# count and history rows in whatever order their deliveries came; holding those row locks in
+# varying orders deadlocked them. The key is any constant no other application uses ("pmfw").
+WRITERS_LOCK_KEY = 0x706D6677
+_TAKE_WRITERS_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WRITERS_LOCK_KEY)
 
 
 def make_engine(database_url: str, **engine_options: Any) -> Engine:
@@ -206,11 +212,19 @@ def refuses_connection(exc: BaseException) -> bool:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that commits on success and rolls back on error."""
+    """A connection in a transaction that commits on success and rolls back on error.
+
+    One writer at a time on either database: SQLite has one by design (threads of a process
+    queue on a lock, processes on BEGIN IMMEDIATE); on PostgreSQL the transaction first takes
+    the writers' advisory lock, held to its end, so that writers of several listeners queue
+    instead of deadlocking on the rows the count and history triggers keep.
+    """
     lock = _sqlite_write_locks.get(engine) or nullcontext()
     with lock, engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(_TAKE_WRITERS_LOCK)
             yield conn
 
 
