@@ -21,6 +21,7 @@ from finance_core.store.db import read_transaction
 from finance_core.store.models import subscriptions, webhook_events
 from tests.conftest import skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.bursts import ALERTS_EVERY_SECOND, alerts_recovered_without_flapping
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ListenerProcess, wait_gone
 from tests.support.stripe_api import API_KEY, StripeStandIn
@@ -198,6 +199,7 @@ def test_redis_away_for_ten_seconds_mid_burst_fails_no_thin_event(engine, databa
             **with_key(stripe_api),
             RATE_LIMIT_STORAGE_URI=redis.url,
             STRIPE_API_MAX_RPS="5",  # the burst takes several seconds to fetch
+            **ALERTS_EVERY_SECOND,
         ).start()
         try:
             for n in range(objects):
@@ -219,5 +221,6 @@ def test_redis_away_for_ten_seconds_mid_burst_fails_no_thin_event(engine, databa
             with read_transaction(engine) as conn:
                 stored = conn.execute(select(subscriptions.c.id)).scalars().all()
             assert len(stored) == objects
+            alerts_recovered_without_flapping(database_url)
         finally:
             listener.stop()
