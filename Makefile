@@ -25,12 +25,14 @@ run: $(INSTALLED)
 	$(PY) -m finance_core.run
 
 # Lint, format, types and the fast tests: the loop to run before every commit (< 3 minutes).
+# The fast tests run on two workers (pytest-xdist): most of their time is waiting on the
+# processes and servers they start, so two overlap well on two cores (285 s to 193 s).
 check: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m tests.support.system_packages
-	$(PY) -m pytest -m "$(FAST)"
+	$(PY) -m pytest -n 2 -m "$(FAST)"
 
 # `make check`, then every test it left out (PostgreSQL, browser, slow).
 test: check

@@ -9,6 +9,9 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from dashboard import auth, ui
+from finance_core.store.files import restrict_umask
+
+restrict_umask()  # what the dashboard creates (a new SQLite store, its WAL) is the owner's
 
 st.set_page_config(page_title="PenguinMails Finance", page_icon="🐧", layout="wide")
 

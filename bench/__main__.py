@@ -1,5 +1,5 @@
-"""`python -m bench`: ingest, scale-out, the read path, thin events, alerts and metrics, and the
-finance views at scale; tables and JSON."""
+"""`python -m bench`: ingest, scale-out, the read path, thin events, alerts and metrics, the
+finance views at scale and re-dating the history; tables and JSON."""
 
 import argparse
 import json
@@ -88,6 +88,8 @@ def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
         duration=args.duration,
         connections=args.connections,
         events=args.events,
+        subscriptions=args.scale_subscriptions,
+        plans=args.scale_plans,
     )
     summary: dict[str, Any] = result["summary"]  # type: ignore[assignment]
     print(_load_header("x one"))
@@ -98,6 +100,10 @@ def bench_scale_out(args: argparse.Namespace) -> dict[str, object]:
     print(
         f"  two listeners / one (median of the rounds' ratios): {ratio:.2f}; target >= "
         f"{scale_out.TARGET_RATIO:.2f}: {mark(ratio >= scale_out.TARGET_RATIO)}"
+    )
+    print(
+        f"  deadlocks: {summary['one listener']['deadlocks']} with one listener, "
+        f"{summary['two listeners']['deadlocks']} with two (target 0)"
     )
     print(
         f"  one killed mid-run: p99 {crash['p99_ms']:.2f} ms, max {crash['max_ms']:.0f} ms, "
@@ -469,15 +475,46 @@ def bench_finance_views(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def bench_history_rebuild(args: argparse.Namespace) -> dict[str, object]:
+    from bench import history_rebuild
+
+    print(f"History re-dated by Stripe's dates: {args.subscriptions:,} subscriptions", flush=True)
+    result = history_rebuild.run(
+        subscriptions_n=args.subscriptions, sqlite=not args.no_sqlite, postgres=not args.no_postgres
+    )
+    for backend, figures in result.items():
+        print(
+            f"  {backend}: {figures['upgrade_s']:.2f} s, memory +{figures['rss_growth_mb']:.0f} MB "
+            f"(< {history_rebuild.TARGET_S} s, < {history_rebuild.TARGET_GROWTH_MB} MB): "
+            f"{mark(figures['targets_met'])}"
+        )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["ingest", "scale-out", "read-path", "thin-events", "alerts", "finance-views"],
+        choices=[
+            "ingest",
+            "scale-out",
+            "read-path",
+            "thin-events",
+            "alerts",
+            "finance-views",
+            "history-rebuild",
+        ],
     )
     add_load_arguments(parser)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--scale-events", type=int, default=10_000_000)
+    parser.add_argument(
+        "--scale-subscriptions",
+        type=int,
+        default=5000,
+        help="scale-out: subscriptions the events move (2000 with 6 plans: the harder mix)",
+    )
+    parser.add_argument("--scale-plans", type=int, default=20, help="scale-out: plans they use")
     parser.add_argument("--scale-invoices", type=int, default=20_000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true", help="read path: PostgreSQL only")
@@ -534,6 +571,8 @@ def main() -> None:
         report["alerts"] = bench_alerts(args)
     if args.only in (None, "finance-views"):
         report["finance_views"] = bench_finance_views(args)
+    if args.only in (None, "history-rebuild"):
+        report["history_rebuild"] = bench_history_rebuild(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

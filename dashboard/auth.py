@@ -10,6 +10,7 @@ the authenticator checks the password.
 """
 
 import importlib.util
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,22 +21,24 @@ import streamlit_authenticator as stauth
 from streamlit_authenticator.utilities import LoginError
 
 from dashboard import charts, data
-from finance_core.access import sessions
+from dashboard.text import md
+from finance_core.access import client_address, sessions, sso
 from finance_core.access.roles import can_read, is_admin
 from finance_core.access.sign_in import Outcome, SignInUnavailable
+from finance_core.access.users import check_no_password, normalize_username
 
 COOKIE_NAME = "penguinmails_finance_login"
 VIEWER_KEY = "finance_viewer"
 SET_COOKIE_KEY = "finance_set_login_cookie"
 # The session version the viewer signed in with (finance_core.access.sessions).
 SESSION_VERSION_KEY = "finance_session_version"
-OIDC_ROLES_SECTION = "dashboard_roles"
 LOGGED_OUT = "You have logged out."
 SESSION_ENDED = (
     "Your session has ended: you logged out elsewhere, or an admin changed your password or "
     "roles. Sign in again."
 )
 ACCOUNT_GONE = "Your account no longer exists. Ask an admin for a new one."
+SSO_EXPIRED = "Your sign-in has expired. Sign in again with your company account."
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ def _login_form(
     try:
         authenticator.login(location="unrendered")  # the remembered login, if its cookie is good
     except LoginError as exc:
-        st.error(f"Sign-in refused: {exc}")
+        st.error(f"Sign-in refused: {md(exc)}")
     if st.session_state.get("authentication_status"):
         _remember_version(users)
         return
@@ -208,12 +211,17 @@ def _submit(
         return
 
     def check_password() -> bool:
+        known = users["usernames"]
+        if normalize_username(username) not in known:
+            # As slow as a wrong password: the time does not tell which usernames exist.
+            like = next((user["password"] for user in known.values()), None)
+            return check_no_password(password, like=like)
         return bool(authenticator.authentication_controller.login(username, password))
 
     try:
-        result = data.sign_in(username, st.context.ip_address, check_password)
+        result = data.sign_in(username, _client_address(), check_password)
     except SignInUnavailable as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     if result.outcome is Outcome.SIGNED_IN:
         _remember_version(users)
@@ -222,9 +230,19 @@ def _submit(
         st.session_state[SET_COOKIE_KEY] = True
         st.rerun()
     elif result.lock is not None:
-        st.error(result.lock.message)
+        st.error(md(result.lock.message))
     else:
         st.error("Wrong username or password.")
+
+
+def _client_address() -> str:
+    """The address this attempt counts against (finance_core.access.client_address)."""
+    return client_address.counted_address(
+        reported=st.context.ip_address,
+        forwarded_for=st.context.headers.get_all("X-Forwarded-For"),
+        trusted_proxies=data.settings().dashboard_trusted_proxies,
+        server_trusts=client_address.server_trusts(),
+    )
 
 
 def _remember_version(users: Mapping[str, Any]) -> None:
@@ -248,7 +266,7 @@ def _log_out(details: Mapping[str, Any]) -> None:
 
 def _sidebar_identity(viewer: Viewer) -> None:
     roles = ", ".join(viewer.roles) or "no role"
-    st.sidebar.caption(f"Signed in as **{viewer.name}** ({viewer.username}) · {roles}")
+    st.sidebar.caption(f"Signed in as **{md(viewer.name)}** ({md(viewer.username)}) · {md(roles)}")
 
 
 def _oidc_sign_in() -> Viewer | None:
@@ -262,25 +280,20 @@ def _oidc_sign_in() -> Viewer | None:
             return None
         st.button("Sign in with your company account", on_click=st.login, type="primary")
         return None
-    email = str(st.user.get("email") or "")
-    verified = st.user.get("email_verified") is not False
-    roles = roles_for_email(email, _oidc_role_map()) if verified else ()
-    viewer = Viewer(email, str(st.user.get("name") or email), roles)
+    claims = st.user.to_dict()
+    max_age = data.settings().dashboard_cookie_expiry_days * 86_400
+    if sso.sign_in_expired(claims, now=time.time(), max_age_seconds=max_age):
+        st.title("PenguinMails Finance")
+        st.info(SSO_EXPIRED)
+        st.button("Sign in again", on_click=st.logout, type="primary")
+        return None
+    # Read on every run: a change to the maps in secrets.toml applies at the next click.
+    roles = sso.roles_for_identity(claims, sso.RoleMaps.from_secrets(st.secrets))
+    email = str(claims.get("email") or "")
+    identity = email or str(claims.get("preferred_username") or claims.get("sub") or "")
+    viewer = Viewer(identity, str(claims.get("name") or identity), roles)
+    # st.logout deletes Streamlit's HttpOnly identity cookie and, where the provider
+    # publishes an end_session_endpoint, ends the session there too.
     st.sidebar.button("Log out", on_click=st.logout, key="finance_oidc_logout")
     _sidebar_identity(viewer)
     return viewer
-
-
-def _oidc_role_map() -> Mapping[str, Any]:
-    section = st.secrets.get(OIDC_ROLES_SECTION, {})
-    return section if isinstance(section, Mapping) else {}
-
-
-def roles_for_email(email: str, role_map: Mapping[str, Any]) -> tuple[str, ...]:
-    """The roles the configured map grants an email address (case-insensitive)."""
-    wanted = email.strip().lower()
-    for address, roles in role_map.items():
-        if str(address).strip().lower() == wanted and wanted:
-            listed = [roles] if isinstance(roles, str) else list(roles or ())
-            return tuple(sorted({str(role).strip().lower() for role in listed if role}))
-    return ()

@@ -1,13 +1,14 @@
 """Plotly figures for the pages, built from finance_core's answers (a few rows each)."""
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import PLOTLY_WARM_UP_KEY
+from dashboard.text import chart_label
 from dashboard.ui import STATUS_COLORS
 from finance_core.store.models import EVENT_STATUSES
 from finance_core.views.event_log import HourlyCount
@@ -56,7 +57,7 @@ def plan_distribution(plans: Sequence[PlanCount]) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=[plan.count for plan in ordered],
-            y=[plan.plan_name for plan in ordered],
+            y=[chart_label(plan.plan_name) for plan in ordered],  # names come from Stripe
             orientation="h",
             marker_color=PLAN_COLOR,
             text=[
@@ -76,7 +77,7 @@ def status_breakdown(counts: dict[str, int]) -> go.Figure:
     """All subscriptions per status."""
     figure = go.Figure(
         go.Bar(
-            x=list(counts),
+            x=[chart_label(status) for status in counts],
             y=list(counts.values()),
             marker_color="#6e7781",
             text=[f"{count:,}" for count in counts.values()],
@@ -118,16 +119,31 @@ def events_per_hour(counts: Sequence[HourlyCount], *, end: datetime, hours: int)
     return _layout(figure, height=320)
 
 
-def active_per_plan_per_day(plans: Sequence[PlanSeries]) -> go.Figure:
-    """Active subscriptions of each plan at the end of each day, a line per plan."""
+def active_per_plan_per_day(
+    plans: Sequence[PlanSeries], *, observed_since: date | None = None
+) -> go.Figure:
+    """Active subscriptions of each plan at the end of each day, a line per plan; a line marks
+    the day the history is observed from, when it is in the window."""
     figure = go.Figure()
     for plan in plans:
+        name = chart_label(plan.plan_name)
         figure.add_scatter(
             x=list(plan.days),
-            y=list(plan.counts),
-            name=plan.plan_name,
+            y=list(plan.counts),  # None before the plan's first subscription: not drawn
+            name=name,
             mode="lines",
-            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + plan.plan_name + "<extra></extra>",
+            hovertemplate="%{x|%Y-%m-%d}: %{y:,} active on " + name + "<extra></extra>",
+        )
+    if plans and observed_since is not None and plans[0].days[0] < observed_since:
+        figure.add_vline(x=observed_since, line_dash="dot", line_color="#6e7781")
+        figure.add_annotation(
+            x=observed_since,
+            y=1,
+            yref="paper",
+            text="observed from here; earlier days reconstructed",
+            showarrow=False,
+            xanchor="left",
+            font={"size": 11, "color": "#6e7781"},
         )
     figure.update_yaxes(title_text="Active subscriptions", gridcolor="#e6e9ef", rangemode="tozero")
     figure.update_xaxes(title_text="Day (UTC)")

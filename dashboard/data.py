@@ -22,7 +22,7 @@ from finance_core.access.roles import describe_roles
 from finance_core.access.sign_in import SignInResult, SignInThrottle, attempt_sign_in
 from finance_core.alerts import channels, digest_job, job
 from finance_core.alerts.store import AlertPage, AlertRecord, alert_page
-from finance_core.feed import rejections, resolver
+from finance_core.feed import feed_check, rejections, resolver
 from finance_core.feed.ingest import ReplayError, dismiss_event
 from finance_core.feed.replay import replay_events
 from finance_core.feed.stripe_api import make_client
@@ -219,6 +219,27 @@ def resolve_now(actor: str) -> int:
 
 
 @cached_read(HEALTH_TTL)
+def feed_check_state(conn: Connection) -> feed_check.FeedCheckState:
+    """The latest feed check (SPEC 17): Stripe's own view of our endpoint, as stored."""
+    return feed_check.latest_feed_check(conn=conn, now=now())
+
+
+def feed_check_configured() -> bool:
+    """Whether this dashboard can ask Stripe itself: STRIPE_ENDPOINT_URL and STRIPE_API_KEY set."""
+    config = settings()
+    return bool(config.stripe_endpoint_url) and config.stripe_api_key is not None
+
+
+@_store_errors
+def check_feed_now(actor: str) -> feed_check.FeedCheckReport | None:
+    """Ask Stripe about the feed now (audited); None while a listener is checking already."""
+    try:
+        return feed_check.check_now(engine=engine(), settings=settings(), actor=actor, now=now())
+    finally:
+        forget_cached_reads()
+
+
+@cached_read(HEALTH_TTL)
 def rejections_by_reason(conn: Connection) -> list[rejections.ReasonCount]:
     """Rejected deliveries per reason, most frequent first."""
     return rejections.rejections_by_reason(conn=conn)
@@ -297,20 +318,16 @@ def recovered(conn: Connection, days: int) -> recovery.Recovered:
 
 @cached_read(SUMMARY_TTL)
 def _trends(
-    conn: Connection, statuses: tuple[str, ...], start: date, end: date
-) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
-    per_day = trends.active_per_plan_per_day(
-        conn=conn, active_statuses=statuses, start=start, end=end
-    )
-    # Whole weeks: from the Monday of the window's first day.
-    monday = start - timedelta(days=start.weekday())
-    return per_day, trends.new_and_canceled_per_week(conn=conn, start=monday, end=end)
+    conn: Connection, statuses: tuple[str, ...], days: int, as_of: datetime
+) -> trends.SubscriptionTrends:
+    return trends.subscription_trends(conn=conn, active_statuses=statuses, days=days, now=as_of)
 
 
-def subscription_trends(days: int) -> tuple[list[trends.PlanSeries], list[trends.WeekFlow]]:
+def subscription_trends(days: int) -> trends.SubscriptionTrends:
     """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
-    start, end = trends.last_days(days=days, now=now())
-    return _trends(tuple(settings().active_subscription_statuses), start, end)
+    # Cached per minute: the answer's `as_of` is the minute it was read.
+    as_of = now().replace(second=0, microsecond=0)
+    return _trends(tuple(settings().active_subscription_statuses), days, as_of)
 
 
 @cached_read(HEALTH_TTL)

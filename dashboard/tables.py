@@ -11,6 +11,7 @@ from finance_core.access.audit import AuditEntry
 from finance_core.access.tokens import TokenInfo
 from finance_core.access.users import DashboardUser
 from finance_core.alerts.store import AlertRecord
+from finance_core.feed.feed_check import Destination
 from finance_core.feed.rejections import ReasonCount
 from finance_core.feed.sync import SyncRun
 from finance_core.views.event_log import EventRow, VersionCount
@@ -71,6 +72,30 @@ def api_version_table(versions: Sequence[VersionCount]) -> dict[str, Any]:
         "hide_index": True,
         "column_config": {"Events": st.column_config.NumberColumn(format="localized")},
     }
+
+
+def destination_table(found: Sequence[Destination]) -> dict[str, Any]:
+    """Our webhook endpoints and event destinations as the feed check found them at Stripe."""
+    frame = pd.DataFrame(
+        {
+            "Kind": [item.kind for item in found],
+            "Id": [item.id for item in found],
+            "Status": [item.status for item in found],
+            "Payload": [item.payload for item in found],
+            "Events sent": [
+                "all"
+                if {"*", "v1.*"} & set(item.enabled_events)
+                else f"{len(item.enabled_events)} types"
+                for item in found
+            ],
+            "API version": [
+                item.api_version
+                or ("none (thin events)" if item.payload == "thin" else "the account's default")
+                for item in found
+            ],
+        }
+    )
+    return {"data": frame, "hide_index": True}
 
 
 def rejection_table(reasons: Sequence[ReasonCount]) -> dict[str, Any]:
@@ -331,7 +356,8 @@ def plan_trend_table(plans: Sequence[PlanSeries]) -> dict[str, Any]:
             "Plan": [plan.plan_name for plan in plans],
             f"{first_day:%Y-%m-%d}": [plan.counts[0] for plan in plans],
             f"{last_day:%Y-%m-%d}": [plan.counts[-1] for plan in plans],
-            "Change": [plan.counts[-1] - plan.counts[0] for plan in plans],
+            # A plan that started in the window changed from nothing.
+            "Change": [(plan.counts[-1] or 0) - (plan.counts[0] or 0) for plan in plans],
         }
     )
     return {

@@ -8,6 +8,7 @@ from typing import Literal
 import streamlit as st
 
 from dashboard import data
+from dashboard.text import md
 from finance_core.settings import SettingsError
 from finance_core.views.queries import SyncStatus, WebhookHealth
 
@@ -46,14 +47,14 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except data.StoreUnavailable as exc:
-        st.error(str(exc), icon=":material/database:")
+        st.error(md(exc), icon=":material/database:")
         st.caption(
             "The listener keeps answering Stripe and Stripe retries what it could not "
             "deliver; this page works again once the database is back."
         )
         st.stop()
     except SettingsError as exc:
-        st.error(f"The dashboard is not configured: {exc}", icon=":material/settings:")
+        st.error(f"The dashboard is not configured: {md(exc)}", icon=":material/settings:")
         st.stop()
 
 
@@ -79,7 +80,10 @@ def health_badge(status: SyncStatus) -> None:
     """The webhook health as a coloured badge with its reason in words beside it."""
     health = status.webhook_health
     st.badge(HEALTH_BADGES[health], color=HEALTH_COLORS[health], icon=HEALTH_ICONS[health])
-    st.caption(status.health_reason.capitalize())
+    # The reason may quote Stripe (a disabled endpoint's reason, ids, our URL): shown as text,
+    # its first letter raised only (str.capitalize would lower every other, ids included).
+    reason = status.health_reason
+    st.caption(md(reason[:1].upper() + reason[1:]))
 
 
 def show_flash(key: str) -> None:
@@ -87,7 +91,7 @@ def show_flash(key: str) -> None:
     outcome = st.session_state.pop(key, None)
     if outcome:
         ok, message = outcome
-        (st.success if ok else st.error)(message)
+        (st.success if ok else st.error)(md(message))
 
 
 def change_words(change: int | None, since: str) -> str:

@@ -13,25 +13,25 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, delete, exists, insert, select
+from sqlalchemy import Engine, exists, select
 
 from finance_core.access.audit import record_action
-from finance_core.demo_history import history_of
+from finance_core.alerts import samples
 from finance_core.feed.events import Outcome, StripeEvent
 from finance_core.feed.ingest import ingest_event
-from finance_core.store.db import write_transaction
+from finance_core.store.db import read_transaction, write_transaction
 from finance_core.store.models import (
     invoices,
     prices,
     products,
-    subscription_history,
     subscriptions,
     webhook_events,
 )
+from finance_core.views import payments
 
 DEMO_EVENT_PREFIX = "evt_demo_"
 DAY = 86400
@@ -493,21 +493,6 @@ def _refuse_non_demo(engine: Engine) -> None:
         )
 
 
-def backdate_history(*, engine: Engine, events: list[dict[str, Any]]) -> int:
-    """Date a demo store's history by its Stripe events (`demo_history.history_of`); rows written.
-
-    Replaces the whole history, which the store dated by the day it saw the events (today).
-    Refuses a store holding anything but demo data.
-    """
-    _refuse_non_demo(engine)
-    rows = history_of(events)
-    with write_transaction(engine) as conn:
-        conn.execute(delete(subscription_history))
-        if rows:
-            conn.execute(insert(subscription_history), rows)
-    return len(rows)
-
-
 def is_demo_store(engine: Engine) -> bool:
     """Whether the store holds demo events and nothing else (where a demo may break things)."""
     if holds_non_demo_data(engine):
@@ -545,10 +530,27 @@ def send_broken_event(*, engine: Engine, actor: str, now: datetime) -> str:
     return str(payload["id"])
 
 
+def seed_failed_payment_days(*, engine: Engine, now: datetime, days: int = 8) -> None:
+    """Close the last `days` UTC days' failed payments, which the alert job keeps from its
+    first day on: the demo's year arrived at once, so the Overview has changes to show."""
+    today = now.astimezone(UTC).date()
+    for back in range(days, 0, -1):
+        day = today - timedelta(days=back - 1)
+        day_end = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        with read_transaction(engine) as conn:
+            value = payments.failing_at(conn=conn, moment=day_end)
+        samples.record_day_figure(
+            engine=engine,
+            measure=samples.FAILED_PAYMENTS_DAILY_MEASURE,
+            value=value,
+            now=day_end - timedelta(seconds=1),
+        )
+
+
 def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Outcome, int]:
     """Ingest the demo year in-process through the same path as webhooks; count outcomes.
 
-    Then date the history by the events (`backdate_history`).
+    The history is dated by the events' own Stripe dates, as for any store.
     """
     _refuse_non_demo(engine)
     outcomes = dict.fromkeys(Outcome, 0)
@@ -561,5 +563,5 @@ def fill_store(*, engine: Engine, now: Any, subscriptions: int = 300) -> dict[Ou
             raw_payload=json.dumps(payload),
         )
         outcomes[result.outcome] += 1
-    backdate_history(engine=engine, events=events)
+    seed_failed_payment_days(engine=engine, now=now())
     return outcomes

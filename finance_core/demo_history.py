@@ -1,17 +1,15 @@
-"""A believable past for demo data: the daily history of the demo's year of subscriptions.
+"""A made-up past for bench stores: the daily history of subscriptions that have no dates.
 
-Demo events all arrive on the day the demo starts, so a history dated by when the store saw
-them would show a single day. `history_of` dates each change by the Stripe event that made it
-(a subscription is new on its `start_date`); `demo.backdate_history` writes its rows, to demo
-stores only. `spread` (for a bench store without such events) invents when each of today's
-subscriptions arrived, and for canceled and expired ones when they left, over a window. Both
-are pure, and their rows add up to today's counts, as the history always does.
+The demo's own events carry Stripe's dates, which the store's history follows. `spread` is for
+a bench store without such events: it invents when each of today's subscriptions arrived, and
+for canceled and expired ones when they left, over a window. It is pure, and its rows add up
+to today's counts, as the history always does.
 """
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import date, timedelta
 from typing import Any
 
 # Of today's subscriptions, this share was already there before the window opened.
@@ -57,53 +55,3 @@ def spread(
         for (day, product_id, status), (change, new, canceled) in sorted(rows.items())
         if change or new or canceled
     ]
-
-
-def history_of(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """History rows from Stripe subscription events: each change on the UTC day it happened.
-
-    A subscription is new on its `start_date` (else `created`) in its first status, and moves
-    on the day of each later event; duplicates and late deliveries are put back in order, as
-    the store applies them. The rows add up to the statuses the last events leave.
-    """
-    changes: defaultdict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-    for event in events:
-        obj = event["data"]["object"]
-        if obj.get("object") == "subscription":
-            changes[obj["id"]][event["id"]] = event
-    rows: defaultdict[tuple[date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for by_id in changes.values():
-        ordered = sorted(by_id.values(), key=lambda event: event["created"])
-        before: tuple[str, str] | None = None
-        for event in ordered:
-            obj = event["data"]["object"]
-            key = (obj["items"]["data"][0]["price"]["product"], obj["status"])
-            if key == before:
-                continue
-            if before is None:
-                started = obj.get("start_date") or obj["created"]
-                row = rows[(_utc_day(started), *key)]
-                row[0], row[1] = row[0] + 1, row[1] + 1
-            else:
-                day = _utc_day(event["created"])
-                rows[(day, *before)][0] -= 1
-                row = rows[(day, *key)]
-                row[0] += 1
-                row[2] += int(key[1] == "canceled" and before[1] != "canceled")
-            before = key
-    return [
-        {
-            "day": day,
-            "product_id": product_id,
-            "status": status,
-            "subscription_change": change,
-            "new_subscriptions": new,
-            "cancellations": canceled,
-        }
-        for (day, product_id, status), (change, new, canceled) in sorted(rows.items())
-        if change or new or canceled
-    ]
-
-
-def _utc_day(timestamp: int) -> date:
-    return datetime.fromtimestamp(timestamp, UTC).date()

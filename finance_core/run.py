@@ -27,7 +27,7 @@ from finance_core import demo
 from finance_core.access import audit
 from finance_core.access.users import add_user, list_users
 from finance_core.settings import SettingsError, load_settings
-from finance_core.store import migrate
+from finance_core.store import files, migrate
 from finance_core.store.db import make_engine, read_transaction
 
 DEMO_USER = "demo"
@@ -37,15 +37,18 @@ TRICKLE_SECONDS = 5
 def _demo_environment(data_dir: Path) -> dict[str, str]:
     """Generated once, then reused so that restarts keep the same login and cookie."""
     path = data_dir / "demo.env"
+    files.private_directory(data_dir)
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
         values = {
             "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
             "DASHBOARD_COOKIE_KEY": secrets.token_urlsafe(48),
             "DEMO_PASSWORD": secrets.token_urlsafe(12),
         }
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+        # Created 0600 (the umask), not chmod-ed after others could open it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, files.FILE_MODE)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    files.private_file(path)
     values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     values["DATABASE_URL"] = f"sqlite:///{data_dir}/demo.db"
     return values
@@ -79,7 +82,7 @@ def _send_demo(url: str, secret: str, database_url: str, stop: threading.Event) 
             demo.post(client, url, event, secret)
         engine = make_engine(database_url)
         try:
-            demo.backdate_history(engine=engine, events=events)
+            demo.seed_failed_payment_days(engine=engine, now=datetime.now(UTC))
         finally:
             engine.dispose()
         for happened in demo.trickle(year, TRICKLE_SECONDS):
@@ -111,11 +114,13 @@ def _reachable(host: str) -> str:
 
 
 def main() -> int:
+    files.restrict_umask()  # for the listener and the dashboard too: they inherit it
     listener_port = int(os.environ.get("LISTENER_PORT", "8000"))
     dashboard_port = int(os.environ.get("DASHBOARD_PORT", "8501"))
     listener_host = os.environ.get("LISTENER_HOST") or "127.0.0.1"
     dashboard_address = os.environ.get("DASHBOARD_ADDRESS") or "127.0.0.1"
     data_dir = Path(os.environ.get("FINANCE_DATA_DIR", "data")).resolve()
+    files.private_directory(data_dir)
     env = dict(os.environ)
     demo_mode = not env.get("STRIPE_WEBHOOK_SECRET")
     if demo_mode:
@@ -161,7 +166,9 @@ def main() -> int:
                 "--server.headless",
                 "true",
             ],
-            env=env,
+            # uvicorn believes no X-Forwarded-For: the sign-in limit counts the peer, or
+            # what DASHBOARD_TRUSTED_PROXIES report (finance_core.access.client_address).
+            env={**env, "FORWARDED_ALLOW_IPS": ""},
         ),
     ]
     stop = threading.Event()

@@ -2,6 +2,7 @@
 
 from datetime import time
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
     # Requests a second the thin-event resolver may make, all listener processes together.
     stripe_api_max_rps: int = Field(default=20, ge=1, le=1000)
     webhook_delayed_after: int = Field(default=600, gt=0)
+    # The feed check (SPEC 17): this listener's public `/webhooks/stripe` as configured in
+    # Stripe (empty: the check is off), and how often one listener asks Stripe about it
+    # (fractions allowed, down to every 3 seconds, so that a test sees two checks quickly).
+    stripe_endpoint_url: str = ""
+    feed_check_minutes: float = Field(default=60, ge=0.05)
     active_subscription_statuses: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["active", "trialing", "past_due"]
     )
@@ -80,6 +86,11 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=1_048_576, gt=0)
     dashboard_cookie_key: SecretStr | None = None
     dashboard_cookie_expiry_days: float = Field(default=1, gt=0)
+    # The proxies in front of the dashboard whose X-Forwarded-For the sign-in limit believes
+    # (SPEC 19): addresses or networks, comma-separated; empty, the peer address counts.
+    dashboard_trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
     # Alerts and metrics (SPEC 12). Apprise URLs hold their channels' credentials: secrets.
     alert_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     alert_check_seconds: int = Field(default=60, ge=1)
@@ -108,6 +119,22 @@ class Settings(BaseSettings):
                 if not text.startswith("whsec_"):
                     raise ValueError("each secret must start with whsec_")
         return parts
+
+    @field_validator("dashboard_trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_from_commas(cls, value: object) -> object:
+        parts = _split_commas(value)
+        if not isinstance(parts, list):
+            return parts
+        networks = []
+        for part in parts:
+            try:
+                networks.append(ip_network(str(part), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"must be IP addresses or networks, comma-separated, not {str(part)!r}"
+                ) from None
+        return networks
 
     @field_validator("active_subscription_statuses", mode="before")
     @classmethod

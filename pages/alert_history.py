@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
+from dashboard.text import md
 
 PAGE_SIZE = 50
 TRAIL = "alerts_trail"  # the `before` of each older page opened, for ← Newer
@@ -23,7 +24,7 @@ st.caption(
 st.subheader("Channels")
 configured = data.alert_channels()
 if configured:
-    st.markdown("\n".join(f"- `{name}`" for name in configured))
+    st.markdown("\n".join(f"- {md(name)}" for name in configured))
     st.caption("Scheme and host only: the rest of an Apprise URL holds its secrets.")
 else:
     st.info(
@@ -36,7 +37,7 @@ else:
 if st.button("Send test alert", icon=":material/send:", disabled=not configured):
     with st.spinner("Sending a test alert to every channel…"):
         test = data.send_test_alert(actor=viewer.username)
-    results = "\n".join(f"- {line}" for line in tables.channel_results(test))
+    results = "\n".join(f"- {md(line)}" for line in tables.channel_results(test))
     if test.status == "sent":
         st.success(f"Test alert sent to every channel:\n\n{results}")
     else:
@@ -61,7 +62,7 @@ else:
 if st.button("Send digest now", icon=":material/summarize:", disabled=not digest_to):
     with st.spinner("Sending today's digest to every digest channel…"):
         digest = data.send_digest_now(actor=viewer.username)
-    results = "\n".join(f"- {line}" for line in tables.channel_results(digest))
+    results = "\n".join(f"- {md(line)}" for line in tables.channel_results(digest))
     if digest.status == "sent":
         st.success(f"Digest sent to every channel:\n\n{results}")
     else:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard.auth import VIEWER_KEY
+from dashboard.text import md
 
 viewer = st.session_state.get(VIEWER_KEY)
 st.title("No access")
@@ -11,4 +12,4 @@ st.error(
     "Ask an admin to give you the `finance` role."
 )
 if viewer is not None:
-    st.caption(f"Signed in as {viewer.username}.")
+    st.caption(f"Signed in as {md(viewer.username)}.")

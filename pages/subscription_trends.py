@@ -11,17 +11,27 @@ auth.current_viewer()
 st.title("Trends")
 
 window = st.segmented_control("Period", list(WINDOWS), default=DEFAULT, key="trends_window")
-per_day, per_week = data.subscription_trends(WINDOWS[window or DEFAULT])
+answer = data.subscription_trends(WINDOWS[window or DEFAULT])
+per_day, per_week = answer.per_plan, answer.weekly
 st.caption(
-    "UTC days, from the daily history the store keeps as subscriptions change; it starts on "
-    "the day the store first saw each change (a sync backfill shows on its day). Active means "
+    "UTC days, dated by Stripe: a subscription is new on its own start date and canceled on "
+    "its own cancel date; other changes land on the day they happened. Active means "
     f"{', '.join(data.settings().active_subscription_statuses)}."
 )
+if answer.reconstructed(answer.window[0]):
+    st.caption(
+        f"Observed since {answer.observed_since:%Y-%m-%d}. Earlier days are reconstructed from "
+        "Stripe's start and cancel dates (whether a subscription was trialing or past due then "
+        "is not known)."
+    )
 
 st.subheader("Active subscriptions per plan")
 if per_day:
     chart, table = st.columns([3, 2])
-    chart.plotly_chart(charts.active_per_plan_per_day(per_day), width="stretch")
+    chart.plotly_chart(
+        charts.active_per_plan_per_day(per_day, observed_since=answer.observed_since),
+        width="stretch",
+    )
     table.dataframe(**tables.plan_trend_table(per_day))
 else:
     st.info("No active subscriptions in this period.")

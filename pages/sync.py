@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import auth, data, tables, ui
 from dashboard.sync_job import SyncJob
+from dashboard.text import md
 
 viewer = auth.current_admin("Only an admin can run a Stripe sync.")
 
@@ -23,11 +24,11 @@ def count(number: int, noun: str) -> str:
 
 def follow(job: SyncJob) -> None:
     """The run's progress as it goes, then what it changed or why it stopped."""
-    st.caption(f"Started by {job.triggered_by} at {ui.absolute_time(job.started_at)}.")
+    st.caption(f"Started by {md(job.triggered_by)} at {ui.absolute_time(job.started_at)}.")
     with st.status("Syncing from Stripe…", expanded=True) as box:
         for lines in job.follow():
             for line in lines:
-                box.write(line)
+                box.markdown(md(line))
             seconds = (data.now() - job.started_at).total_seconds()
             box.update(label=f"Syncing from Stripe… {seconds:.0f} s")
         report = job.report
@@ -36,16 +37,17 @@ def follow(job: SyncJob) -> None:
         else:
             box.update(label="Sync finished", state="complete", expanded=False)
     if report is None:
-        st.error(f"The sync stopped: {job.error}", icon=":material/sync_problem:")
+        st.error(f"The sync stopped: {md(job.error)}", icon=":material/sync_problem:")
         st.caption("What it read until then is kept; running it again is safe.")
         return
     summary = f"{count(report.changed, 'change')}, {count(report.failed, 'failure')}"
     if report.errors:
-        problems = "\n".join(f"- {error}" for error in report.errors)
+        problems = "\n".join(f"- {md(error)}" for error in report.errors)
         st.warning(f"Sync finished with problems ({summary}):\n\n{problems}")
     else:
         st.success(f"Sync finished: {summary}. Every page now shows the synced numbers.")
-    st.markdown("\n".join(f"- {line}" for line in report.lines() if not line.startswith("error:")))
+    done = [line for line in report.lines() if not line.startswith("error:")]
+    st.markdown("\n".join(f"- {md(line)}" for line in done))
 
 
 configured = data.stripe_configured()
@@ -82,4 +84,4 @@ else:
     # For whoever comes back later; a run followed above has just shown its report.
     if job is None and latest is not None and latest.report is not None:
         with st.expander(f"Report of the run started {ui.absolute_time(latest.started_at)}"):
-            st.markdown("\n".join(f"- {line}" for line in latest.report.lines()))
+            st.markdown("\n".join(f"- {md(line)}" for line in latest.report.lines()))

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
+from dashboard.text import md
 from finance_core.access.roles import ADMIN, FINANCE
 
 OUTCOME = "tokens_outcome"
@@ -48,9 +49,9 @@ created = st.session_state.pop(CREATED, None)
 if created is not None:
     token, message = created
     if token is None:
-        st.error(message)
+        st.error(md(message))
     else:
-        st.success(f"{message} Copy it now: it is shown only this once.")
+        st.success(f"{md(message)} Copy it now: it is shown only this once.")
         st.code(token, language=None)
 
 st.subheader("Tokens")

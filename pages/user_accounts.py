@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
+from dashboard.text import md
 from finance_core.access.roles import ADMIN, FINANCE
 
 OUTCOME = "users_outcome"
@@ -90,7 +91,7 @@ if people:
                 done(PASSWORDS_DIFFER)
             done(data.set_password(chosen, new_password, actor=viewer.username))
     with remove_tab, st.form("remove_user"):
-        sure = st.checkbox(f"Yes, remove {chosen} and end their sessions")
+        sure = st.checkbox(f"Yes, remove {md(chosen)} and end their sessions")
         if st.form_submit_button("Remove user"):
             if not sure:
                 done((False, f"Tick the box to confirm; {chosen} was not removed."))

@@ -1,14 +1,24 @@
-"""Webhooks: feed health, thin events waiting for Stripe, traffic, API versions, failed events."""
+"""Webhooks: feed health, Stripe's view of the feed, thin events waiting for Stripe, traffic,
+API versions, failed events."""
 
 import streamlit as st
 
 from dashboard import auth, charts, data, tables, ui
+from dashboard.text import link_target, md
 from finance_core import demo
+from finance_core.feed.feed_check import STRIPE_WEBHOOKS, FeedCheckReport, Verdict
 from finance_core.views.event_log import generation_failure_unsynced, stripe_event_url
 from finance_core.views.queries import SyncStatus
 
 ACTION_OUTCOME = "webhooks_action_outcome"
 THIN_OUTCOME = "webhooks_thin_outcome"
+FEED_OUTCOME = "webhooks_feed_check_outcome"
+TURN_ON = (
+    "To turn it on, set STRIPE_ENDPOINT_URL on the listener to its public `/webhooks/stripe` "
+    "address, exactly as entered in the Stripe Dashboard, and STRIPE_API_KEY to a key that may "
+    "read webhook endpoints and events (a restricted key needs Webhook Endpoints: Read and "
+    "Events: Read). The listener then asks Stripe every FEED_CHECK_MINUTES (60 by default)."
+)
 WINDOWS = {"Last 24 hours": 24, "Last 7 days": 24 * 7}
 VERSION_DAYS = 7
 
@@ -35,9 +45,11 @@ def health_panel() -> None:
             "listener's `/webhooks/stripe` and set STRIPE_WEBHOOK_SECRET to its signing secret."
         )
     else:
-        link = stripe_event_url(last.id, livemode=last.livemode)
+        # The id and type come from Stripe: escaped, and the link only ever to Stripe.
+        link = link_target(stripe_event_url(last.id, livemode=last.livemode))
+        shown = f"[{md(last.id)}]({link})" if link else md(last.id)
         st.markdown(
-            f"**Last event** [{last.id}]({link}) · `{last.type}` · created "
+            f"**Last event** {shown} · {md(last.type)} · created "
             f"{ui.absolute_time(last.created)} · received {ui.absolute_time(last.received_at)} "
             f"({ui.relative_time(last.received_at, status.as_of)})"
         )
@@ -54,7 +66,7 @@ def thin_events(status: SyncStatus) -> None:
     waiting[1].metric("Waiting since", ui.relative_time(oldest, status.as_of))
     with waiting[2]:
         st.caption("Why they wait")
-        st.write(status.pending_reason or "Being fetched from Stripe's API.")
+        st.text(status.pending_reason or "Being fetched from Stripe's API.")
     if viewer.is_admin:
 
         def resolve_now() -> None:
@@ -68,7 +80,111 @@ def thin_events(status: SyncStatus) -> None:
         st.button("Resolve now", on_click=resolve_now, icon=":material/cloud_download:")
 
 
+@st.fragment(run_every=ui.REFRESH_SECONDS)
+def feed_check_panel() -> None:
+    """Stripe's own view of our endpoint (SPEC 17): what the latest check found, and when."""
+    st.subheader("Stripe's view of the feed")
+    st.caption(
+        "Silence can mean nothing happened or that Stripe stopped sending: the listener asks "
+        "Stripe whether our endpoint is enabled and sends every event the numbers need, and "
+        "fetches the events Stripe could not deliver."
+    )
+    ui.show_flash(FEED_OUTCOME)
+    with ui.friendly_errors():
+        state = data.feed_check_state()
+    report = state.report
+    if report is None or state.verdict is None:
+        st.info(f"Not checked yet. {TURN_ON}", icon=":material/help:")
+    elif state.verdict == Verdict.OFF:
+        reasons = "; ".join(report.warnings)
+        st.info(f"Off: {md(reasons)}. {TURN_ON}", icon=":material/toggle_off:")
+    else:
+        feed_check_result(report, state.verdict, state.problem)
+        st.caption(
+            f"Last checked {ui.absolute_time(state.checked_at)} "
+            f"({ui.relative_time(state.checked_at, data.now())}), "
+            + (
+                "on the listener's schedule"
+                if report.triggered_by == "schedule"
+                else f"by {md(report.triggered_by)} (Check now)"
+            )
+            + f", for {md(report.endpoint_url)}."
+        )
+    if state.running:
+        st.caption("A check is running now.")
+    st.link_button(
+        "Webhooks in the Stripe Dashboard", STRIPE_WEBHOOKS, icon=":material/open_in_new:"
+    )
+    if not viewer.is_admin:
+        st.caption("An admin can run the check now.")
+    elif not data.feed_check_configured():
+        st.caption(
+            "Set STRIPE_ENDPOINT_URL and STRIPE_API_KEY for the dashboard to check from here."
+        )
+    else:
+
+        def check_now() -> None:
+            try:
+                outcome = check_outcome(data.check_feed_now(viewer.username))
+            except data.StoreUnavailable as exc:
+                outcome = (False, str(exc))
+            st.session_state[FEED_OUTCOME] = outcome
+
+        st.button("Check now", on_click=check_now, icon=":material/fact_check:")
+
+
+def feed_check_result(report: FeedCheckReport, verdict: str, problem: str | None) -> None:
+    """The verdict in words, what Stripe showed and what was recovered; Stripe's text as text."""
+    if verdict == Verdict.OK:
+        st.success(
+            "OK: Stripe has our endpoint enabled and sends it every event the numbers need.",
+            icon=":material/check_circle:",
+        )
+    elif verdict == Verdict.ERROR:
+        st.error(f"Problem: {md(problem or '')}.", icon=":material/error:")
+    else:  # Stripe could not be asked: say why; the last finding it allowed still stands
+        st.warning(f"Could not check: {md('; '.join(report.warnings))}.", icon=":material/warning:")
+        if problem:
+            st.error(
+                f"The last check that reached Stripe found a problem: {md(problem)}.",
+                icon=":material/error:",
+            )
+    if verdict != Verdict.UNAVAILABLE:
+        for warning in report.warnings:  # API versions, events that could not be read
+            st.warning(f"{md(warning)}.", icon=":material/warning:")
+    found, recovered = st.columns(2, border=True)
+    found.metric("Endpoints found at Stripe", f"{len(report.found):,}")
+    recovered.metric("Missed events recovered", f"{report.missed_events.recovered:,}")
+    recovered.caption(
+        "Events Stripe could not deliver in the last 3 days, fetched and applied as a sync does"
+        + (
+            f"; {report.missed_events.failed:,} could not be applied (see Failed events)"
+            if report.missed_events.failed
+            else ""
+        )
+        + "."
+    )
+    if report.found:
+        st.dataframe(**tables.destination_table(report.found))
+
+
+def check_outcome(report: FeedCheckReport | None) -> tuple[bool, str]:
+    """What Check now did, in words for the flash above the result."""
+    if report is None:
+        return True, "A listener is checking right now: its result shows here when it is done."
+    recovered = report.missed_events.recovered
+    if report.verdict == Verdict.OK:
+        return (
+            True,
+            f"Checked just now: the feed is complete; {recovered:,} missed events recovered.",
+        )
+    if report.verdict == Verdict.ERROR:
+        return False, f"Checked just now: a problem (below); {recovered:,} missed events recovered."
+    return False, f"Stripe could not be asked: {md('; '.join(report.warnings))}."
+
+
 health_panel()
+feed_check_panel()
 
 failure = data.latest_generation_failure()
 runs = data.sync_runs(limit=1)
@@ -79,7 +195,8 @@ if failure is not None and generation_failure_unsynced(
         f"Stripe reported on {ui.absolute_time(failure.created)} that it had failed to generate "
         "some events (the failure is resolved now). Those events never reached this listener "
         "and no redelivery will bring them: a sync reads the current state from Stripe's API "
-        f"instead. [Stripe's notice]({failure.stripe_url})",
+        "instead."
+        + (f" [Stripe's notice]({notice})" if (notice := link_target(failure.stripe_url)) else ""),
         icon=":material/warning:",
     )
     if not viewer.is_admin:

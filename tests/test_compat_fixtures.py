@@ -21,12 +21,21 @@ from finance_core.feed.ingest import (
 from finance_core.feed.stripe_shapes import (
     invoice_subscription,
     item_product_and_price,
+    subscription_dates,
     timestamp,
 )
 from finance_core.store.db import read_transaction
-from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.store.models import (
+    invoices,
+    prices,
+    products,
+    subscription_history,
+    subscriptions,
+    webhook_events,
+)
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.reads import maintained_and_recounted
 from tests.support.store_dump import store_text
 
 # ../shared from the repository; STRIPE_FIXTURES elsewhere (a git worktree, for one).
@@ -168,6 +177,15 @@ def test_every_fixture_is_accepted_and_lands_as_the_rules_say(http, engine):
                 continue
             assert row.status == obj["status"]
             assert row.product_id == expected_product(obj)
+            # Stripe's own dates, which date the history, in every version's shape.
+            started, canceled, ended = subscription_dates(obj, obj["status"])
+            # Without them (a trimmed payload), a start the store knew, else the event's time.
+            assert row.started_at == (started or row.started_at) is not None, event["id"]
+            if obj["status"] == "canceled":
+                assert (row.canceled_at, row.ended_at) == (canceled, ended), event["id"]
+                assert canceled is not None and ended is not None
+            else:
+                assert row.canceled_at is None and row.ended_at is None
         elif kind == "invoice":
             row = stored(engine, invoices, obj["id"])
             if row.state_event_id != event["id"]:
@@ -192,6 +210,18 @@ def test_every_fixture_is_accepted_and_lands_as_the_rules_say(http, engine):
             assert row.product_id == (
                 obj["product"] if isinstance(obj["product"], str) else obj["product"]["id"]
             )
+
+
+def test_fixtures_history_adds_up_to_the_counts(http, engine):
+    for event in fixture_events():
+        assert deliver(http, event).status_code == 200
+    with read_transaction(engine) as conn:
+        maintained, recount = maintained_and_recounted(conn)
+        changes: dict[tuple[str, str], int] = {}
+        for row in conn.execute(select(subscription_history)):
+            key = (row.product_id, row.status)
+            changes[key] = changes.get(key, 0) + row.subscription_change
+    assert {key: n for key, n in changes.items() if n} == maintained == recount
 
 
 def test_basil_invoice_links_its_subscription_through_parent(http, engine):

@@ -12,7 +12,7 @@ from finance_core.access.tokens import authenticate_token
 from finance_core.access.users import authenticator_credentials, set_password, set_roles
 from finance_core.store.db import read_transaction
 from tests.support import apptest
-from tests.support.apptest import APP, PASSWORD, app, signed_in, texts
+from tests.support.apptest import APP, PASSWORD, app, shown, signed_in, texts
 
 USERS, TOKENS, AUDIT = "pages/user_accounts.py", "pages/tokens.py", "pages/audit.py"
 ADMIN_PAGES = {USERS: "Users", TOKENS: "API tokens", AUDIT: "Audit log"}
@@ -46,7 +46,7 @@ def add_user_form(at: AppTest, username: str, name: str, password: str, repeat: 
 
 
 def flash(at: AppTest) -> str:
-    return "\n".join(str(part.value) for part in [*at.success, *at.error])
+    return "\n".join(shown(part.value) for part in [*at.success, *at.error])
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -140,7 +140,8 @@ def test_a_refused_form_keeps_what_was_typed_and_a_role_must_be_finance_or_admin
     field(at, "Name").input("reporting")
     at.multiselect(key="token_roles").select("reader")
     button(at, "Create token").click().run()
-    assert [e.value for e in at.error] == ["Unknown role 'reader': a role is 'finance' or 'admin'."]
+    refused = "Unknown role 'reader': a role is 'finance' or 'admin'."
+    assert [shown(e.value) for e in at.error] == [refused]
     assert field(at, "Name").value == "reporting"
 
 
@@ -169,7 +170,7 @@ def test_a_token_is_shown_once_then_listed_without_its_secret_and_revoked(dashbo
     assert not at.code and token not in texts(at)
 
     button(at, "Revoke").click().run()
-    assert at.success[0].value == (
+    assert shown(at.success[0].value) == (
         "Revoked the token 'reporting'; the Finance API refuses it from now on."
     )
     assert authenticate_token(engine=dashboard, token=token, now=datetime.now(UTC)) is None

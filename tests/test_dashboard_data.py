@@ -1,5 +1,7 @@
 """The dashboard's cached reads: one helper makes them, and a write clears every one of them."""
 
+import time
+
 from streamlit.runtime.caching.cache_type import CacheType
 from streamlit.runtime.caching.cache_utils import CachedFunc
 
@@ -34,7 +36,9 @@ def test_a_write_clears_every_cached_read_at_once(dashboard):
         "active_changes": data.active_subscription_changes,
     }
     before = {name: read() for name, read in reads.items()}
-    feed(dashboard, "customer.subscription.created", sf.subscription("sub_1", "active", "prod"))
+    started_today = sf.subscription("sub_1", "active", "prod")
+    started_today["start_date"] = int(time.time())  # the history is dated by Stripe's start
+    feed(dashboard, "customer.subscription.created", started_today)
     broken = sf.subscription("sub_2", "active", "prod")
     del broken["status"]
     feed(dashboard, "customer.subscription.updated", broken, event_id="evt_broken")

@@ -1,7 +1,9 @@
 """The Payments and Trends pages through Streamlit's AppTest, for every kind of viewer."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
 from finance_core.feed.ingest import StripeEvent, ingest_event
@@ -181,18 +183,27 @@ def test_the_overview_links_failed_payments_to_the_payments_page(dashboard):
 def test_trends_show_the_history_per_plan_and_per_week(dashboard):
     now = datetime.now(UTC)
     feed(dashboard, "product.created", sf.product("prod_pro", "Pro"))
-    for n in range(4):  # one new subscription a day, four to ten days ago
+    started = {}
+    for n in range(4):  # started in Stripe four to ten days ago, all received now
         sub = sf.subscription(f"sub_{n}", "active", "prod_pro")
-        feed(dashboard, "customer.subscription.created", sub, at=now - timedelta(days=10 - 2 * n))
+        started[n] = int((now - timedelta(days=10 - 2 * n)).timestamp())
+        sub.update(start_date=started[n], created=started[n])
+        feed(dashboard, "customer.subscription.created", sub, at=now)
     gone = sf.subscription("sub_0", "canceled", "prod_pro")
-    feed(dashboard, "customer.subscription.deleted", gone, at=now - timedelta(days=1))
+    ended = int((now - timedelta(days=1)).timestamp())
+    gone.update(start_date=started[0], created=started[0], canceled_at=ended, ended_at=ended)
+    feed(dashboard, "customer.subscription.deleted", gone, at=now)
 
     at = signed_in("fiona").switch_page(TRENDS).run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 2
+    # The store began today: the earlier days are Stripe's dates, and the page says so.
+    observed = f"Observed since {now:%Y-%m-%d}. Earlier days are reconstructed"
+    assert any(caption.value.startswith(observed) for caption in at.caption)
     plans, weeks = (frame.value for frame in at.dataframe)
     assert list(plans["Plan"]) == ["Pro"]
-    assert plans.iloc[0, 1] == 0 and plans.iloc[0, 2] == 3  # 90 days ago and today
+    # 90 days ago the plan had no subscription yet (nothing, not zero); today 3.
+    assert pd.isna(plans.iloc[0, 1]) and plans.iloc[0, 2] == 3 and plans.iloc[0, 3] == 3
     assert weeks["New"].sum() == 4 and weeks["Canceled"].sum() == 1
     assert (weeks["Net"] == weeks["New"] - weeks["Canceled"]).all()
 
@@ -236,3 +247,17 @@ def test_the_events_page_says_how_long_events_are_kept(dashboard, monkeypatch):
     at = signed_in("fiona").switch_page("pages/events.py").run()
     assert "kept for 45 days (EVENT_RETENTION_DAYS)" in texts(at)
     assert "failed events stay until they are replayed or dismissed" in texts(at)
+
+
+def test_plan_names_in_the_trends_chart_stay_text():
+    """Plotly draws `<a>` and fills `%{...}` in labels: a product's name must do neither."""
+    from dashboard import charts
+    from finance_core.views.trends import PlanSeries
+
+    day = datetime(2026, 12, 1, tzinfo=UTC).date()
+    name = "<a href='https://evil.example'>Pro</a> %{y}"
+    plan = PlanSeries(uuid.uuid4(), "prod_x", name, (day,), (1,))
+    (trace,) = charts.active_per_plan_per_day([plan]).data
+    assert "<a" not in trace.name and "%{y}" not in trace.name
+    assert "<a" not in trace.hovertemplate and trace.hovertemplate.count("%{y") == 1
+    assert trace.name == "&lt;a href='https://evil.example'&gt;Pro&lt;/a&gt; %&#123;y}"

@@ -25,7 +25,7 @@ from finance_core.store.models import webhook_events
 from finance_core.views import queries
 from tests.support import apptest
 from tests.support import stripe_factory as sf
-from tests.support.apptest import APP, metrics, signed_in, texts
+from tests.support.apptest import APP, metrics, shown, signed_in, texts
 from tests.support.stripe_api import API_KEY, StripeStandIn, running_stand_in
 
 ACTIVE = ["active", "trialing", "past_due"]
@@ -128,7 +128,7 @@ def test_sync_now_applies_stripe_and_every_page_shows_the_new_numbers(dashboard,
     assert not at.exception
     [box] = at.status
     assert box.state == "complete" and box.label == "Sync finished"
-    assert "subscriptions: 3 read" in "\n".join(str(md.value) for md in box.markdown)
+    assert "subscriptions: 3 read" in "\n".join(shown(md.value) for md in box.markdown)
     assert at.success[0].value.startswith("Sync finished: 5 changes, 0 failures.")
     assert "subscriptions: 3 fetched, 3 new, 0 updated" in texts(at)
     synced = summary(dashboard)
@@ -158,7 +158,7 @@ def test_a_refused_key_stops_the_sync_with_its_reason_and_a_failed_run(dashboard
 
     assert not at.exception
     assert at.status[0].state == "error"
-    assert "Stripe refused STRIPE_API_KEY (401): check the key" in at.error[0].value
+    assert "Stripe refused STRIPE_API_KEY (401): check the key" in shown(at.error[0].value)
     assert API_KEY not in texts(at)
     [run] = at.dataframe[0].value.to_dict("records")
     assert run["Status"] == "failed"
@@ -178,7 +178,7 @@ def test_a_sync_with_a_malformed_object_warns_with_the_error(dashboard, stripe_a
     button(at, "Sync now").click().run()
 
     assert not at.exception and not at.success
-    warning = at.warning[0].value
+    warning = shown(at.warning[0].value)
     assert "1 change, 1 failure" in warning and "subscription 'sub_broken'" in warning
     assert summary(dashboard).active_subscriptions == 1
     [run] = at.dataframe[0].value.to_dict("records")
@@ -252,7 +252,7 @@ def test_replay_refetches_from_stripe_once_a_key_is_set(dashboard, monkeypatch):
     assert "once STRIPE_API_KEY is set, re-fetches it from Stripe" in texts(at)
     button(at, "Replay").click().run()
     assert not at.exception
-    assert at.error[0].value == (
+    assert shown(at.error[0].value) == (
         "Could not replay evt_bug: event 'evt_bug' has no kept payload; re-fetch it from Stripe"
     )
     assert event_status(dashboard, "evt_bug") == "failed"
@@ -266,7 +266,8 @@ def test_replay_refetches_from_stripe_once_a_key_is_set(dashboard, monkeypatch):
         assert stand_in.requests[-1][0] == "/v1/events/evt_bug"
 
     assert not at.exception
-    assert at.success[0].value == "Replayed evt_bug: processed (payload re-fetched from Stripe)."
+    replayed = "Replayed evt_bug: processed (payload re-fetched from Stripe)."
+    assert shown(at.success[0].value) == replayed
     assert event_status(dashboard, "evt_bug") == "processed"
     assert "No failed events" in texts(at)
     assert metrics(at)["Webhook health"] == "Healthy"

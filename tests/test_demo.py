@@ -13,6 +13,7 @@ from finance_core.access import audit
 from finance_core.feed.events import Outcome
 from finance_core.store.db import read_transaction
 from finance_core.store.models import subscription_history
+from finance_core.views import changes
 from finance_core.views.payments import failing_invoice_page, failing_totals
 from finance_core.views.queries import stripe_sync_status, subscription_summary
 from finance_core.views.trends import active_per_plan_per_day
@@ -94,6 +95,9 @@ def test_the_demo_store_opens_healthy_on_a_year_with_believable_churn(engine):
         status = stripe_sync_status(conn=conn, delayed_after=600, now=now())
         summary = subscription_summary(conn=conn, active_statuses=ACTIVE, now=now())
         failing = failing_invoice_page(conn=conn, limit=500).rows
+        failed_changes = changes.failed_payment_changes(
+            conn=conn, failed_now=status.failed_payments_count, now=now()
+        )
         totals = failing_totals(conn=conn)
         start = today - timedelta(days=390)
         series = active_per_plan_per_day(
@@ -108,12 +112,15 @@ def test_the_demo_store_opens_healthy_on_a_year_with_believable_churn(engine):
         )
     assert status.webhook_health == "healthy" and status.unresolved_failed_events == 0
     assert len(summary.plan_distribution) == 4 and summary.active_subscriptions > 150
-    assert sum(plan.counts[-1] for plan in series) == summary.active_subscriptions
+    assert sum(plan.counts[-1] or 0 for plan in series) == summary.active_subscriptions
     assert {len(totals) >= 2, all(1 <= row.attempts <= 4 for row in failing)} == {True}
     assert sum(total.invoices for total in totals) == status.failed_payments_count >= 10
+    # The Overview shows how failed payments moved from the first run on.
+    assert failed_changes.since_yesterday is not None
+    assert failed_changes.since_last_week is not None
     # Each of the last 12 months: cancellations over the active at its start; 2-5% on average.
     active_on = {
-        day: sum(plan.counts[n] for plan in series) for n, day in enumerate(series[0].days)
+        day: sum(plan.counts[n] or 0 for plan in series) for n, day in enumerate(series[0].days)
     }
     rates = []
     for month in range(12, 0, -1):

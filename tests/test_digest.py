@@ -192,7 +192,8 @@ def test_send_digest_now_is_sent_kept_and_audited(engine, database_url):
 def test_the_digest_migration_goes_down_and_up_again(engine, database_url):
     with json_receiver() as hook:
         settings = digest_settings(database_url, hook, digest_urls="", alert_urls="")
-        assert claim_digest(engine=engine, settings=settings, now=datetime.now(UTC)) is not None
+        after_eight = datetime.now(BERLIN).replace(hour=9, minute=0).astimezone(UTC)
+        assert claim_digest(engine=engine, settings=settings, now=after_eight) is not None
     config = migrate._config()
     with engine.connect() as conn, conn.begin():
         config.attributes["connection"] = conn

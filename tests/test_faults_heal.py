@@ -6,21 +6,20 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
 
-from finance_core.store.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, read_transaction
-from finance_core.store.models import webhook_events
-from finance_core.views.queries import stripe_sync_status
+from finance_core.store.db import SQLITE_BUSY_TIMEOUT_MS
 from tests.conftest import skip_or_fail
 from tests.support.bursts import (
+    ALERTS_EVERY_SECOND,
     acknowledged_in,
+    alerts_recovered_without_flapping,
     assert_same_as_a_clean_run,
     burst,
     codes,
     listener_and_writer,
+    no_failed_events_and_healthy,
     redeliver_the_unacknowledged,
     send_all,
 )
@@ -38,23 +37,11 @@ conn.execute("COMMIT")
 """
 
 
-def no_failed_events_and_healthy(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with read_transaction(engine) as conn:
-            statuses = set(conn.execute(select(webhook_events.c.status)).scalars())
-            health = stripe_sync_status(conn=conn, delayed_after=600, now=datetime.now(UTC))
-    finally:
-        engine.dispose()
-    assert "failed" not in statuses, statuses
-    assert health.webhook_health == "healthy", health
-
-
 def test_sqlite_held_past_its_busy_timeout_loses_nothing_and_heals(tmp_path) -> None:
     events = burst(400, seed=11)
     url = f"sqlite:///{tmp_path}/held.db"
     hold_s = SQLITE_BUSY_TIMEOUT_MS / 1000 + 3
-    with listener_and_writer(url) as (listener, writer):
+    with listener_and_writer(url, **ALERTS_EVERY_SECOND) as (listener, writer):
         warm = events[:50]
         assert set(codes(send_all(listener.url, warm)).values()) == {200}
         with subprocess.Popen(
@@ -71,6 +58,7 @@ def test_sqlite_held_past_its_busy_timeout_loses_nothing_and_heals(tmp_path) -> 
         redeliver_the_unacknowledged(listener.url, events[50:], answers, seed=12)
         assert listener.writer_pid() == writer  # waited out, not crashed
         acknowledged = acknowledged_in(answers) | {e["id"] for e in warm}
+        alerts_recovered_without_flapping(url)
     assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
     no_failed_events_and_healthy(url)
 
@@ -86,7 +74,7 @@ def test_postgresql_restarted_mid_burst_loses_nothing_and_heals(tmp_path) -> Non
     try:
         url = server.create_database("restarted")
         events = burst(1500, seed=21)
-        with listener_and_writer(url) as (listener, _writer):
+        with listener_and_writer(url, **ALERTS_EVERY_SECOND) as (listener, _writer):
             restarted = threading.Event()
 
             def restart() -> None:
@@ -103,6 +91,7 @@ def test_postgresql_restarted_mid_burst_loses_nothing_and_heals(tmp_path) -> Non
             assert set(answers.values()) <= {200, 503, None}
             redeliver_the_unacknowledged(listener.url, events, answers, seed=22)
             acknowledged = acknowledged_in(answers)
+            alerts_recovered_without_flapping(url)
         assert_same_as_a_clean_run(tmp_path, url, events, acknowledged)
         no_failed_events_and_healthy(url)
     finally:

@@ -301,11 +301,12 @@ def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_ser
 
     engine = make_engine(postgres_server.create_database("finance_pipeline_error"))
     migrate.upgrade(engine)
-    # A status longer than its column: no check in Python catches it, the server refuses it.
-    too_long = sf.subscription("sub_p2", "x" * 100, "prod_p")
+    # An attempt count beyond the column's integer range: no check in Python catches it, the
+    # server refuses it.
+    out_of_range = sf.invoice("in_p2", "open", attempt_count=2**40)
     events = [
         sf.event("customer.subscription.created", sf.subscription("sub_p1", "active", "prod_p")),
-        sf.event("customer.subscription.created", too_long),
+        sf.event("invoice.payment_failed", out_of_range),
         sf.event("customer.subscription.created", sf.subscription("sub_p3", "active", "prod_p")),
     ]
     try:
@@ -315,45 +316,60 @@ def test_a_database_error_in_a_pipelined_batch_fails_only_its_event(postgres_ser
         # The error may surface at a later statement of the batch or at its end: either way
         # the batch is applied again one delivery at a time, and the error lands on its event.
         assert [r.outcome for r in results] == ["processed", "failed", "processed"]
-        assert "value too long" in (results[1].error or "")
+        assert "out of range" in (results[1].error or "")
         assert summary(engine).active_subscriptions == 2
     finally:
         engine.dispose()
 
 
 @pytest.mark.postgres
-def test_two_batches_locking_rows_in_opposite_orders_both_land(
+def test_two_batches_reaching_for_rows_in_opposite_orders_take_turns(
     postgres_server, monkeypatch, caplog
 ):
-    """Two listener processes' batches deadlock on PostgreSQL; the victim retries alone."""
+    """Two listener processes' batches, each holding a subscription row the other needs next,
+    deadlocked on PostgreSQL before the writers' advisory lock (SPEC 20). Now the second waits
+    for the whole of the first, before any row, and both land without a deadlock or a retry."""
     import threading
+
+    from sqlalchemy import text
 
     from finance_core.feed import handlers
     from finance_core.feed.ingest import Delivery, ingest_batch
     from finance_core.store import migrate
     from finance_core.store.db import make_engine
+    from tests.support.waiting import wait_until
 
     caplog.set_level(logging.INFO, logger="finance_core.feed.ingest")
-    engine = make_engine(postgres_server.create_database("finance_deadlock"))
+    url = postgres_server.create_database("finance_deadlock")
+    engine = make_engine(url)
     migrate.upgrade(engine)
 
     for sub in ("sub_d1", "sub_d2"):
         feed(engine, "customer.subscription.created", sf.subscription(sub, "active", "prod_d"))
-    # Each batch holds the row of its first subscription, then both reach for the other's.
-    both_hold_one = threading.Barrier(2, timeout=10)
     first_of_batch = threading.local()
+    first_holds = threading.Event()
+    other_waited = threading.Event()  # for the writers' lock, while this batch held a row
     real = handlers.HANDLERS["customer.subscription.updated"]
+
+    def waiting_writers() -> int:
+        with engine.connect() as conn:
+            return conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
 
     def holding(conn, event, received_at):
         change = real(conn, event, received_at)
         if not getattr(first_of_batch, "done", False):
             first_of_batch.done = True
             # Read the row back: in a pipeline this waits until the upsert has run, so the
-            # batch does hold its lock before waiting for the other one.
+            # batch does hold its lock; then hold it until the other batch is waiting.
             statements.fetch_one(
                 conn, statements.lock(subscriptions), {"object_id": event.object["id"]}
             )
-            both_hold_one.wait()
+            if event.object["id"] == "sub_d1":
+                first_holds.set()
+                wait_until(lambda: waiting_writers() == 1, timeout=10, what="the other batch")
+                other_waited.set()
         return change
 
     monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.updated", holding)
@@ -369,18 +385,22 @@ def test_two_batches_locking_rows_in_opposite_orders_both_land(
         )
 
     results: dict[str, list] = {}
-    threads = [
-        threading.Thread(target=lambda: results.update(a=batch(["sub_d1", "sub_d2"], True))),
-        threading.Thread(target=lambda: results.update(b=batch(["sub_d2", "sub_d1"], False))),
-    ]
+    first = threading.Thread(target=lambda: results.update(a=batch(["sub_d1", "sub_d2"], True)))
+    second = threading.Thread(target=lambda: results.update(b=batch(["sub_d2", "sub_d1"], False)))
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not both_hold_one.broken  # both batches did hold a row at once
+        first.start()
+        assert first_holds.wait(timeout=30)
+        second.start()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        assert other_waited.is_set()
         assert [r.outcome for r in results["a"] + results["b"]] == ["processed"] * 4
-        assert "applying them one by one" in caplog.text  # PostgreSQL did pick a victim
+        assert "applying them one by one" not in caplog.text  # no victim, no retry
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            assert not conn.execute(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
         with read_transaction(engine) as conn:
             assert status_breakdown(conn=conn) == {"active": 2}
     finally:

@@ -107,7 +107,7 @@ def test_make_run_in_demo_mode_fills_the_store_and_stops_on_ctrl_c(tmp_path):
         # Payments: a few failing invoices in more than one currency.
         assert len(totals) >= 2 and sum(t.invoices for t in totals) == status.failed_payments_count
         # Trends: 90 days that start well above zero and grow, with churn along the way.
-        first = sum(plan.counts[0] for plan in per_day)
+        first = sum(plan.counts[0] or 0 for plan in per_day)
         last = sum(plan.counts[-1] for plan in per_day)
         assert 0 < first < last
         assert last == summary.active_subscriptions

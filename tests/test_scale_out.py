@@ -52,7 +52,9 @@ def stripe_like_burst(count: int, *, seed: int) -> list[dict[str, Any]]:
     """`count` deliveries over 300 subscriptions and their invoices: 5% duplicates, and
     arrivals out of order within windows of 50 (`created` no longer rises)."""
     rng = random.Random(seed)
-    distinct = paid_stays_paid(burst(count - count // 20, seed=seed, subscriptions_n=300))
+    distinct = canceled_stays_canceled(
+        paid_stays_paid(burst(count - count // 20, seed=seed, subscriptions_n=300))
+    )
     deliveries = list(distinct)
     for _ in range(count // 20):
         deliveries.insert(rng.randrange(len(deliveries) + 1), rng.choice(distinct))
@@ -79,6 +81,23 @@ def paid_stays_paid(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             event = {**event, "type": "invoice.paid", "data": {"object": again}}
         if event["type"] == "invoice.paid":
             paid.add(obj["id"])
+        settled.append(event)
+    return settled
+
+
+def canceled_stays_canceled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` (in `created` order), where a subscription once canceled stays canceled, as in
+    Stripe: every event saying canceled tells of one cancellation, so the earliest dates it
+    (the burst's payloads carry no cancel dates), whatever order they arrive in."""
+    canceled: set[str] = set()
+    settled = []
+    for event in events:
+        obj = event["data"]["object"]
+        if obj["object"] == "subscription":
+            if obj["id"] in canceled and obj["status"] != "canceled":
+                event = {**event, "data": {"object": {**obj, "status": "canceled"}}}
+            if event["data"]["object"]["status"] == "canceled":
+                canceled.add(obj["id"])
         settled.append(event)
     return settled
 

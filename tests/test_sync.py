@@ -6,7 +6,7 @@ The store afterwards is checked through the same queries the API and dashboard u
 import json
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from finance_core.feed.stripe_api import Backoff, Pager, make_client
 from finance_core.feed.sync import SyncError, SyncReport, latest_runs, run_sync
 from finance_core.store.db import read_transaction
 from finance_core.store.models import subscriptions, sync_runs, webhook_events
-from finance_core.views import queries
+from finance_core.views import queries, trends
 from finance_core.views.payments import failing_invoice_page
 from finance_core.views.recovery import RecoveredTotal, recovered
 from tests.conftest import deliver, make_settings
@@ -362,3 +362,64 @@ def test_sync_stores_what_collections_needs_and_sees_a_recovery(engine, http, st
     assert (row.attempts, row.next_retry) == (4, None)
     assert recovered_this_week.totals == [RecoveredTotal("usd", 1, 2900)]
     assert recovered_this_week.recovery_rate == 1.0
+
+
+def test_sync_reconstructs_a_year_of_trends_from_stripes_own_dates(engine, stripe_api):
+    """A fresh store that runs sync shows each day and week as Stripe's dates say, the days
+    before the store existed flagged reconstructed."""
+    now = datetime.now(UTC)
+    today = now.date()
+    rng = random.Random(20)
+    for product_id, name in PLANS:
+        stand_in_product = sf.product(product_id, name)
+        stripe_api.put("products", stand_in_product)
+    expected: list[tuple[str, str, Any, Any]] = []  # plan, status, start day, end day
+    for n in range(150):
+        product_id = rng.choice(PLANS)[0]
+        status = rng.choice(["active", "trialing", "past_due", "canceled", "incomplete_expired"])
+        start = now - timedelta(seconds=rng.randrange(400 * 86_400))
+        obj = sf.subscription(f"sub_year_{n:03d}", status, product_id)
+        obj.update(created=int(start.timestamp()), start_date=int(start.timestamp()))
+        end = None
+        if status == "canceled":
+            end = start + (now - start) * rng.random()
+            obj.update(canceled_at=int(end.timestamp()), ended_at=int(end.timestamp()))
+        stripe_api.put("subscriptions", obj)
+        expected.append((product_id, status, start.date(), end.date() if end else None))
+    sync(engine, stripe_api)
+
+    with read_transaction(engine) as conn:
+        answer = trends.subscription_trends(conn=conn, active_statuses=ACTIVE, days=365, now=now)
+    assert answer.observed_since == today
+    assert [answer.reconstructed(day) for day in answer.window] == [True] * 364 + [False]
+
+    def active_on(plan: str, day: Any) -> int:
+        return sum(
+            1
+            for product_id, status, start, end in expected
+            if product_id == plan
+            and status != "incomplete_expired"
+            and start <= day
+            and (end is None or day < end)
+        )
+
+    drawn = {plan.product_id: plan.counts for plan in answer.per_plan}
+    for product_id, _ in PLANS:
+        counts = [active_on(product_id, day) for day in answer.window]
+        first = next(n for n, count in enumerate(counts) if count)  # nothing drawn before
+        assert drawn[product_id] == (None,) * first + tuple(counts[first:]), product_id
+
+    def monday(day: Any) -> Any:
+        return day - timedelta(days=day.weekday())
+
+    weeks = {week.week: (week.new_subscriptions, week.cancellations) for week in answer.weekly}
+    assert list(weeks) == sorted(weeks) and set(map(monday, weeks)) == set(weeks)
+    for week_of, (new, canceled) in weeks.items():
+        assert new == sum(
+            1
+            for _, s, start, _ in expected
+            if s != "incomplete_expired" and monday(start) == week_of
+        ), week_of
+        assert canceled == sum(1 for *_, end in expected if end and monday(end) == week_of)
+    # The last day is today's counts.
+    assert sum(counts[-1] or 0 for counts in drawn.values()) == numbers(engine)["active"]

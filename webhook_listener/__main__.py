@@ -21,6 +21,7 @@ import uvicorn
 
 from finance_core.settings import SettingsError, get_settings
 from finance_core.store.db import make_engine
+from finance_core.store.files import restrict_umask
 from webhook_listener.app import create_app
 from webhook_listener.background_process import JOBS
 from webhook_listener.http_limits import (
@@ -37,6 +38,7 @@ CHILD_FAILED = 1  # the writer or the background worker could not be started
 
 
 def main() -> int:
+    restrict_umask()  # the SQLite store and its WAL files: the owner's alone
     parser = argparse.ArgumentParser(prog="python -m webhook_listener", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

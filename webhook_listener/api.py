@@ -36,16 +36,20 @@ from finance_core.views.payments import (
 )
 from finance_core.views.queries import stripe_sync_status, subscription_summary
 from finance_core.views.recovery import DEFAULT_RECOVERED_DAYS, RECOVERED_WINDOWS
+from finance_core.views.trends import WINDOWS, subscription_trends
 from webhook_listener.api_errors import API_PREFIX, ApiError, install_error_handlers
 from webhook_listener.api_models import (
     FAILED_PAYMENTS_PARAMETERS,
     RESPONSES,
+    TRENDS_PARAMETERS,
     FailedPaymentsData,
     FailedPaymentsEnvelope,
     StripeSyncStatusData,
     StripeSyncStatusEnvelope,
     SubscriptionSummaryData,
     SubscriptionSummaryEnvelope,
+    SubscriptionTrendsData,
+    SubscriptionTrendsEnvelope,
 )
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import Receive, Scope, Send
@@ -76,12 +80,23 @@ def authenticated(
     return token
 
 
-def authorize(
-    request: Request, response: Response, token: TokenInfo, *, takes_query: bool = False
-) -> None:
-    """Let a token with a reading role through, within its rate limit, or raise why not.
+def no_query(request: Request) -> str | None:
+    """What is wrong with the query string of an endpoint that takes none, if anything."""
+    return _query_problem(request) if request.scope["query_string"] else None
 
-    A route that `takes_query` reads its query parameters itself, after this check."""
+
+def own_query(request: Request) -> None:
+    """For an endpoint that reads its query parameters itself, after the token check."""
+    return None
+
+
+def authorize(
+    request: Request,
+    response: Response,
+    token: TokenInfo,
+    query_problem: Callable[[Request], str | None] = no_query,
+) -> None:
+    """Let a token with a reading role through, within its rate limit, or raise why not."""
     state = request.app.state
     rate_limits: RateLimits = state.rate_limits
     decision = rate_limits.hit_token(token.id)
@@ -98,8 +113,9 @@ def authorize(
     if not can_read(token.roles):
         message = "this token has neither the finance nor the admin role"
         raise ApiError(403, "forbidden", message, headers)
-    if request.scope["query_string"] and not takes_query:
-        raise ApiError(400, "invalid_parameters", _query_problem(request), headers)
+    problem = query_problem(request)
+    if problem is not None:
+        raise ApiError(400, "invalid_parameters", problem, headers)
     response.headers.update(headers)
 
 
@@ -157,8 +173,7 @@ async def _answer(
     response: Response,
     credentials: HTTPAuthorizationCredentials | None,
     read: Callable[[Connection, Settings], T],
-    *,
-    takes_query: bool = False,
+    query_problem: Callable[[Request], str | None] = no_query,
 ) -> T:
     """Check the caller and `read` the answer, on one connection, on the thread pool.
 
@@ -174,7 +189,7 @@ async def _answer(
         try:
             with statement_reads(state.engine) as conn:
                 token = authenticated(request, credentials, conn)
-                authorize(request, response, token, takes_query=takes_query)
+                authorize(request, response, token, query_problem)
                 return read(conn, state.settings)
         finally:
             if token is not None:  # with the connection back in the pool
@@ -248,7 +263,7 @@ async def get_failed_payments(
         )
         return FailedPaymentsEnvelope(data=FailedPaymentsData.of(answer))
 
-    return await _answer(request, response, credentials, read, takes_query=True)
+    return await _answer(request, response, credentials, read, own_query)
 
 
 def _failed_payments_query(request: Request, response: Response) -> FailedPaymentsQuery:
@@ -285,6 +300,59 @@ def _failed_payments_query(request: Request, response: Response) -> FailedPaymen
             raise invalid(f"recovered_days must be one of {windows}")
         days = int(text)
     return FailedPaymentsQuery(limit, after, days)
+
+
+# --- subscription-trends (SPEC 16) -------------------------------------------------------
+
+TRENDS_DEFAULT_DAYS = 90
+
+
+def _trend_days(request: Request) -> int | None:
+    """`days` as given (30, 90 or 365), the default when absent, None when it is wrong."""
+    params = request.query_params
+    if set(params) - {"days"} or len(params.getlist("days")) > 1:
+        return None
+    value = params.get("days")
+    if value is None:
+        return TRENDS_DEFAULT_DAYS
+    return int(value) if value in {str(n) for n in WINDOWS} else None
+
+
+def _trends_query_problem(request: Request) -> str | None:
+    if _trend_days(request) is not None:
+        return None
+    names = sorted({name for name in request.query_params if name and name != "days"})
+    unknown = f"; unknown: {', '.join(names)}"[:200] if names else ""
+    return f"days is one of 30, 90 or 365{unknown}"
+
+
+@router.get(
+    "/subscription-trends",
+    summary="Active subscriptions per plan per day, new and canceled per week",
+    openapi_extra={"parameters": TRENDS_PARAMETERS},
+)
+async def get_subscription_trends(
+    request: Request, response: Response, credentials: Credentials
+) -> SubscriptionTrendsEnvelope:
+    """The daily history dated by Stripe: per UTC day and plan the active subscriptions (days
+    before `observed_since` reconstructed from Stripe's dates), per ISO week the subscriptions
+    that started and were canceled. The Trends page's numbers."""
+
+    def read(conn: Connection, settings: Settings) -> SubscriptionTrendsEnvelope:
+        days = _trend_days(request)
+        assert days is not None  # checked with the token
+        trends = subscription_trends(
+            conn=conn,
+            active_statuses=settings.active_subscription_statuses,
+            days=days,
+            now=datetime.now(UTC),
+        )
+        return SubscriptionTrendsEnvelope(data=SubscriptionTrendsData.of(trends))
+
+    return await _answer(request, response, credentials, read, _trends_query_problem)
+
+
+# --- end of subscription-trends -----------------------------------------------------------
 
 
 class ServerTiming:

@@ -1,6 +1,7 @@
 """The Finance API's JSON shapes (SPEC 6), as pydantic models that also write its OpenAPI."""
 
 from datetime import UTC, datetime
+from datetime import date as Day
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -8,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSche
 
 from finance_core.views.payments import FailedPayments, cursor_token
 from finance_core.views.queries import SubscriptionSummary, SyncStatus, WebhookHealth
+from finance_core.views.trends import WINDOWS, SubscriptionTrends
 
 UTC_SECOND_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 
@@ -255,6 +257,87 @@ FAILED_PAYMENTS_PARAMETERS = [
 ]
 
 
+# --- subscription-trends (SPEC 16) -------------------------------------------------------
+
+TrendWindow = Literal[30, 90, 365]
+assert WINDOWS == (30, 90, 365)  # the Literal above spells finance_core's windows
+
+
+class TrendPlan(ApiModel):
+    plan_id: UUID = Field(description="Stable id of the plan (one Stripe product)")
+    plan_name: str = Field(description="The product's name, or its id until the name is known")
+    active: int = Field(ge=1, description="Active subscriptions on this plan at the day's end")
+
+
+class TrendDay(ApiModel):
+    date: Day = Field(description="A UTC day", examples=["2025-12-05"])
+    reconstructed: bool = Field(
+        description="Before `observed_since`: rebuilt from Stripe's start and cancel dates, "
+        "whether a subscription was trialing or past due then is not known"
+    )
+    plans: list[TrendPlan] = Field(description="Every plan active that day, by plan name")
+
+
+class TrendWeek(ApiModel):
+    week_of: Day = Field(description="The Monday (UTC) of an ISO week", examples=["2025-12-01"])
+    new: int = Field(ge=0, description="Subscriptions whose Stripe start date is in the week")
+    canceled: int = Field(ge=0, description="Subscriptions canceled (Stripe's date) in the week")
+
+
+class SubscriptionTrendsData(ApiModel):
+    days: TrendWindow
+    observed_since: Day = Field(
+        description="The first UTC day the store observed; earlier days are reconstructed"
+    )
+    as_of: UtcSecond
+    daily: list[TrendDay] = Field(description="One entry per day of the window, oldest first")
+    weekly: list[TrendWeek] = Field(
+        description="Every ISO week that has a day in the window, oldest first"
+    )
+
+    @classmethod
+    def of(cls, trends: SubscriptionTrends) -> "SubscriptionTrendsData":
+        daily = []
+        for n, day in enumerate(trends.window):
+            plans = [
+                TrendPlan(plan_id=plan.plan_id, plan_name=plan.plan_name, active=count)
+                for plan in trends.per_plan
+                if (count := plan.counts[n])
+            ]
+            daily.append(TrendDay(date=day, reconstructed=trends.reconstructed(day), plans=plans))
+        weekly = [
+            TrendWeek(week_of=week.week, new=week.new_subscriptions, canceled=week.cancellations)
+            for week in trends.weekly
+        ]
+        return cls(
+            days=trends.days,  # type: ignore[arg-type]  # checked by the route
+            observed_since=trends.observed_since,
+            as_of=trends.as_of,
+            daily=daily,
+            weekly=weekly,
+        )
+
+
+class SubscriptionTrendsEnvelope(ApiModel):
+    success: Literal[True] = True
+    data: SubscriptionTrendsData
+
+
+# The query parameter, described here and checked by the route after the token (so that a
+# caller without a token learns nothing, and a 400 carries the rate-limit headers).
+TRENDS_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "days",
+        "in": "query",
+        "required": False,
+        "description": "The window: the last 30, 90 or 365 UTC days, today included",
+        "schema": {"type": "integer", "enum": list(WINDOWS), "default": 90},
+    }
+]
+
+# --- end of subscription-trends -----------------------------------------------------------
+
+
 def _header(description: str, *, required: bool = True) -> dict[str, Any]:
     schema = {"type": "integer", "minimum": 0}
     return {"description": description, "required": required, "schema": schema}
@@ -277,7 +360,9 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": _rate_headers(required=True)},
     400: _error(
-        "Invalid or unknown query parameters (the summary and the sync status take none)",
+        "Unknown or invalid query parameters (the summary and the sync status take none; "
+        "subscription-trends takes `days`, failed-payments `limit`, `cursor` and "
+        "`recovered_days`)",
         _rate_headers(required=True),
     ),
     401: _error(

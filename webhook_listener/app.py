@@ -127,6 +127,12 @@ def create_app(
         version="1.0.0",
         description="Stripe webhook listener and the read-only Finance API.",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN: off, so that the
+        # listener's pages load nothing from another site. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
+        # A trailing slash is a 404, never a redirect to http://<Host header>/...
+        redirect_slashes=False,
     )
     install_finance_api(app)
     install_metrics(app)

@@ -29,6 +29,7 @@ JOBS: dict[str, str] = {
     "alerts": "finance_core.alerts.job:run_alerts",
     "digest": "finance_core.alerts.digest_job:run_digest",
     "housekeeping": "finance_core.feed.housekeeping:housekeeping",
+    "feed_check": "finance_core.feed.feed_check:run_feed_checks",
 }
 JOB_RESTART_DELAY_S = 5.0
 JOIN_TIMEOUT_S = 20.0

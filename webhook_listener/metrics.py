@@ -120,6 +120,18 @@ class StoreGaugeCollector:
         ]
         for (name, documentation), value in zip(families.items(), values, strict=True):
             yield GaugeMetricFamily(name, documentation, value=value)
+        if gauges.feed_check is not None:  # absent while the feed check is off or never ran
+            ok, checked_at = gauges.feed_check
+            yield GaugeMetricFamily(
+                "finance_feed_check_ok",
+                "1 when Stripe's view of the feed (SPEC 17) found it complete, else 0",
+                value=ok,
+            )
+            yield GaugeMetricFamily(
+                "finance_feed_check_timestamp_seconds",
+                "When the latest feed check ran, Unix time",
+                value=checked_at,
+            )
 
 
 class ListenerMetrics:

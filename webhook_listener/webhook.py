@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from finance_core.feed.ingest import Outcome
 from finance_core.feed.rejections import record_rejection
+from finance_core.log_text import loggable
 from finance_core.settings import Settings
 from webhook_listener.metrics import ListenerMetrics
 from webhook_listener.verify import Rejected, verify_signature
@@ -66,7 +67,7 @@ async def handle_webhook(state: Any, scope: Scope, receive: Receive, send: Send)
         metrics.rejected(rejection.reason, started)
         return
     except WriterUnavailable as exc:
-        log.warning("delivery not stored (event %s): %s", exc.event_id or "unknown", exc)
+        log.warning("delivery not stored (event %s): %s", loggable(exc.event_id or "unknown"), exc)
         await _answer(
             send,
             503,

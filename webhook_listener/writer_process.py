@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from finance_core.feed.ingest import Delivery, ingest_batch
+from finance_core.log_text import loggable
 from finance_core.store.db import make_engine
 from webhook_listener.parsing import Rejected, parse_event
 from webhook_listener.writer import (
@@ -122,11 +123,17 @@ def store(engine: Engine, batch: list[Frame]) -> bytes:
     try:
         results = ingest_batch(engine=engine, deliveries=[d for _, d in deliveries])
     except SQLAlchemyError:  # unreachable, busy or refusing: Stripe retries on the 503
-        log.exception("database error while storing %d events: %s", len(events), events)
+        log.exception(
+            "database error while storing %d events: %s", len(events), [loggable(e) for e in events]
+        )
         code = Code.DATABASE_UNAVAILABLE
         replies.extend(encode_reply(i, code, event) for i, event in zip(ids, events, strict=True))
     except Exception:  # a bug: answered 500, and Stripe retries
-        log.exception("unexpected error while storing %d events: %s", len(events), events)
+        log.exception(
+            "unexpected error while storing %d events: %s",
+            len(events),
+            [loggable(e) for e in events],
+        )
         code = Code.INTERNAL_ERROR
         replies.extend(encode_reply(i, code, event) for i, event in zip(ids, events, strict=True))
     else:

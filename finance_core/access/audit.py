@@ -22,6 +22,7 @@ ACTIONS = (
     "event_replayed",
     "event_dismissed",
     "sync_run",
+    "feed_check_run",
     "thin_events_retried",
     "alert_test_sent",
     "digest_sent",

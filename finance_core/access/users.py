@@ -1,6 +1,7 @@
 """Dashboard users: bcrypt hashes only, roles as in `access.roles`, every change audited."""
 
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,27 @@ def bcrypt_rounds() -> int:
     if rounds is None or "PYTEST_VERSION" not in os.environ:
         return BCRYPT_ROUNDS
     return int(rounds)
+
+
+# A throwaway hash per bcrypt cost: what an unknown username's password is checked against.
+_decoys: dict[bytes, bytes] = {}
+
+
+def check_no_password(password: str, *, like: str | None) -> bool:
+    """Refuse a password for an unknown username, as slowly as a wrong one for a known username.
+
+    Without this, a sign-in for a made-up username returns before bcrypt runs and so reveals
+    which usernames exist. The password is checked against a throwaway hash of the same bcrypt
+    cost as `like`, a stored hash (the store's own cost, whatever it is), or of the default cost
+    when there is none. Always False.
+    """
+    salt = like.encode()[:29] if like and like.startswith("$2") else bcrypt.gensalt()
+    cost = salt[:7]  # "$2b$12$": the algorithm and cost, not the salt itself
+    decoy = _decoys.get(cost)
+    if decoy is None:
+        decoy = _decoys[cost] = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), salt)
+    bcrypt.checkpw(password.encode()[:72], decoy)
+    return False
 
 
 def normalize_username(username: str) -> str:

@@ -58,7 +58,7 @@ def build_digest(
     series = active_per_plan_per_day(
         conn=conn, active_statuses=settings.active_subscription_statuses, start=start, end=end
     )
-    at_end_of_yesterday = {plan.product_id: plan.counts[0] for plan in series}
+    at_end_of_yesterday = {plan.product_id: plan.counts[0] or 0 for plan in series}
     names = {plan.product_id: plan.plan_name for plan in series}
     (flow,) = new_and_canceled_per_week(conn=conn, start=yesterday, end=yesterday + timedelta(1))
     totals = failing_totals(conn=conn)

@@ -59,6 +59,11 @@ HEALTH_ADVICE = {
         "cause is fixed (`python -m finance_core replay`) or dismiss them."
     ),
 }
+FEED_CHECK_ADVICE = (
+    "fix the webhook endpoint in the Stripe Dashboard (https://dashboard.stripe.com/webhooks): "
+    "enable it, or add the event types named above; then press Check now on the Webhooks page "
+    "(or wait for the next check), and run `python -m finance_core sync` for what was missed."
+)
 FAILED_PAYMENTS_ADVICE = (
     "see which invoices fail in the Stripe Dashboard's payments (a card network or Stripe "
     "outage, or a price or product change, makes many fail at once)."
@@ -96,7 +101,11 @@ def webhook_health(*, conn: Connection, settings: Settings, now: datetime) -> Fi
             f"Webhook health is {health.value}: {status.health_reason}; {last}; "
             f"{status.unresolved_failed_events} failed events awaiting action."
         ),
-        advice=HEALTH_ADVICE.get(health, "nothing: webhooks are arriving and applied."),
+        advice=(
+            FEED_CHECK_ADVICE
+            if status.feed_check_problem and health is WebhookHealth.ERROR
+            else HEALTH_ADVICE.get(health, "nothing: webhooks are arriving and applied.")
+        ),
         page=WEBHOOKS_PAGE,
     )
 

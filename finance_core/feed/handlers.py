@@ -29,6 +29,7 @@ from finance_core.feed.stripe_shapes import (
     pause_reason,
     price_fields,
     required_str,
+    subscription_dates,
     subscription_items,
     subscription_period,
     timestamp,
@@ -143,7 +144,16 @@ def apply_subscription(
     first_item = items[0] if items else None
     product_id, price_id = item_product_and_price(first_item) if first_item else (None, None)
     period_start, period_end = subscription_period(obj, first_item)
+    started, canceled, ended = subscription_dates(obj, status)
     dialect = conn.dialect.name
+    # Without Stripe's own dates (a payload that lacks them), the event's time dates them.
+    happened = statements.db_time(dialect, timestamp(event.created))
+    undated_cancel = status == "canceled" and canceled is None
+    # ... but an event dated before the subscription began cannot be when it ended.
+    event_time = timestamp(event.created)
+    if started is not None and event_time is not None and event_time < started:
+        event_time = started
+    canceled_then = statements.db_time(dialect, event_time)
     row = {
         "id": subscription_id,
         "status": status,
@@ -154,15 +164,34 @@ def apply_subscription(
         "current_period_end": statements.db_time(dialect, period_end),
         "cancel_at_period_end": optional_bool(obj, "cancel_at_period_end"),
         "pause_reason": pause_reason(obj) if status == "paused" else None,
+        "started_at": statements.db_time(dialect, started),
+        "canceled_at": statements.db_time(dialect, canceled),
+        "ended_at": statements.db_time(dialect, ended),
         **_state(conn, event, received_at),
     }
-    return _apply_state(
+    change = _apply_state(
         conn,
         subscriptions,
         row,
         terminal_statuses=TERMINAL_SUBSCRIPTION_STATUSES,
+        # A start is for good: one the payload does not give keeps the stored one, and a new
+        # row without it starts when the event happened. So do cancel dates.
+        keep_when_missing=("started_at", "canceled_at", "ended_at")
+        if undated_cancel
+        else ("started_at",),
+        default_when_new={"started_at": happened}
+        | ({"canceled_at": canceled_then, "ended_at": canceled_then} if undated_cancel else {}),
         report_change=report_change,
     )
+    if undated_cancel:
+        # Canceled without Stripe's dates (a trimmed payload): the earliest event that said so
+        # dates it, whichever arrived first; later reads (each of another time) leave it alone.
+        statements.run(
+            conn,
+            statements.earliest_cancel_dates(),
+            {"object_id": subscription_id, "at": canceled_then},
+        )
+    return change
 
 
 def apply_product(

@@ -37,6 +37,7 @@ from finance_core.feed.handlers import (
     TERMINAL_INVOICE_STATUSES,
     TERMINAL_SUBSCRIPTION_STATUSES,
 )
+from finance_core.log_text import loggable
 from finance_core.store import statements
 from finance_core.store.db import insert_for, is_unavailable, pipeline, write_transaction
 from finance_core.store.models import webhook_events
@@ -154,7 +155,12 @@ def _ingest_alone(engine: Engine, delivery: Delivery) -> DeliveryResult:
     except Exception as exc:  # a bug met by this event alone: it fails, the batch goes on
         failure = exc
     message = _describe(failure)
-    log.exception("event %r (%r) could not be stored: %s", event.id, event.type, message)
+    log.exception(
+        "event %s (%s) could not be stored: %s",
+        loggable(event.id),
+        loggable(event.type),
+        loggable(message),
+    )
     try:
         payload = delivery.raw_payload or _event_json(event)
         with write_transaction(engine) as conn:
@@ -162,9 +168,9 @@ def _ingest_alone(engine: Engine, delivery: Delivery) -> DeliveryResult:
     except DBAPIError as exc:
         if is_unavailable(exc):
             raise
-        log.warning("event %r could not be kept as failed either: %s", event.id, exc)
+        log.warning("event %s could not be kept as failed either: %s", loggable(event.id), exc)
     except Exception as exc:
-        log.warning("event %r could not be kept as failed either: %s", event.id, exc)
+        log.warning("event %s could not be kept as failed either: %s", loggable(event.id), exc)
     return DeliveryResult(Outcome.FAILED, event.id, message)
 
 
@@ -242,7 +248,12 @@ def _process(
                 conn, event, now, raw_payload, delivery=delivery, retry_dismissed=retry_dismissed
             )
     except _ApplyFailed as failure:
-        log.warning("event %s (%s) failed: %s", event.id, event.type, failure.message)
+        log.warning(
+            "event %s (%s) failed: %s",
+            loggable(event.id),
+            loggable(event.type),
+            loggable(failure.message),
+        )
         payload = raw_payload if raw_payload is not None else _event_json(event)
         with write_transaction(engine) as conn:
             _record_failure(conn, event, now, failure.message, payload, delivery=delivery)

@@ -45,6 +45,7 @@ from finance_core.feed.thin_fetching import (
     fetch_object,
     fetching_client,
 )
+from finance_core.log_text import loggable
 from finance_core.settings import Settings
 from finance_core.store.db import write_transaction
 from finance_core.store.leases import holder_name
@@ -209,7 +210,12 @@ class Resolver:
         except Exception as exc:  # the library could not read our own stored payload
             if is_transient(exc):
                 raise  # met below the library: waited out by resolve_forever, claims lapse
-            log.exception("thin event %r: fetching %s %r failed", newest.id, kind, object_id)
+            log.exception(
+                "thin event %s: fetching %s %s failed",
+                loggable(newest.id),
+                loggable(kind),
+                loggable(object_id),
+            )
             self.claims.fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
             report.failed += len(events)
             return

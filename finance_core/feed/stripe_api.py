@@ -22,6 +22,10 @@ class StripeUnavailable(RuntimeError):
     """Stripe's API refused or failed for good; the message says what to do."""
 
 
+class StripePermissionDenied(StripeUnavailable):
+    """A restricted STRIPE_API_KEY may not read this (403); Stripe's message names the right."""
+
+
 class NotFoundAtStripe(LookupError):
     """Stripe has no such object (404), or no longer keeps it."""
 
@@ -106,9 +110,9 @@ def _unavailable(exc: stripe.StripeError) -> StripeUnavailable:
     if isinstance(exc, stripe.AuthenticationError):
         return StripeUnavailable("Stripe refused STRIPE_API_KEY (401): check the key")
     if isinstance(exc, stripe.PermissionError):
-        return StripeUnavailable(
+        return StripePermissionDenied(
             "STRIPE_API_KEY may not read this (403): give the restricted key read access to "
-            "products, prices, subscriptions, invoices and events"
+            f"products, prices, subscriptions, invoices and events ({exc.user_message or exc})"
         )
     if isinstance(exc, stripe.APIConnectionError):
         return StripeUnavailable(f"cannot reach Stripe's API: {exc.user_message or exc}")

@@ -174,3 +174,25 @@ def pause_reason(subscription: dict[str, Any]) -> str:
     inner = paused.get("subscription") if isinstance(paused, dict) else None
     reason = inner.get("type") if isinstance(inner, dict) else None
     return reason[:64] if isinstance(reason, str) and reason else "unspecified"
+
+
+def subscription_dates(
+    subscription: dict[str, Any], status: str
+) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """When it started (`start_date`, else `created`), and once canceled when it was canceled
+    (`canceled_at`, else `ended_at`) and ended (`ended_at`, else `canceled_at`).
+
+    Every API version carries these at the top level. A scheduled cancellation sets
+    `canceled_at` on a subscription still active: only a canceled one's dates are kept. Neither
+    is before the start.
+    """
+    started = timestamp(subscription.get("start_date")) or timestamp(subscription.get("created"))
+    if status != "canceled":
+        return started, None, None
+    canceled = timestamp(subscription.get("canceled_at"))
+    ended = timestamp(subscription.get("ended_at"))
+    canceled, ended = canceled or ended, ended or canceled
+    if started is not None:
+        canceled = max(canceled, started) if canceled else None
+        ended = max(ended, started) if ended else None
+    return started, canceled, ended

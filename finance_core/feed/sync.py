@@ -6,6 +6,10 @@ the same per-object ordering rule as webhooks, dated one second before the run s
 API answer already holds every change made before then, and a webhook for a change made since
 then is newer and wins, whether it arrived before or after the sync wrote.
 
+A subscription read here is dated in the daily history by its own Stripe dates (`start_date`,
+`canceled_at`, `ended_at`; migration 0010), so on a fresh store sync reconstructs the days
+before the store existed; a change it finds lands on the day of the read.
+
 Each page commits on its own, so an interrupted run keeps what it read and a second run is
 safe. Sync is not a webhook delivery: it leaves "last webhook received" and health alone.
 """
@@ -32,6 +36,7 @@ from finance_core.feed.stripe_api import (
     Pager,
     StripeUnavailable,
 )
+from finance_core.log_text import loggable
 from finance_core.store.db import write_transaction
 from finance_core.store.models import invoices, sync_runs
 
@@ -216,28 +221,16 @@ class _Sync:
             self.report.rate_limit_waits = self.pager.rate_limit_waits
 
     def _recover_missed_events(self) -> None:
-        tally = self.report.missed_events
-        params = {"delivery_success": False, "created": {"gte": self.since}}
-        for payload in self.pager.list_all(self.client.v1.events.list, params):
-            tally.fetched += 1
-            try:
-                event = StripeEvent.from_payload(payload)
-            except NotAStripeEvent as exc:
-                tally.failed += 1
-                self._error(f"event {payload.get('id')!r} from Stripe is unreadable: {exc}")
-                continue
-            result = recover_event(
-                engine=self.engine, event=event, now=self.clock(), raw_payload=json.dumps(payload)
-            )
-            if result.outcome is Outcome.FAILED:
-                tally.failed += 1
-                self._error(f"event {event.id} ({event.type}) failed: {result.error}")
-            elif result.outcome is Outcome.DUPLICATE:
-                tally.already_stored += 1
-            else:
-                tally.recovered += 1
-            if tally.fetched % PAGE_SIZE == 0:
-                self.progress(f"missed events: {tally.fetched} read")
+        recover_missed_events(
+            engine=self.engine,
+            client=self.client,
+            pager=self.pager,
+            since=self.since,
+            tally=self.report.missed_events,
+            clock=self.clock,
+            on_error=self._error,
+            progress=self.progress,
+        )
 
     def _reconcile(self, kind: str, list_page: ListPage, params: dict[str, Any]) -> set[str]:
         """Apply every object of a listing, a page per transaction; return the ids seen."""
@@ -303,9 +296,48 @@ class _Sync:
             self._apply_page("invoices", [invoice.to_dict(for_json=True)])
 
     def _error(self, message: str) -> None:
-        log.warning("sync: %s", message)
+        log.warning("sync: %s", loggable(message))
         if len(self.report.errors) < MAX_ERRORS_KEPT:
             self.report.errors.append(message[:500])
+
+
+def recover_missed_events(
+    *,
+    engine: Engine,
+    client: stripe.StripeClient,
+    pager: Pager,
+    since: int,
+    tally: EventTally,
+    clock: Callable[[], datetime],
+    on_error: Callable[[str], None],
+    progress: Progress | None = None,
+) -> None:
+    """Apply the events Stripe could not deliver (`delivery_success=false`) created since
+    `since` (Unix time) that the store lacks, as a delivery would; count them in `tally`.
+
+    Used by `sync` and by the feed check (`finance_core.feed.feed_check`).
+    """
+    params = {"delivery_success": False, "created": {"gte": since}}
+    for payload in pager.list_all(client.v1.events.list, params):
+        tally.fetched += 1
+        try:
+            event = StripeEvent.from_payload(payload)
+        except NotAStripeEvent as exc:
+            tally.failed += 1
+            on_error(f"event {payload.get('id')!r} from Stripe is unreadable: {exc}")
+            continue
+        result = recover_event(
+            engine=engine, event=event, now=clock(), raw_payload=json.dumps(payload)
+        )
+        if result.outcome is Outcome.FAILED:
+            tally.failed += 1
+            on_error(f"event {event.id} ({event.type}) failed: {result.error}")
+        elif result.outcome is Outcome.DUPLICATE:
+            tally.already_stored += 1
+        else:
+            tally.recovered += 1
+        if progress is not None and tally.fetched % PAGE_SIZE == 0:
+            progress(f"missed events: {tally.fetched} read")
 
 
 def _start_run(engine: Engine, started: datetime, actor: str) -> int:

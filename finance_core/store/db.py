@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
@@ -21,12 +21,19 @@ from sqlalchemy.exc import (
 )
 
 from finance_core.settings import SettingsError
+from finance_core.store import files
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "finance_write"
 # SQLite has one writer at a time: threads of one process queue on a lock instead of
 # polling the file lock, which keeps write latency flat under concurrent requests.
 _sqlite_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+# PostgreSQL's writers, in every process, take this transaction-level advisory lock before
+# anything else: the one lock order of SPEC 20. Batches of different listeners touch the same
+# count and history rows in whatever order their deliveries came; holding those row locks in
+# varying orders deadlocked them. The key is any constant no other application uses ("pmfw").
+WRITERS_LOCK_KEY = 0x706D6677
+_TAKE_WRITERS_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WRITERS_LOCK_KEY)
 
 
 def make_engine(database_url: str, **engine_options: Any) -> Engine:
@@ -46,8 +53,10 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         engine_options.setdefault("pool_pre_ping", True)
         return _create(url, engine_options)
 
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    database = Path(url.database) if url.database and url.database != ":memory:" else None
+    if database is not None and not database.parent.exists():
+        # Created here, the directory is ours alone; an existing one is the operator's choice.
+        database.parent.mkdir(parents=True, exist_ok=True, mode=files.DIRECTORY_MODE)
     engine = _create(url, engine_options)
 
     @event.listens_for(engine, "connect")
@@ -56,6 +65,9 @@ def make_engine(database_url: str, **engine_options: Any) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if database is not None:
+            # Before WAL: SQLite creates -wal and -shm with the database file's mode.
+            files.private_sqlite_files(database)
         _enable_wal(cursor)
         # NORMAL is durable across application crashes in WAL mode; only an OS crash
         # can lose the last commits, and Stripe redelivers anything not acknowledged.
@@ -162,6 +174,7 @@ _SQLITE_UNAVAILABLE = (
     "database table is locked",
     "unable to open database file",
     "disk i/o error",
+    "database or disk is full",  # SQLITE_FULL: no page can be written until space comes back
 )
 
 
@@ -199,11 +212,19 @@ def refuses_connection(exc: BaseException) -> bool:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that commits on success and rolls back on error."""
+    """A connection in a transaction that commits on success and rolls back on error.
+
+    One writer at a time on either database: SQLite has one by design (threads of a process
+    queue on a lock, processes on BEGIN IMMEDIATE); on PostgreSQL the transaction first takes
+    the writers' advisory lock, held to its end, so that writers of several listeners queue
+    instead of deadlocking on the rows the count and history triggers keep.
+    """
     lock = _sqlite_write_locks.get(engine) or nullcontext()
     with lock, engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: True})
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(_TAKE_WRITERS_LOCK)
             yield conn
 
 

@@ -117,6 +117,12 @@ subscriptions = Table(
     # Why Stripe paused it (status_details.paused.subscription.type, from 2026-09-30.endive);
     # None unless paused.
     Column("pause_reason", String(64)),
+    # Stripe's own dates, which date the history (migration 0010): `start_date` (else
+    # `created`); once canceled, `canceled_at` (else `ended_at`) and `ended_at` (else
+    # `canceled_at`).
+    Column("started_at", UTCDateTime),
+    Column("canceled_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
     Column("livemode", Boolean, nullable=False),
     *_state_columns(),
     CheckConstraint("length(status) > 0", name="status_not_empty"),
@@ -140,10 +146,11 @@ subscription_counts = Table(
     CheckConstraint("subscription_count >= 0", name="count_not_negative"),
 )
 
-# The same triggers keep a daily history (UTC days of `updated_at`, when the store saw the
-# change): per plan and status the day's net change, and how many subscriptions were new or
-# became canceled that day. A day's counts are today's minus the changes since, so trends read
-# a few rows per day of the window at any size (migration 0009).
+# The same triggers keep a daily history, dated by Stripe (migration 0010): per UTC day, plan
+# and status the day's net change, and how many subscriptions started or were canceled that
+# day (their own `started_at` and `canceled_at`; other moves on the day of the event). A day's
+# counts are today's minus the changes since, so trends read a few rows per day of the window
+# at any size.
 subscription_history = Table(
     "subscription_history",
     metadata,
@@ -153,6 +160,16 @@ subscription_history = Table(
     Column("subscription_change", BigInteger, nullable=False),
     Column("new_subscriptions", BigInteger, nullable=False),
     Column("cancellations", BigInteger, nullable=False),
+)
+
+# One row: the first UTC day the store observed; days before are reconstructed from Stripe's
+# dates, their status detail (trialing, past due) unknown.
+subscription_history_observed = Table(
+    "subscription_history_observed",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("observed_since", Date, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
 )
 
 invoices = Table(
@@ -438,4 +455,22 @@ alert_samples = Table(
     Column("measure", String(64), primary_key=True),
     Column("taken_at", UTCDateTime, primary_key=True),
     Column("sample_value", BigInteger, nullable=False),
+)
+
+# The feed check (SPEC 17): Stripe's own view of the feed, one row (id 1). `claimed_until` is
+# the claim that lets one process at a time run the check; `problem` (the reason health is
+# `error`, in words) is read by the health statement; `report` is the whole result as JSON.
+FEED_CHECK_ROW = 1
+FEED_CHECK_VERDICTS = ("ok", "warning", "error", "off", "unavailable")
+feed_check = Table(
+    "feed_check",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", UTCDateTime),
+    Column("verdict", String(16)),
+    Column("problem", Text),
+    Column("report", Text),
+    Column("requested_at", UTCDateTime),
+    Column("claimed_until", UTCDateTime),
+    Column("claimed_by", String(255)),
 )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     not_,
     null,
     or_,
@@ -30,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from finance_core.store.db import execute_on_driver, insert_for_dialect
-from finance_core.store.models import as_utc, event_api_versions, webhook_events
+from finance_core.store.models import as_utc, event_api_versions, subscriptions, webhook_events
 
 # Named parameters on both drivers, so that one parameter dict fits every statement.
 _DIALECTS = {
@@ -246,6 +247,29 @@ def record_failure(table: Table) -> Any:
         .values(
             failing_since=case((failing_later, bindparam("since")), else_=table.c.failing_since),
             first_failed_at=case((first_later, bindparam("since")), else_=table.c.first_failed_at),
+        )
+    )
+
+
+@cache
+def earliest_cancel_dates() -> Any:
+    """Date a canceled subscription by `at` when it has no cancel dates yet or later ones, or
+    by its start when `at` is earlier (an event dated before the subscription began cannot end
+    it). Canceled is final in Stripe, so every event that says so belongs to one cancellation:
+    the earliest dates it, whatever order they arrive in."""
+    started = subscriptions.c.started_at
+    at = case((started > bindparam("at"), started), else_=bindparam("at"))
+    canceled, ended = subscriptions.c.canceled_at, subscriptions.c.ended_at
+    return (
+        update(subscriptions)
+        .where(
+            subscriptions.c.id == bindparam("object_id"),
+            subscriptions.c.status == literal_column("'canceled'"),
+            or_(canceled.is_(None), canceled > at),
+        )
+        .values(
+            canceled_at=at,
+            ended_at=case((or_(ended.is_(None), ended > at), at), else_=ended),
         )
     )
 

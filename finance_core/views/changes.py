@@ -39,7 +39,11 @@ def active_subscription_changes(
         end=today + timedelta(days=1),
     )
     # One total per day, from a week ago to today; no plan active in the window: all zero.
-    totals = [sum(column) for column in zip(*(plan.counts for plan in series), strict=True)]
+    # A plan's day before its first subscription is None (not drawn): it counts as none.
+    totals = [
+        sum(count or 0 for count in column)
+        for column in zip(*(plan.counts for plan in series), strict=True)
+    ]
     if not totals:
         return Changes(0, 0)
     return Changes(totals[-1] - totals[-2], totals[-1] - totals[0])

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 
@@ -98,7 +99,7 @@ class HourlyCount:
 
 def stripe_event_url(event_id: str, *, livemode: bool) -> str:
     """The event's page in the Stripe Dashboard (under /test for test-mode events)."""
-    return stripe_dashboard_url(f"events/{event_id}", livemode=livemode)
+    return stripe_dashboard_url(f"events/{quote(event_id, safe='')}", livemode=livemode)
 
 
 _LOG_COLUMNS = (

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from finance_core.feed.feed_check import feed_check_gauges
 from finance_core.settings import Settings
 from finance_core.views.queries import WebhookHealth, stripe_sync_status, subscription_summary
 
@@ -20,10 +21,12 @@ class StoreGauges:
     failed_payments: int
     unresolved_failed_events: int
     thin_events_pending: int
+    # The feed check's (ok 1/0, Unix time of the check); None when it is off or never ran.
+    feed_check: tuple[float, float] | None = None
 
 
 def store_gauges(*, conn: Connection, settings: Settings, now: datetime) -> StoreGauges:
-    """The gauges' values now: two statements, the API's summary and sync status."""
+    """The gauges' values now: the API's summary and sync status, and the feed check's row."""
     summary = subscription_summary(
         conn=conn, active_statuses=settings.active_subscription_statuses, now=now
     )
@@ -35,4 +38,5 @@ def store_gauges(*, conn: Connection, settings: Settings, now: datetime) -> Stor
         failed_payments=status.failed_payments_count,
         unresolved_failed_events=status.unresolved_failed_events,
         thin_events_pending=status.thin_events_pending,
+        feed_check=feed_check_gauges(conn=conn, now=now),
     )

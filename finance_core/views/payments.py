@@ -267,3 +267,18 @@ def _csv_values(row: FailingInvoice) -> list[object]:
         formula_safe(row.stripe_url),
         formula_safe(row.customer_url or ""),
     ]
+
+
+def failing_at(*, conn: Connection, moment: datetime) -> int:
+    """Invoices failing at `moment` as far as the store can tell afterwards: a first failure
+    before it and no closing by then (an invoice that failed again after a successful retry
+    is counted from its first failure). For a store that has no daily figures yet."""
+    column = invoices.c
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                column.first_failed_at <= moment,
+                (column.closed_at.is_(None)) | (column.closed_at > moment),
+            )
+        ).scalar_one()
+    )

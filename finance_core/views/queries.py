@@ -16,6 +16,8 @@ from sqlalchemy import BindParameter, Connection, Select, bindparam, func, liter
 from finance_core.feed.stripe_shapes import timestamp
 from finance_core.store import statements as hot
 from finance_core.store.models import (
+    FEED_CHECK_ROW,
+    feed_check,
     invoices,
     products,
     rejection_totals,
@@ -95,6 +97,8 @@ class SyncStatus:
     thin_events_pending: int = 0
     oldest_pending_since: datetime | None = None
     pending_reason: str | None = None
+    # The feed check's finding (SPEC 17): Stripe's view says the feed is broken, in words.
+    feed_check_problem: str | None = None
 
     @property
     def last_webhook_received(self) -> datetime | None:
@@ -144,6 +148,8 @@ _PENDING_REASON = (
     .order_by(webhook_events.c.first_received_at)
     .limit(1)
 )
+# The latest feed check's problem (missing, disabled, missing types), if any.
+_FEED_CHECK_PROBLEM = select(feed_check.c.problem).where(feed_check.c.id == FEED_CHECK_ROW)
 _SUBSCRIPTIONS = func.sum(subscription_counts.c.subscription_count)
 _STATUS_BREAKDOWN = (
     select(subscription_counts.c.status, _SUBSCRIPTIONS)
@@ -200,6 +206,7 @@ _SYNC_STATUS = select(
     _PENDING_THIN_EVENTS.scalar_subquery().label("thin_events_pending"),
     _OLDEST_PENDING.scalar_subquery().label("oldest_pending_since"),
     _PENDING_REASON.scalar_subquery().label("pending_reason"),
+    _FEED_CHECK_PROBLEM.scalar_subquery().label("feed_check_problem"),
 ).select_from(_ANCHOR.outerjoin(_LATEST, true()))
 
 
@@ -271,12 +278,12 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
     """Webhook feed health, the latest event and failing payments (SPEC 5 and 6), one statement."""
     row = hot.run(conn, _SYNC_STATUS, {}).fetchone()
     *latest, failed_events, failed_payments, rejected = row[:8]
-    pending, oldest_pending, pending_reason = row[8:]
+    pending, oldest_pending, pending_reason, feed_problem = row[8:]
     last = _last_event(*latest)
     oldest_pending = hot.stored_time(oldest_pending)
     quiet_limit = timedelta(seconds=delayed_after)
     thin_waiting = oldest_pending is not None and now - oldest_pending > quiet_limit
-    if failed_events or thin_waiting:
+    if failed_events or thin_waiting or feed_problem:
         health = WebhookHealth.ERROR
         problems = []
         if failed_events:
@@ -286,6 +293,8 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
             )
         if thin_waiting:
             problems.append(_thin_wait(int(pending), quiet_limit, pending_reason))
+        if feed_problem:
+            problems.append(f"Stripe's view of the feed: {feed_problem}")
         reason = "; ".join(problems)
     elif last is None:
         health, reason = WebhookHealth.DELAYED, "no webhook has been received yet"
@@ -306,6 +315,7 @@ def stripe_sync_status(*, conn: Connection, delayed_after: int, now: datetime) -
         thin_events_pending=int(pending),
         oldest_pending_since=oldest_pending,
         pending_reason=pending_reason,
+        feed_check_problem=feed_problem,
     )
 
 

@@ -1,10 +1,12 @@
 """How plans and churn moved: named, UI-free reads of the daily subscription history.
 
-`subscription_history` holds, per UTC day the store saw a change, the net change of each
-(plan, status) and the day's new subscriptions and cancellations (migration 0009). A day's
-count is today's `subscription_counts` less the changes since that day, so a window costs a
-few rows per day of the window, however many subscriptions or years of history the store has.
-Ranges are half-open UTC days: [start, end).
+`subscription_history` holds, per UTC day, the net change of each (plan, status) and the day's
+new subscriptions and cancellations, dated by Stripe: a subscription is new on its own start
+date and canceled on its own cancel date, other moves land on the day they happened
+(migration 0010). A day's count is today's `subscription_counts` less the changes since that
+day, so a window costs a few rows per day of the window, however many subscriptions or years
+of history the store has. Days before `observed_since` are reconstructed from Stripe's dates
+(their status detail is a guess). Ranges are half-open UTC days: [start, end).
 """
 
 import uuid
@@ -28,7 +30,12 @@ from sqlalchemy import (
 )
 
 from finance_core.store import statements as hot
-from finance_core.store.models import products, subscription_counts, subscription_history
+from finance_core.store.models import (
+    products,
+    subscription_counts,
+    subscription_history,
+    subscription_history_observed,
+)
 from finance_core.views.queries import plan_id_for, plan_name_for
 
 MAX_DAYS = 3660
@@ -43,12 +50,13 @@ class PlanSeries:
     product_id: str
     plan_name: str
     days: tuple[date, ...]
-    counts: tuple[int, ...]  # one per day, in the order of `days`
+    # One per day, in the order of `days`; None before the plan's first active subscription.
+    counts: tuple[int | None, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class WeekFlow:
-    """Subscriptions new to the store and subscriptions canceled in one week (Monday first)."""
+    """Subscriptions started and subscriptions canceled in one week (Monday first)."""
 
     week: date
     new_subscriptions: int
@@ -139,7 +147,7 @@ def active_per_plan_per_day(
             changed.setdefault(product_id, {})[_stored_day(day)] = int(total)
 
     days = tuple(start + timedelta(days=n) for n in range((end - start).days))
-    counts: dict[str, tuple[int, ...]] = {}
+    counts: dict[str, tuple[int | None, ...]] = {}
     for product_id in current.keys() | changed.keys():
         by_day = changed.get(product_id, {})
         # Walk back from today: the count at the end of a day is the next day's count less
@@ -150,7 +158,9 @@ def active_per_plan_per_day(
             column.append(count)
             count -= by_day.get(day, 0)
         if any(column):
-            counts[product_id] = tuple(reversed(column))
+            column.reverse()
+            first = next(n for n, count in enumerate(column) if count)
+            counts[product_id] = (None,) * first + tuple(column[first:])
     names = _plan_names(conn, sorted(counts))
     series = [
         PlanSeries(plan_id_for(product_id), product_id, names[product_id], days, column)
@@ -163,7 +173,8 @@ def active_per_plan_per_day(
 def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> list[WeekFlow]:
     """New subscriptions and cancellations of the UTC days in [start, end), per week.
 
-    Weeks run Monday to Sunday; a week only partly in the range counts its days in it.
+    Weeks run Monday to Sunday; a week only partly in the range counts its days in it. A
+    subscription is new on its own start date and canceled on its own cancel date.
     """
     _check(start, end)
     weeks: dict[date, list[int]] = {}
@@ -184,3 +195,41 @@ def _plan_names(conn: Connection, product_ids: Sequence[str]) -> dict[str, str]:
     statement = select(products.c.id, products.c.name).where(products.c.id.in_(product_ids))
     known = {product_id: name for product_id, name in conn.execute(statement)}
     return {product: plan_name_for(product, known.get(product)) for product in product_ids}
+
+
+def observed_since(*, conn: Connection) -> date:
+    """The first UTC day the store observed; the days before it are reconstructed."""
+    value = conn.execute(select(subscription_history_observed.c.observed_since)).scalar()
+    if value is None:  # a store whose migration row was removed by hand: nothing observed yet
+        return datetime.now(UTC).date()
+    return _stored_day(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionTrends:
+    """The Trends page and the subscription-trends API: one window, read in one snapshot."""
+
+    days: int
+    observed_since: date
+    as_of: datetime
+    per_plan: list[PlanSeries]
+    weekly: list[WeekFlow]  # whole ISO weeks, from the Monday of the window's first day
+    window: tuple[date, ...]  # the window's days, oldest first
+
+    def reconstructed(self, day: date) -> bool:
+        """Whether a day is before the store observed, rebuilt from Stripe's dates."""
+        return day < self.observed_since
+
+
+def subscription_trends(
+    *, conn: Connection, active_statuses: Sequence[str], days: int, now: datetime
+) -> SubscriptionTrends:
+    """Active subscriptions per plan per day over the last `days` UTC days, and weekly churn."""
+    start, end = last_days(days=days, now=now)
+    per_plan = active_per_plan_per_day(
+        conn=conn, active_statuses=active_statuses, start=start, end=end
+    )
+    monday = start - timedelta(days=start.weekday())
+    weekly = new_and_canceled_per_week(conn=conn, start=monday, end=end)
+    window = tuple(start + timedelta(days=n) for n in range(days))
+    return SubscriptionTrends(days, observed_since(conn=conn), now, per_plan, weekly, window)

@@ -60,12 +60,11 @@ def prepare_store(url: str) -> None:
     add_users(engine, TEAM, PASSWORD)
     for product_id, name in [("prod_pro", "Pro"), ("prod_starter", "Starter")]:
         feed(engine, "product.created", sf.product(product_id, name))
+    today = int(time.time())  # started today: the Overview's change since yesterday is +8
     for n, product_id in enumerate(["prod_pro"] * 5 + ["prod_starter"] * 3):
-        feed(
-            engine,
-            "customer.subscription.created",
-            sf.subscription(f"sub_{n}", "active", product_id),
-        )
+        subscription = sf.subscription(f"sub_{n}", "active", product_id)
+        subscription["created"] = subscription["start_date"] = today
+        feed(engine, "customer.subscription.created", subscription)
     feed(
         engine, "customer.subscription.created", sf.subscription("sub_gone", "canceled", "prod_pro")
     )

@@ -17,9 +17,19 @@ from sqlalchemy import Engine, select
 from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.store.models import invoices, subscription_counts, subscriptions, webhook_events
+from finance_core.store.models import (
+    ALERT_STATE_OK,
+    alert_rules,
+    alerts,
+    invoices,
+    subscription_counts,
+    subscriptions,
+    webhook_events,
+)
+from finance_core.views.queries import stripe_sync_status
 from tests.support import stripe_factory as sf
 from tests.support.servers import ListenerProcess
+from tests.support.waiting import wait_until
 
 STATUSES = ["active", "trialing", "past_due", "canceled", "unpaid"]
 
@@ -150,9 +160,9 @@ def assert_same_as_a_clean_run(tmp_path: Path, url: str, events, acknowledged: s
 
 
 @contextmanager
-def listener_and_writer(url: str) -> Iterator[tuple[ListenerProcess, int]]:
-    """A listener process on `url` and the pid of its writer; the listener is stopped after."""
-    listener = ListenerProcess(url).start()
+def listener_and_writer(url: str, **env: str) -> Iterator[tuple[ListenerProcess, int]]:
+    """A listener process on `url` (with `env`) and the pid of its writer; stopped after."""
+    listener = ListenerProcess(url, **env).start()
     try:
         writer = listener.writer_pid()
         assert writer is not None
@@ -163,3 +173,58 @@ def listener_and_writer(url: str) -> Iterator[tuple[ListenerProcess, int]]:
 
 def acknowledged_in(first: dict[str, int | None]) -> set[str]:
     return {event_id for event_id, code in first.items() if code == 200}
+
+
+def no_failed_events_and_healthy(url: str) -> None:
+    """After a fault: no event is failed and webhook health is healthy, by itself."""
+    engine = make_engine(url)
+    try:
+        with read_transaction(engine) as conn:
+            statuses = set(conn.execute(select(webhook_events.c.status)).scalars())
+            health = stripe_sync_status(conn=conn, delayed_after=600, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    assert "failed" not in statuses, statuses
+    assert health.webhook_health == "healthy", health
+
+
+# The listener settings under which the fault tests watch the alerts: evaluated every second.
+ALERTS_EVERY_SECOND = {"ALERT_CHECK_SECONDS": "1"}
+
+# The rules a fault of ours can set off. `failed_payments` is left out: a burst of events with
+# failing invoices rightly raises it, whatever the fault, and it is about the data, not the feed.
+FEED_RULES = ("webhook_health", "rejections")
+
+
+def alerts_recovered_without_flapping(url: str, *, timeout: float = 60) -> dict[str, list[str]]:
+    """After a fault, the feed's alerts healed without anyone acting: every feed rule back to ok
+    (waited for), each rule's alerts alternating started and ended, and no rule started in the
+    same state twice (a flapping alert would). The states each rule started in, by rule."""
+    engine = make_engine(url)
+    feed = alert_rules.c.rule.in_(FEED_RULES)
+
+    def recovered() -> bool:
+        with read_transaction(engine) as conn:
+            states = set(conn.execute(select(alert_rules.c.state).where(feed)).scalars())
+        return states <= {ALERT_STATE_OK}
+
+    try:
+        wait_until(recovered, timeout=timeout, every=0.2, what="every feed alert rule back to ok")
+        with read_transaction(engine) as conn:
+            rows = conn.execute(
+                select(alerts.c.rule, alerts.c.kind, alerts.c.state)
+                .where(alerts.c.kind.in_(("started", "ended")), alerts.c.rule.in_(FEED_RULES))
+                .order_by(alerts.c.id)
+            ).all()
+    finally:
+        engine.dispose()
+    started: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}
+    for rule, kind, state in rows:
+        kinds.setdefault(rule, []).append(kind)
+        if kind == "started":
+            started.setdefault(rule, []).append(state)
+    for rule, sequence in kinds.items():
+        assert sequence == ["started", "ended"] * (len(sequence) // 2), (rule, sequence)
+        assert len(set(started[rule])) == len(started[rule]), (rule, started[rule])
+    return started

@@ -4,8 +4,11 @@ Serves Stripe-shaped lists (newest first, `limit`, `starting_after`, `has_more`)
 the filters we use, and injected faults (429 with or without `Stripe-Should-Retry`, 500, 401,
 slow answers, dropped connections) and a rate cap, so that the real `stripe` library can be
 run against it over real HTTP. It records when each request arrived and with which
-`Stripe-Context`. It is the only stand-in in the suite: Stripe's servers are the one part
-out of our control and unreachable here.
+`Stripe-Context`. For the feed check it also serves webhook endpoints
+(`/v1/webhook_endpoints`), event destinations (`/v2/core/event_destinations`, v2's list shape,
+`webhook_endpoint.url` only with `include`) and events by `delivery_success`, and answers 403
+as Stripe answers a restricted key without the permission. It is the only stand-in in the
+suite: Stripe's servers are the one part out of our control and unreachable here.
 """
 
 import json
@@ -27,6 +30,15 @@ RESOURCES = {
     "invoices": "invoice",
     "plans": "plan",
     "events": "event",
+    "webhook_endpoints": "webhook_endpoint",
+    "event_destinations": "v2.core.event_destination",
+}
+V2_RESOURCES = {"core/event_destinations": "event_destinations"}
+# The permission Stripe names in a restricted key's 403, by path.
+PERMISSIONS = {
+    "/v1/webhook_endpoints": "rak_webhook_read",
+    "/v2/core/event_destinations": "rak_webhook_read",
+    "/v1/events": "rak_event_read",
 }
 
 
@@ -139,10 +151,13 @@ class StripeStandIn:
                     fault.times -= 1
                     if fault.status == 200:  # slow, but answered
                         return *self._resolve(path, query), {}, fault.delay_s
-                    return fault.status, _fault_body(fault.status), fault.headers, fault.delay_s
+                    body = _fault_body(fault.status, path)
+                    return fault.status, body, fault.headers, fault.delay_s
             return *self._resolve(path, query), {}, 0
 
     def _resolve(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if path.startswith("/v2/"):
+            return self._resolve_v2(path, query)
         parts = path.strip("/").split("/")
         if len(parts) < 2 or parts[0] != "v1" or parts[1] not in RESOURCES:
             return 404, _error("invalid_request_error", f"Unrecognized request URL ({path})")
@@ -155,6 +170,24 @@ class StripeStandIn:
                 )
             return 200, obj
         return 200, self._list(resource, query)
+
+    def _resolve_v2(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        resource = V2_RESOURCES.get(path.removeprefix("/v2/").strip("/"))
+        if resource is None:
+            return 404, _error("invalid_request_error", f"Unrecognized request URL ({path})")
+        included = {
+            value for key, values in query.items() if key.startswith("include") for value in values
+        }
+        items = sorted(self.objects[resource].values(), key=lambda o: o["id"])
+        data = []
+        for item in items:
+            shown = json.loads(json.dumps(item))
+            endpoint = shown.get("webhook_endpoint")
+            if endpoint is not None and "webhook_endpoint.url" not in included:
+                endpoint["url"] = None  # Stripe returns it only when asked with `include`
+            data.append(shown)
+        # One page: v2 lists page by `next_page_url`, which the library follows.
+        return 200, {"data": data, "next_page_url": None, "previous_page_url": None}
 
     def _list(self, resource: str, query: dict[str, list[str]]) -> dict[str, Any]:
         one = {key: values[-1] for key, values in query.items()}
@@ -190,7 +223,17 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message}}
 
 
-def _fault_body(status: int) -> dict[str, Any]:
+def _fault_body(status: int, path: str = "") -> dict[str, Any]:
+    if status == 403:  # what Stripe answers a restricted key without the permission
+        permission = next(
+            (name for prefix, name in PERMISSIONS.items() if path.startswith(prefix)), "rak_read"
+        )
+        return _error(
+            "invalid_request_error",
+            f"The provided key 'rk_test_*****0000' does not have the required permissions for "
+            f"this endpoint on account 'acct_standin'. Having the {permission} permission "
+            "would allow this request to continue.",
+        )
     if status == 429:
         return _error("invalid_request_error", "Too many requests made to the API too quickly")
     if status == 401:
@@ -245,3 +288,63 @@ def running_stand_in() -> Iterator[StripeStandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def webhook_endpoint(
+    endpoint_id: str,
+    url: str,
+    enabled_events: list[str],
+    *,
+    status: str = "enabled",
+    api_version: str | None = "2026-10-28.endive",
+) -> dict[str, Any]:
+    """A webhook endpoint as `GET /v1/webhook_endpoints` lists it (stripe.WebhookEndpoint)."""
+    return {
+        "id": endpoint_id,
+        "object": "webhook_endpoint",
+        "api_version": api_version,
+        "application": None,
+        "created": 1_764_000_000,
+        "description": None,
+        "enabled_events": enabled_events,
+        "livemode": False,
+        "metadata": {},
+        "status": status,
+        "url": url,
+    }
+
+
+def event_destination(
+    destination_id: str,
+    url: str,
+    enabled_events: list[str],
+    *,
+    payload: str = "thin",
+    status: str = "enabled",
+    disabled_reason: str | None = None,
+    snapshot_api_version: str | None = None,
+) -> dict[str, Any]:
+    """An event destination as `GET /v2/core/event_destinations` lists it
+    (stripe.v2.core.EventDestination), `webhook_endpoint.url` included."""
+    return {
+        "id": destination_id,
+        "object": "v2.core.event_destination",
+        "amazon_eventbridge": None,
+        "azure_event_grid": None,
+        "created": "2026-11-01T10:00:00.000Z",
+        "description": "finance listener",
+        "enabled_events": enabled_events,
+        "event_payload": payload,
+        "events_from": ["@self"],
+        "livemode": False,
+        "metadata": {},
+        "name": "finance",
+        "snapshot_api_version": snapshot_api_version if payload == "snapshot" else None,
+        "status": status,
+        "status_details": (
+            {"disabled": {"reason": disabled_reason}} if disabled_reason is not None else None
+        ),
+        "type": "webhook_endpoint",
+        "updated": "2026-11-01T10:00:00.000Z",
+        "webhook_endpoint": {"signing_secret": None, "url": url},
+    }
