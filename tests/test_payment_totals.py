@@ -212,7 +212,7 @@ def test_the_migration_starts_the_totals_from_the_invoices(database_url):
     config = migrate._config()
     with engine.connect() as conn, conn.begin():
         config.attributes["connection"] = conn
-        command.upgrade(config, "0011_invoice_collections")
+        command.upgrade(config, "0013_feed_check")
     feed(engine, sf.event("invoice.payment_failed", invoice("in_1", "open"), created=BASE))
     feed(engine, sf.event("invoice.payment_failed", invoice("in_2", "open"), created=BASE))
     feed(engine, sf.event("invoice.paid", invoice("in_2", "paid"), created=BASE + 30 * HOUR))
@@ -232,7 +232,7 @@ def test_the_migration_starts_the_totals_from_the_invoices(database_url):
 
     with engine.connect() as conn, conn.begin():  # and back, and up again
         config.attributes["connection"] = conn
-        command.downgrade(config, "0011_invoice_collections")
+        command.downgrade(config, "0013_feed_check")
     feed(engine, sf.event("invoice.payment_failed", invoice("in_4", "open"), created=BASE))
     migrate.upgrade(engine)
     assert migrate.is_current(engine)

@@ -10,8 +10,8 @@ on PostgreSQL the rows of one table are touched in key order, so that concurrent
 deadlock. The tables start from what the invoices hold. The index of the failing invoices by
 currency, which only the totals read, goes.
 
-Revision ID: 0012_payment_totals
-Revises: 0011_invoice_collections
+Revision ID: 0014_payment_totals
+Revises: 0013_feed_check
 Create Date: 2026-12-04
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_payment_totals"
-down_revision: str | None = "0011_invoice_collections"
+revision: str = "0014_payment_totals"
+down_revision: str | None = "0013_feed_check"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
