@@ -194,7 +194,8 @@ def test_page_size_is_bounded(engine):
 
 
 def test_sqlite_plans_read_the_failing_index(tmp_path):
-    """The page and the totals read the failing few through their partial index."""
+    """The pages read the failing few through their partial index; the totals read the
+    totals the triggers keep, not the invoices."""
 
     def read_page(conn):
         failing_invoice_page(conn=conn, after=Cursor(T0 - timedelta(days=1), "in_1"))
@@ -203,9 +204,11 @@ def test_sqlite_plans_read_the_failing_index(tmp_path):
 
     plans = sqlite_query_plans(tmp_path, "invoices", read_page)
     assert len(plans) == 3
-    for statement, details in plans:
+    *pages, (totals, totals_steps) = plans
+    for statement, details in pages:
         invoice_steps = [d for d in details if "invoices" in d]
         assert invoice_steps and all("ix_invoices_failing" in d for d in invoice_steps), (
             statement,
             details,
         )
+    assert totals_steps == ["SCAN failing_invoice_totals"], (totals, totals_steps)

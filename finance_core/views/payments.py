@@ -18,7 +18,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from finance_core.store.db import snapshot
-from finance_core.store.models import invoices, products, subscriptions
+from finance_core.store.models import failing_invoice_totals, invoices, products, subscriptions
 from finance_core.views.csv_export import csv_chunks, formula_safe, iso_time, keyset_rows
 from finance_core.views.money import format_amount, major_units
 from finance_core.views.queries import plan_id_for, plan_name_for, stripe_dashboard_url
@@ -158,16 +158,12 @@ _PAGE = (
     .where(invoices.c.payment_failing)
     .order_by(invoices.c.failing_since.desc(), invoices.c.id.desc())
 )
-# Stripe's currency codes are lower case, so grouping the column as it is stays in index order.
-_TOTALS = (
-    select(
-        invoices.c.currency,
-        func.count().label("invoices"),
-        func.coalesce(func.sum(invoices.c.amount_due), 0).label("amount_due"),
-    )
-    .where(invoices.c.payment_failing)
-    .group_by(invoices.c.currency)
-)
+# Kept by triggers on `invoices` (migration 0012): a row per currency, whatever the store's size.
+_TOTALS = select(
+    failing_invoice_totals.c.currency,
+    failing_invoice_totals.c.invoices,
+    failing_invoice_totals.c.amount_due,
+).where(failing_invoice_totals.c.invoices > 0)
 
 
 def _row(row: Any) -> FailingInvoice:
@@ -208,7 +204,7 @@ def failing_invoice_page(
 def failing_totals(*, conn: Connection) -> list[CurrencyTotal]:
     """Failing invoices and their amount due per currency, the most invoices first."""
     totals = [
-        CurrencyTotal(row.currency, int(row.invoices), int(row.amount_due))
+        CurrencyTotal(row.currency or None, int(row.invoices), int(row.amount_due))
         for row in conn.execute(_TOTALS)
     ]
     totals.sort(key=lambda total: (-total.invoices, total.currency or ""))
