@@ -17,13 +17,14 @@ waited out (`finance_core.transient`); only an object we cannot read fails its e
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from finance_core.access.audit import record_action
 from finance_core.feed.events import StripeEvent
@@ -59,6 +60,11 @@ STATE_MARGIN_S = 1
 # Work claimed at once: about five seconds of fetches at the configured pace.
 BATCH_SECONDS_OF_FETCHES = 5
 FETCH_THREADS = 8
+# Fetched objects applied in one write transaction: at most this many, and none kept waiting
+# longer than APPLY_AFTER_S for others (a batch held SQLite's write lock ~N ms; see
+# docs/notes/resolver-cpu.md).
+APPLY_BATCH = 10
+APPLY_AFTER_S = 0.2
 NO_KEY_RETRY = timedelta(seconds=30)
 DEPENDENCY_AWAY = "waiting for the rate-limit storage or the database ({detail}); retrying"
 MAX_OUTAGE_WAIT_S = 10.0
@@ -78,6 +84,36 @@ class CycleReport:
     not_found: int = 0
     waiting: int = 0
     failed: int = 0
+
+    def add(self, other: "CycleReport") -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(eq=False)
+class Fetched:
+    """An object read from Stripe (None: Stripe has no such object) and the events it covers."""
+
+    kind: str
+    object_id: str
+    obj: dict[str, Any] | None
+    newest: Pending
+    events: list[Pending]
+    read_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.kind, self.object_id
+
+    @property
+    def state_created(self) -> int:
+        """When the state read is dated: a second before it was read (STATE_MARGIN_S)."""
+        return int(self.read_at.timestamp()) - STATE_MARGIN_S
+
+    @property
+    def gone(self) -> bool:
+        """Whether the object no longer exists at Stripe (no later change can come)."""
+        return self.obj is None or self.obj.get("deleted") is True
 
 
 class Resolver:
@@ -146,14 +182,43 @@ class Resolver:
             report.waiting += len(rest)
         won = self.claims.claim([p for rest in fetchable.values() for p in rest], now)
         self._claimed_at = now
-        futures = []
+        futures = set()
         for key, rest in fetchable.items():
             ours = [p for p in rest if p.id in won]
             if ours:  # another resolver may have taken some of them meanwhile
-                futures.append(self.pool.submit(self._fetch_and_apply, key, ours, report))
-        for future in futures:
-            future.result()
+                futures.add(self.pool.submit(self._fetch, key, ours))
+        self._apply_as_fetched(futures, report)
         return report
+
+    def _apply_as_fetched(
+        self, futures: set[Future[Fetched | CycleReport]], report: CycleReport
+    ) -> None:
+        """Apply the fetched objects in batches as the fetch threads bring them.
+
+        A batch is one write transaction: `APPLY_BATCH` objects, or fewer once the first of
+        them has waited `APPLY_AFTER_S`, or the last ones. On SQLite its write lock is then
+        held for a few milliseconds a batch instead of being taken once per object.
+        """
+        batch: list[Fetched] = []
+        first_at = 0.0
+        while futures:
+            timeout = None if not batch else max(0.0, first_at + APPLY_AFTER_S - time.monotonic())
+            done, futures = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcome = future.result()  # a fault of the database or Redis: raised here
+                if isinstance(outcome, CycleReport):
+                    report.add(outcome)
+                    continue
+                if not batch:
+                    first_at = time.monotonic()
+                batch.append(outcome)
+            while len(batch) >= APPLY_BATCH:
+                report.add(self._apply(batch[:APPLY_BATCH]))
+                batch = batch[APPLY_BATCH:]
+                first_at = time.monotonic()
+            if batch and (not futures or time.monotonic() >= first_at + APPLY_AFTER_S):
+                report.add(self._apply(batch))
+                batch = []
 
     @staticmethod
     def _coverable(events: Sequence[Pending], now: datetime) -> bool:
@@ -166,9 +231,8 @@ class Resolver:
             return
         self.claims.renew(events, until=now + CLAIM_LEASE)
 
-    def _fetch_and_apply(
-        self, key: tuple[str, str], events: list[Pending], report: CycleReport
-    ) -> None:
+    def _fetch(self, key: tuple[str, str], events: list[Pending]) -> Fetched | CycleReport:
+        """In a fetch thread: the object, or what became of its events when there is none."""
         kind, object_id = key
         newest = max(events, key=lambda p: (p.created, p.id))
         assert self.client is not None  # run_once fetches nothing without a key
@@ -194,10 +258,7 @@ class Resolver:
             obj = fetch_object(self.client, newest, self.backoff)
         except NotFound:
             self.backoff.succeeded()
-            self._apply(kind, object_id, None, newest, events, read_at)
-            report.not_found += 1
-            report.settled_by_fetch += len(events)
-            return
+            return Fetched(kind, object_id, None, newest, events, read_at)
         except Retry as retry:
             if retry.failed_request:
                 self.backoff.failed(retry.delay_s)
@@ -205,8 +266,7 @@ class Resolver:
             self.claims.release(
                 events, next_attempt=when, reason=retry.reason, count_attempt=retry.failed_request
             )
-            report.waiting += len(events)
-            return
+            return CycleReport(waiting=len(events))
         except Exception as exc:  # the library could not read our own stored payload
             if is_transient(exc):
                 raise  # met below the library: waited out by resolve_forever, claims lapse
@@ -217,64 +277,74 @@ class Resolver:
                 loggable(object_id),
             )
             self.claims.fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
-            report.failed += len(events)
-            return
+            return CycleReport(failed=len(events))
         self.backoff.succeeded()
-        report.fetched_objects += 1
-        settled = self._apply(kind, object_id, obj, newest, events, read_at)
-        report.settled_by_fetch += settled
-        report.waiting += len(events) - settled
+        return Fetched(kind, object_id, obj, newest, events, read_at)
 
-    def _apply(
-        self,
-        kind: str,
-        object_id: str,
-        obj: dict[str, Any] | None,
-        newest: Pending,
-        events: list[Pending],
-        read_at: datetime,
-    ) -> int:
-        """Write the object's state (or its deletion) and settle the events it covers."""
-        state_created = int(read_at.timestamp()) - STATE_MARGIN_S
+    def _apply(self, batch: Sequence[Fetched]) -> CycleReport:
+        """Write the objects' states (or deletions) and settle the events they cover, in one
+        transaction: each object's handler in a savepoint of its own, so that an object we
+        cannot read fails its own events only. A fault of the database rolls back the whole
+        batch, marking nothing failed: its events stay claimed until the lease lapses."""
+        report = CycleReport()
         now = self.clock()
         with write_transaction(self.engine) as conn:
-            event_type = API_STATE_EVENT_TYPES[kind] if obj is not None else None
-            if obj is None:
-                event_type = DELETED_EVENT_TYPES.get(kind)
-                obj = {"id": object_id, "object": kind, "deleted": True}
-            if event_type is not None:  # a subscription gone at Stripe: nothing to apply
-                state = StripeEvent(
-                    id=newest.id,
-                    type=event_type,
-                    created=state_created,
-                    livemode=newest.livemode,
-                    api_version=None,
-                    object=obj,
-                )
-                try:
-                    with conn.begin_nested():
-                        HANDLERS[event_type](conn, state, now)
-                except Exception as exc:  # an object we cannot read: kept as failed
-                    if is_transient(exc):
-                        raise  # the database, not the object: nothing is marked failed
-                    error = f"{kind} {object_id} from Stripe: {type(exc).__name__}: {exc}"
-                    self.claims.fail_in(conn, [p.id for p in events], error)
-                    return 0
-            if event_type is None or obj.get("deleted") is True:
-                done = events  # the object no longer exists: nothing more can change
-            else:
-                stored = state_times(conn, {(kind, object_id): events}).get((kind, object_id))
-                bound = max(state_created, stored if stored is not None else state_created)
-                done = [p for p in events if p.created < bound]
-            mark_settled(conn, [p.id for p in done], self.holder, now)
-        done_ids = {p.id for p in done}
-        rest = [p for p in events if p.id not in done_ids]
-        if rest:  # changed again since it was read: fetch it again once that is coverable
-            newest_rest = max(p.created for p in rest)
-            self.claims.release(
-                rest, next_attempt=datetime.fromtimestamp(newest_rest + STATE_MARGIN_S + 1, UTC)
-            )
-        return len(done)
+            applied = [item for item in batch if self._apply_one(conn, item, now)]
+            live = {item.key: item.events for item in applied if not item.gone}
+            stored = state_times(conn, live) if live else {}
+            settled: list[str] = []
+            for item in applied:
+                if item.gone:
+                    done = item.events  # the object no longer exists: nothing more can change
+                else:
+                    bound = max(item.state_created, stored.get(item.key, item.state_created))
+                    done = [p for p in item.events if p.created < bound]
+                settled.extend(p.id for p in done)
+                if item.obj is None:
+                    report.not_found += 1
+                else:
+                    report.fetched_objects += 1
+                report.settled_by_fetch += len(done)
+                done_ids = {p.id for p in done}
+                rest = [p for p in item.events if p.id not in done_ids]
+                if rest:  # changed again since it was read: fetched again once coverable
+                    newest_rest = max(p.created for p in rest)
+                    ready = datetime.fromtimestamp(newest_rest + STATE_MARGIN_S + 1, UTC)
+                    self.claims.release_in(conn, rest, next_attempt=ready)
+                    report.waiting += len(rest)
+            failed = [p for item in batch if item not in applied for p in item.events]
+            report.failed += len(failed)
+            mark_settled(conn, settled, self.holder, now)
+        return report
+
+    def _apply_one(self, conn: Connection, item: Fetched, now: datetime) -> bool:
+        """Apply one object in a savepoint; False (its events failed) if it cannot be read."""
+        obj, event_type = item.obj, None
+        if obj is not None:
+            event_type = API_STATE_EVENT_TYPES[item.kind]
+        else:
+            event_type = DELETED_EVENT_TYPES.get(item.kind)
+            obj = {"id": item.object_id, "object": item.kind, "deleted": True}
+        if event_type is None:  # a subscription gone at Stripe: nothing to apply
+            return True
+        state = StripeEvent(
+            id=item.newest.id,
+            type=event_type,
+            created=item.state_created,
+            livemode=item.newest.livemode,
+            api_version=None,
+            object=obj,
+        )
+        try:
+            with conn.begin_nested():
+                HANDLERS[event_type](conn, state, now)
+        except Exception as exc:  # an object we cannot read: kept as failed
+            if is_transient(exc):
+                raise  # the database, not the object: nothing is marked failed
+            error = f"{item.kind} {item.object_id} from Stripe: {type(exc).__name__}: {exc}"
+            self.claims.fail_in(conn, [p.id for p in item.events], error)
+            return False
+        return True
 
 
 def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
