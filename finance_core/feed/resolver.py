@@ -184,13 +184,20 @@ class Resolver:
         won = self.claims.claim([p for rest in fetchable.values() for p in rest], now)
         self._claimed_at = now
         fetched: queue.SimpleQueue[Future[Fetched | CycleReport]] = queue.SimpleQueue()
-        fetching = 0
+        futures = []
         for key, rest in fetchable.items():
             ours = [p for p in rest if p.id in won]
             if ours:  # another resolver may have taken some of them meanwhile
-                self.pool.submit(self._fetch, key, ours).add_done_callback(fetched.put)
-                fetching += 1
-        self._apply_as_fetched(fetched, fetching, report)
+                futures.append(self.pool.submit(self._fetch, key, ours))
+                futures[-1].add_done_callback(fetched.put)
+        try:
+            self._apply_as_fetched(fetched, len(futures), report)
+        except BaseException:
+            # The database is away: fetch nothing more that could not be written now (the
+            # events stay claimed until the lease lapses, then are fetched again).
+            for future in futures:
+                future.cancel()
+            raise
         return report
 
     def _apply_as_fetched(
