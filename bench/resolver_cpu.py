@@ -11,11 +11,13 @@ PostgreSQL server's own processes do not) divided by the objects fetched, and th
 transactions the resolver committed. Nothing else runs in this process meanwhile, so the whole
 process's CPU time is the resolver's; it does not depend on the machine's load as wall time
 does. `--profile` runs one more round per backend under cProfile (every fetch task and cycle
-profiled, merged) and prints the top costs.
+profiled, merged) and prints the top costs; `--http-floor` measures only the HTTP clients'
+CPU per request against the same stand-in.
 """
 
 import argparse
 import cProfile
+import http.client
 import io
 import json
 import pstats
@@ -33,12 +35,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import Engine, event, func, select
 
 from finance_core.feed.events import parse_payload
 from finance_core.feed.ingest import Delivery, ingest_batch
 from finance_core.feed.resolver import CycleReport, Resolver
+from finance_core.feed.thin_fetching import fetching_client
 from finance_core.settings import load_settings
 from finance_core.store import migrate
 from finance_core.store.db import WRITE_OPTION, make_engine
@@ -226,6 +231,45 @@ def top_costs(profiles: list[cProfile.Profile], lines: int) -> str:
     return out.getvalue()
 
 
+def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
+    """CPU per request of the HTTP client alone: the library's `raw_request` (the resolver's
+    fetch without the resolver), plain httpx, and the standard library's http.client, one
+    request after another on a kept connection, each answer parsed."""
+    paths = [f"/v1/subscriptions/{obj['id']}" for obj in objects]
+    library = fetching_client(
+        load_settings(
+            database_url="sqlite://",
+            stripe_webhook_secret=SECRET,
+            stripe_api_key=API_KEY,
+            stripe_api_base=api_url,
+            _env_file=None,
+        )
+    )
+    plain = httpx.Client(timeout=10)
+    split = urlsplit(api_url)
+    kept = http.client.HTTPConnection(split.hostname or "", split.port, timeout=10)
+
+    def stdlib(path: str) -> Any:
+        kept.request("GET", path, headers={"Authorization": f"Bearer {API_KEY}"})
+        return json.loads(kept.getresponse().read())
+
+    clients: dict[str, Callable[[str], Any]] = {
+        "stripe raw_request (HTTPXClient)": lambda path: library.raw_request("get", path).data,
+        "httpx.Client.get": lambda path: plain.get(
+            api_url + path, headers={"Authorization": f"Bearer {API_KEY}"}
+        ).json(),
+        "http.client, kept connection": stdlib,
+    }
+    for name, get in clients.items():
+        figures = []
+        for _ in range(3):
+            started = time.process_time()
+            for path in paths:
+                get(path)
+            figures.append(1000 * (time.process_time() - started) / len(paths))
+        print(f"  {name:34} {statistics.median(figures):.2f} ms CPU per request (median of 3)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=500)
@@ -238,6 +282,9 @@ def main() -> None:
         action="store_true",
         help="the stand-in closes each connection after its answer (Stripe's API keeps them)",
     )
+    parser.add_argument(
+        "--http-floor", action="store_true", help="only the HTTP clients' CPU per request"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -245,6 +292,11 @@ def main() -> None:
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="pmf-resolver-cpu-"))
+    if args.http_floor:
+        with stand_in_process(workdir, subscriptions(args.objects), True) as api_url:
+            http_floor(api_url, subscriptions(args.objects))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
     server = None
     backends = ["sqlite"]
     pg_bin = find_pg_bin()
