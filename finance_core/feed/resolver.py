@@ -9,9 +9,12 @@ For the rest it fetches the object with the official library, applies it through
 handlers as `sync`, dated one second before it was read (a newer webhook state always wins),
 and settles the events created before that: one fetch for however many events an object
 had pending. An event too fresh for a fetch now to cover it waits a second or two, which
-also coalesces a burst of changes to one object. Claims are `thin_claims`; fetching, pacing
-and what Stripe's answers mean are `thin_fetching`. A fault of Redis or the database is
-waited out (`finance_core.transient`); only an object we cannot read fails its events.
+also coalesces a burst of changes to one object. Fetch threads only fetch; the cycle's thread
+writes what they bring, several objects to a write transaction (a savepoint each when one of
+them cannot be applied), so that SQLite's write lock is taken once for several objects.
+Claims are `thin_claims`; fetching, pacing and what Stripe's answers mean are
+`thin_fetching`. A fault of Redis or the database is waited out (`finance_core.transient`);
+only an object we cannot read fails its events.
 """
 
 import logging
