@@ -6,6 +6,8 @@ processes.
 """
 
 import json
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,13 +15,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import OperationalError
 
+from finance_core.feed import resolver as resolver_module
 from finance_core.feed.events import parse_payload
 from finance_core.feed.ingest import Delivery, ingest_batch, ingest_event
 from finance_core.feed.resolver import CycleReport, Resolver
+from finance_core.feed.thin_claims import CLAIM_LEASE
 from finance_core.feed.thin_fetching import Backoff
-from finance_core.store.db import read_transaction
+from finance_core.store import db, migrate
+from finance_core.store.db import WRITE_OPTION, make_engine, read_transaction
 from finance_core.store.models import invoices, prices, products, subscriptions, webhook_events
+from finance_core.transient import is_transient
 from finance_core.views.queries import WebhookHealth, stripe_sync_status
 from tests.conftest import deliver, make_settings
 from tests.support import stripe_factory as sf
@@ -594,3 +602,98 @@ def test_two_resolvers_never_take_the_same_event(engine, stripe_api):
         first.close()
         second.close()
     assert len(stripe_api.retrieves("products")) == 40
+
+
+def test_fetched_objects_are_written_in_batches_and_a_bad_one_fails_only_its_events(
+    engine, stripe_api, monkeypatch
+):
+    # Batches by size only here (not by time), so that a slow machine cannot change them.
+    monkeypatch.setattr(resolver_module, "APPLY_AFTER_S", 60.0)
+    ids = [f"sub_batch{n:02d}" for n in range(3 * resolver_module.APPLY_BATCH)]
+    bad = ids[4]
+    for object_id in ids:
+        sub = sf.subscription(object_id, "past_due", "prod_batch")
+        if object_id == bad:
+            del sub["status"]  # an object our handler cannot read
+        stripe_api.put("subscriptions", sub)
+    events = {}
+    for object_id in ids:
+        payload = sf.thin_event(
+            "v1.customer.subscription.updated", "subscription", object_id, created=past()
+        )
+        assert queue(engine, payload).outcome == "queued"
+        events[object_id] = payload["id"]
+    commits = []
+
+    @sa_event.listens_for(engine, "commit")
+    def count(conn) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            commits.append(1)
+
+    resolver = make_resolver(engine, stripe_api)
+    try:
+        report = resolve_all(resolver)
+    finally:
+        resolver.close()
+        sa_event.remove(engine, "commit", count)
+
+    assert (report.fetched_objects, report.failed) == (len(ids) - 1, 1)
+    failed = event_row(engine, events[bad])
+    assert failed.status == "failed" and f"subscription {bad} from Stripe" in failed.error
+    assert stored(engine, subscriptions, bad) is None
+    for object_id in ids:
+        if object_id != bad:
+            assert event_row(engine, events[object_id]).status == "processed"
+            assert stored(engine, subscriptions, object_id).status == "past_due"
+    # One claim and a write per batch, not one per object.
+    assert len(commits) <= 1 + len(ids) // resolver_module.APPLY_BATCH + 1
+
+
+def test_sqlite_locked_while_a_batch_is_written_fails_no_event_and_heals(
+    tmp_path, stripe_api, monkeypatch
+):
+    # SQLite held by another process past the busy timeout: the database's fault, not the
+    # objects'. The batch rolls back, nothing is failed, and the events are resolved later.
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "locked.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    ids = [f"sub_locked{n:02d}" for n in range(12)]
+    for object_id in ids:
+        stripe_api.put("subscriptions", sf.subscription(object_id, "active", "prod_locked"))
+        queue(
+            engine,
+            sf.thin_event(
+                "v1.customer.subscription.updated", "subscription", object_id, created=past()
+            ),
+        )
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    taking = threading.Lock()
+    resolver = make_resolver(engine, stripe_api)
+    fetch = resolver._fetch
+
+    def fetch_then_lock(key, events):
+        outcome = fetch(key, events)
+        with taking:  # taken once the first object is read, before it is written
+            if not other.in_transaction:
+                other.execute("BEGIN IMMEDIATE")
+        return outcome
+
+    resolver._fetch = fetch_then_lock  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OperationalError) as raised:
+            resolver.run_once()
+        assert is_transient(raised.value)
+        other.execute("ROLLBACK")
+        with read_transaction(engine) as conn:
+            statuses = conn.execute(select(webhook_events.c.status)).scalars().all()
+        assert statuses == ["pending"] * len(ids)
+
+        resolver._fetch = fetch  # type: ignore[method-assign]
+        resolver.clock = lambda: datetime.now(UTC) + CLAIM_LEASE  # the claims have lapsed
+        report = resolve_all(resolver)
+    finally:
+        resolver.close()
+        other.close()
+        engine.dispose()
+    assert (report.fetched_objects, report.failed) == (len(ids), 0)

@@ -9,21 +9,26 @@ For the rest it fetches the object with the official library, applies it through
 handlers as `sync`, dated one second before it was read (a newer webhook state always wins),
 and settles the events created before that: one fetch for however many events an object
 had pending. An event too fresh for a fetch now to cover it waits a second or two, which
-also coalesces a burst of changes to one object. Claims are `thin_claims`; fetching, pacing
-and what Stripe's answers mean are `thin_fetching`. A fault of Redis or the database is
-waited out (`finance_core.transient`); only an object we cannot read fails its events.
+also coalesces a burst of changes to one object. Fetch threads only fetch; the cycle's thread
+writes what they bring, several objects to a write transaction (a savepoint each when one of
+them cannot be applied), so that SQLite's write lock is taken once for several objects.
+Claims are `thin_claims`; fetching, pacing and what Stripe's answers mean are
+`thin_fetching`. A fault of Redis or the database is waited out (`finance_core.transient`);
+only an object we cannot read fails its events.
 """
 
 import logging
+import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from finance_core.access.audit import record_action
 from finance_core.feed.events import StripeEvent
@@ -59,6 +64,11 @@ STATE_MARGIN_S = 1
 # Work claimed at once: about five seconds of fetches at the configured pace.
 BATCH_SECONDS_OF_FETCHES = 5
 FETCH_THREADS = 8
+# Fetched objects applied in one write transaction: at most this many, and none kept waiting
+# longer than APPLY_AFTER_S for others. A batch of 10 held SQLite's write lock 6-19 ms at the
+# p99 on a busy 2-core machine, 20 twice that (docs/notes/resolver-cpu.md).
+APPLY_BATCH = 10
+APPLY_AFTER_S = 0.2
 NO_KEY_RETRY = timedelta(seconds=30)
 DEPENDENCY_AWAY = "waiting for the rate-limit storage or the database ({detail}); retrying"
 MAX_OUTAGE_WAIT_S = 10.0
@@ -78,6 +88,36 @@ class CycleReport:
     not_found: int = 0
     waiting: int = 0
     failed: int = 0
+
+    def add(self, other: "CycleReport") -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(eq=False)
+class Fetched:
+    """An object read from Stripe (None: Stripe has no such object) and the events it covers."""
+
+    kind: str
+    object_id: str
+    obj: dict[str, Any] | None
+    newest: Pending
+    events: list[Pending]
+    read_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.kind, self.object_id
+
+    @property
+    def state_created(self) -> int:
+        """When the state read is dated: a second before it was read (STATE_MARGIN_S)."""
+        return int(self.read_at.timestamp()) - STATE_MARGIN_S
+
+    @property
+    def gone(self) -> bool:
+        """Whether the object no longer exists at Stripe (no later change can come)."""
+        return self.obj is None or self.obj.get("deleted") is True
 
 
 class Resolver:
@@ -146,14 +186,61 @@ class Resolver:
             report.waiting += len(rest)
         won = self.claims.claim([p for rest in fetchable.values() for p in rest], now)
         self._claimed_at = now
+        fetched: queue.SimpleQueue[Future[Fetched | CycleReport]] = queue.SimpleQueue()
         futures = []
         for key, rest in fetchable.items():
             ours = [p for p in rest if p.id in won]
             if ours:  # another resolver may have taken some of them meanwhile
-                futures.append(self.pool.submit(self._fetch_and_apply, key, ours, report))
-        for future in futures:
-            future.result()
+                futures.append(self.pool.submit(self._fetch, key, ours))
+                futures[-1].add_done_callback(fetched.put)
+        try:
+            self._apply_as_fetched(fetched, len(futures), report)
+        except BaseException:
+            # The database is away: fetch nothing more that could not be written now (the
+            # events stay claimed until the lease lapses, then are fetched again).
+            for future in futures:
+                future.cancel()
+            raise
         return report
+
+    def _apply_as_fetched(
+        self,
+        fetched: "queue.SimpleQueue[Future[Fetched | CycleReport]]",
+        fetching: int,
+        report: CycleReport,
+    ) -> None:
+        """Apply the objects in batches as the fetch threads bring them (`fetching` of them).
+
+        A batch is one write transaction: `APPLY_BATCH` objects, or fewer once the first of
+        them has waited `APPLY_AFTER_S`, or the last ones. On SQLite its write lock is then
+        taken once for several objects and held for a few milliseconds.
+        """
+        batch: list[Fetched] = []
+        first_at = 0.0
+        while fetching or batch:
+            if fetching:
+                timeout = None
+                if batch:
+                    timeout = max(0.0, first_at + APPLY_AFTER_S - time.monotonic())
+                try:
+                    outcome = fetched.get(timeout=timeout).result()  # a database fault: raised
+                except queue.Empty:
+                    pass
+                else:
+                    fetching -= 1
+                    if isinstance(outcome, CycleReport):
+                        report.add(outcome)
+                    else:
+                        if not batch:
+                            first_at = time.monotonic()
+                        batch.append(outcome)
+            if batch and (
+                len(batch) >= APPLY_BATCH
+                or not fetching
+                or time.monotonic() >= first_at + APPLY_AFTER_S
+            ):
+                report.add(self._apply(batch))
+                batch = []
 
     @staticmethod
     def _coverable(events: Sequence[Pending], now: datetime) -> bool:
@@ -166,9 +253,8 @@ class Resolver:
             return
         self.claims.renew(events, until=now + CLAIM_LEASE)
 
-    def _fetch_and_apply(
-        self, key: tuple[str, str], events: list[Pending], report: CycleReport
-    ) -> None:
+    def _fetch(self, key: tuple[str, str], events: list[Pending]) -> Fetched | CycleReport:
+        """In a fetch thread: the object, or what became of its events when there is none."""
         kind, object_id = key
         newest = max(events, key=lambda p: (p.created, p.id))
         assert self.client is not None  # run_once fetches nothing without a key
@@ -194,10 +280,7 @@ class Resolver:
             obj = fetch_object(self.client, newest, self.backoff)
         except NotFound:
             self.backoff.succeeded()
-            self._apply(kind, object_id, None, newest, events, read_at)
-            report.not_found += 1
-            report.settled_by_fetch += len(events)
-            return
+            return Fetched(kind, object_id, None, newest, events, read_at)
         except Retry as retry:
             if retry.failed_request:
                 self.backoff.failed(retry.delay_s)
@@ -205,8 +288,7 @@ class Resolver:
             self.claims.release(
                 events, next_attempt=when, reason=retry.reason, count_attempt=retry.failed_request
             )
-            report.waiting += len(events)
-            return
+            return CycleReport(waiting=len(events))
         except Exception as exc:  # the library could not read our own stored payload
             if is_transient(exc):
                 raise  # met below the library: waited out by resolve_forever, claims lapse
@@ -217,64 +299,95 @@ class Resolver:
                 loggable(object_id),
             )
             self.claims.fail([p.id for p in events], f"{type(exc).__name__}: {exc}")
-            report.failed += len(events)
-            return
+            return CycleReport(failed=len(events))
         self.backoff.succeeded()
-        report.fetched_objects += 1
-        settled = self._apply(kind, object_id, obj, newest, events, read_at)
-        report.settled_by_fetch += settled
-        report.waiting += len(events) - settled
+        return Fetched(kind, object_id, obj, newest, events, read_at)
 
-    def _apply(
-        self,
-        kind: str,
-        object_id: str,
-        obj: dict[str, Any] | None,
-        newest: Pending,
-        events: list[Pending],
-        read_at: datetime,
-    ) -> int:
-        """Write the object's state (or its deletion) and settle the events it covers."""
-        state_created = int(read_at.timestamp()) - STATE_MARGIN_S
-        now = self.clock()
+    def _apply(self, batch: Sequence[Fetched]) -> CycleReport:
+        """Write the objects' states (or deletions) and settle the events they cover, in one
+        transaction.
+
+        Tried first with no savepoints (SQLAlchemy's SAVEPOINT and RELEASE cost a third of
+        the batch's CPU); if an object's handler raises, the batch is rolled back and written
+        again with each handler in a savepoint of its own, so that an object we cannot read
+        fails its own events only. A fault of the database rolls back the whole batch and
+        marks nothing failed: its events stay claimed until the lease lapses.
+        """
+        if len(batch) > 1:
+            try:
+                with write_transaction(self.engine) as conn:
+                    return self._apply_in(conn, batch, savepoints=False)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
         with write_transaction(self.engine) as conn:
-            event_type = API_STATE_EVENT_TYPES[kind] if obj is not None else None
-            if obj is None:
-                event_type = DELETED_EVENT_TYPES.get(kind)
-                obj = {"id": object_id, "object": kind, "deleted": True}
-            if event_type is not None:  # a subscription gone at Stripe: nothing to apply
-                state = StripeEvent(
-                    id=newest.id,
-                    type=event_type,
-                    created=state_created,
-                    livemode=newest.livemode,
-                    api_version=None,
-                    object=obj,
-                )
-                try:
-                    with conn.begin_nested():
-                        HANDLERS[event_type](conn, state, now)
-                except Exception as exc:  # an object we cannot read: kept as failed
-                    if is_transient(exc):
-                        raise  # the database, not the object: nothing is marked failed
-                    error = f"{kind} {object_id} from Stripe: {type(exc).__name__}: {exc}"
-                    self.claims.fail_in(conn, [p.id for p in events], error)
-                    return 0
-            if event_type is None or obj.get("deleted") is True:
-                done = events  # the object no longer exists: nothing more can change
+            return self._apply_in(conn, batch, savepoints=True)
+
+    def _apply_in(
+        self, conn: Connection, batch: Sequence[Fetched], *, savepoints: bool
+    ) -> CycleReport:
+        report = CycleReport()
+        now = self.clock()
+        applied = [item for item in batch if self._apply_one(conn, item, now, savepoints)]
+        live = {item.key: item.events for item in applied if not item.gone}
+        stored = state_times(conn, live) if live else {}
+        settled: list[str] = []
+        for item in applied:
+            if item.gone:
+                done = item.events  # the object no longer exists: nothing more can change
             else:
-                stored = state_times(conn, {(kind, object_id): events}).get((kind, object_id))
-                bound = max(state_created, stored if stored is not None else state_created)
-                done = [p for p in events if p.created < bound]
-            mark_settled(conn, [p.id for p in done], self.holder, now)
-        done_ids = {p.id for p in done}
-        rest = [p for p in events if p.id not in done_ids]
-        if rest:  # changed again since it was read: fetch it again once that is coverable
-            newest_rest = max(p.created for p in rest)
-            self.claims.release(
-                rest, next_attempt=datetime.fromtimestamp(newest_rest + STATE_MARGIN_S + 1, UTC)
-            )
-        return len(done)
+                bound = max(item.state_created, stored.get(item.key, item.state_created))
+                done = [p for p in item.events if p.created < bound]
+            settled.extend(p.id for p in done)
+            if item.obj is None:
+                report.not_found += 1
+            else:
+                report.fetched_objects += 1
+            report.settled_by_fetch += len(done)
+            done_ids = {p.id for p in done}
+            rest = [p for p in item.events if p.id not in done_ids]
+            if rest:  # changed again since it was read: fetched again once coverable
+                newest_rest = max(p.created for p in rest)
+                ready = datetime.fromtimestamp(newest_rest + STATE_MARGIN_S + 1, UTC)
+                self.claims.release_in(conn, rest, next_attempt=ready)
+                report.waiting += len(rest)
+        failed = [p for item in batch if item not in applied for p in item.events]
+        report.failed += len(failed)
+        mark_settled(conn, settled, self.holder, now)
+        return report
+
+    def _apply_one(self, conn: Connection, item: Fetched, now: datetime, savepoint: bool) -> bool:
+        """Apply one object; in a savepoint, False (its events failed) if it cannot be read."""
+        obj = item.obj
+        event_type: str | None = None
+        if obj is not None:
+            event_type = API_STATE_EVENT_TYPES[item.kind]
+        else:
+            event_type = DELETED_EVENT_TYPES.get(item.kind)
+            obj = {"id": item.object_id, "object": item.kind, "deleted": True}
+        if event_type is None:  # a subscription gone at Stripe: nothing to apply
+            return True
+        state = StripeEvent(
+            id=item.newest.id,
+            type=event_type,
+            created=item.state_created,
+            livemode=item.newest.livemode,
+            api_version=None,
+            object=obj,
+        )
+        if not savepoint:  # whatever it raises rolls the batch back (see _apply)
+            HANDLERS[event_type](conn, state, now)
+            return True
+        try:
+            with conn.begin_nested():
+                HANDLERS[event_type](conn, state, now)
+        except Exception as exc:  # an object we cannot read: kept as failed
+            if is_transient(exc):
+                raise  # the database, not the object: nothing is marked failed
+            error = f"{item.kind} {item.object_id} from Stripe: {type(exc).__name__}: {exc}"
+            self.claims.fail_in(conn, [p.id for p in item.events], error)
+            return False
+        return True
 
 
 def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, null, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, null, or_, select, update
 
 from finance_core.feed.events import ThinEvent
 from finance_core.feed.ingest import RESOURCE_PATHS, SETTLED_STATUSES
@@ -38,7 +38,7 @@ class Pending:
     created: int
     livemode: bool
     attempts: int
-    payload: str
+    url: str  # of the related object, as the notification gives it (rebuilt when missing)
     thin: ThinEvent
 
     @property
@@ -171,6 +171,21 @@ class ThinClaims:
         reason: str | None = None,
         count_attempt: bool = False,
     ) -> None:
+        with write_transaction(self.engine) as conn:
+            self.release_in(
+                conn, events, next_attempt=next_attempt, reason=reason, count_attempt=count_attempt
+            )
+
+    def release_in(
+        self,
+        conn: Connection,
+        events: Sequence[Pending],
+        *,
+        next_attempt: datetime,
+        reason: str | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Give these events back, due at `next_attempt` (in the caller's transaction)."""
         values: dict[str, Any] = {
             "claimed_by": null(),
             "claimed_until": null(),
@@ -180,10 +195,9 @@ class ThinClaims:
             values["error"] = reason
         if count_attempt:
             values["attempts"] = webhook_events.c.attempts + 1
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                update(webhook_events).where(*self.ours([p.id for p in events])).values(**values)
-            )
+        conn.execute(
+            update(webhook_events).where(*self.ours([p.id for p in events])).values(**values)
+        )
 
     def fail(self, event_ids: Sequence[str], reason: str) -> None:
         """Keep as failed (health says error; an admin replays or dismisses it)."""
@@ -242,16 +256,16 @@ def pending_from_row(row: Any, now: datetime) -> Pending | None:
     if thin.related_type is None or thin.related_id is None:
         return None
     related = payload.get("related_object")
-    if isinstance(related, dict) and not isinstance(related.get("url"), str):
-        # The library fetches the URL the notification gives; rebuild it when it is missing.
-        path = RESOURCE_PATHS[thin.related_type]
-        related["url"] = f"/v1/{path}/{thin.related_id}"
+    url = related.get("url") if isinstance(related, dict) else None
+    if not isinstance(url, str):
+        # The fetch reads the URL the notification gives; rebuild it when it is missing.
+        url = f"/v1/{RESOURCE_PATHS[thin.related_type]}/{thin.related_id}"
     return Pending(
         id=row.id,
         created=int(row.created),
         livemode=bool(row.livemode),
         attempts=int(row.attempts),
-        payload=json.dumps(payload),
+        url=url,
         thin=thin,
     )
 
@@ -314,16 +328,21 @@ def chunks(items: Sequence[str]) -> Iterable[list[str]]:
 
 
 def mark_settled(conn: Connection, event_ids: Sequence[str], holder: str, now: datetime) -> None:
-    """Settle events this resolver holds."""
+    """Settle events this resolver holds.
+
+    One row a parameter set (executemany): one statement compiled once and cached, where an
+    IN list of another length each time is compiled again (a third of a batch's CPU).
+    """
     if not event_ids:
         return
     events = webhook_events.c
     conn.execute(
         update(webhook_events)
         .where(
-            events.id.in_(list(event_ids)),
+            events.id == bindparam("event_id"),
             events.status == "pending",
             events.claimed_by == holder,
         )
-        .values(**SETTLED, processed_at=now)
+        .values(**SETTLED, processed_at=now),
+        [{"event_id": event_id} for event_id in event_ids],
     )

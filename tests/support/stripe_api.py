@@ -271,15 +271,23 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # a connection serves one request after another, as Stripe's
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     stand_in: StripeStandIn
 
 
 @contextmanager
-def running_stand_in() -> Iterator[StripeStandIn]:
-    """The stand-in, serving on a free loopback port until the block ends."""
-    server = _Server(("127.0.0.1", 0), _Handler)
+def running_stand_in(*, keep_alive: bool = False) -> Iterator[StripeStandIn]:
+    """The stand-in, serving on a free loopback port until the block ends.
+
+    `keep_alive` keeps each connection open for the next request (HTTP/1.1), as Stripe's API
+    does; by default every answer closes its connection.
+    """
+    server = _Server(("127.0.0.1", 0), _KeepAliveHandler if keep_alive else _Handler)
     server.stand_in = StripeStandIn(url=f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
