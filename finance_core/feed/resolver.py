@@ -66,7 +66,7 @@ BATCH_SECONDS_OF_FETCHES = 5
 FETCH_THREADS = 8
 # Fetched objects applied in one write transaction: at most this many, and none kept waiting
 # longer than APPLY_AFTER_S for others. A batch of 10 held SQLite's write lock 6-19 ms at the
-# p99 on a busy 2-core machine, 20 twice that (docs/notes/resolver-cpu.md).
+# p99 on a busy 2-core machine, 20 twice that (docs/performance.md, the resolver's CPU).
 APPLY_BATCH = 10
 APPLY_AFTER_S = 0.2
 NO_KEY_RETRY = timedelta(seconds=30)

@@ -139,7 +139,8 @@ def fetch_object(client: stripe.StripeClient, event: Pending, backoff: Backoff) 
     `Stripe-Context`, the same trigger header), through the library's `raw_request` with its
     errors; the answer is taken as the JSON it is, which is what the handlers read from a
     snapshot webhook too. Building the library's objects from it and turning them back into
-    a dict cost 0.4 times as much CPU as the request itself (docs/notes/resolver-cpu.md).
+    a dict cost 0.4 times as much CPU as the request itself (docs/performance.md, the
+    resolver's CPU).
     """
     try:
         response = client.raw_request(
