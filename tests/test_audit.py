@@ -65,7 +65,7 @@ def test_user_and_token_changes_are_recorded_with_their_actor(engine):
         ("cli:root", "user_removed", "bob", ""),
     ]
     everything = repr(logged(engine))
-    assert PASSWORD not in everything and token.split("_")[-1] not in everything
+    assert PASSWORD not in everything and token.split("_", 2)[2] not in everything
 
 
 def test_a_refused_change_records_nothing(engine):
