@@ -220,6 +220,7 @@ def metric_values(page) -> dict[str, str]:
 
 
 def open_page(page, title):
+    wait_until_idle(page)  # a click while the page still runs can be lost to its rerun
     page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
     page.get_by_role("heading", name=title).wait_for()
     wait_until_idle(page)
