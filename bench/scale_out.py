@@ -17,12 +17,12 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from bench.events import generate, write_requests
 from bench.ingest import LUA, SECRET, Run, parse_run, wrk
 from tests.support.cluster import haproxy, start_listener_units
-from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.postgres import PostgresServer, deadlocks, find_pg_bin
 from tests.support.system_packages import which
 
 TARGETS = {"one listener": 1, "two listeners": 2}
@@ -64,14 +64,12 @@ def _through_haproxy(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def deadlocks(database_url: str) -> int:
+def deadlocks_in(database_url: str) -> int:
     """The deadlocks PostgreSQL counted in one database (its listeners stopped: all flushed)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            return conn.execute(
-                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
+            return deadlocks(conn)
     finally:
         engine.dispose()
 
@@ -114,7 +112,7 @@ def run(
                     connections=connections,
                 )
                 runs.append(parse_run(out, target, round_number))
-                found = deadlocks(server.url(database))
+                found = deadlocks_in(server.url(database))
                 deadlocks_by_target[target] += found
                 print(f"{runs[-1].line()}  deadlocks {found}", flush=True)
             write_requests(payload, SECRET, requests_file)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from finance_core.store.db import make_engine, read_transaction
 from finance_core.store.models import subscription_history
 from tests.support.bursts import burst, clean_store, codes, fingerprint, send_all
 from tests.support.cluster import start_listener_units
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, deadlocks
 from tests.support.reads import maintained_and_recounted
 from tests.support.stripe_factory import SECRET
 
@@ -42,14 +42,6 @@ def cumulative_history(conn: Connection) -> dict[tuple[str, str], int]:
         key = (row.product_id, row.status)
         totals[key] = totals.get(key, 0) + row.subscription_change
     return {key: total for key, total in totals.items() if total}
-
-
-def deadlocks(engine: Any) -> int:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-        return conn.execute(
-            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        ).scalar_one()
 
 
 def test_three_listeners_on_one_postgresql_never_deadlock(
@@ -84,7 +76,8 @@ def test_three_listeners_on_one_postgresql_never_deadlock(
     store = make_engine(url)
     clean = clean_store(tmp_path, events)
     try:
-        assert deadlocks(store) == 0
+        with store.connect() as conn:
+            assert deadlocks(conn) == 0
         assert fingerprint(store) == fingerprint(clean)
         with read_transaction(store) as conn:
             maintained, recount = maintained_and_recounted(conn)

@@ -337,6 +337,7 @@ def test_two_batches_reaching_for_rows_in_opposite_orders_take_turns(
     from finance_core.feed.ingest import Delivery, ingest_batch
     from finance_core.store import migrate
     from finance_core.store.db import make_engine
+    from tests.support.postgres import deadlocks
     from tests.support.waiting import wait_until
 
     caplog.set_level(logging.INFO, logger="finance_core.feed.ingest")
@@ -397,10 +398,7 @@ def test_two_batches_reaching_for_rows_in_opposite_orders_take_turns(
         assert [r.outcome for r in results["a"] + results["b"]] == ["processed"] * 4
         assert "applying them one by one" not in caplog.text  # no victim, no retry
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-            assert not conn.execute(
-                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
+            assert deadlocks(conn) == 0
         with read_transaction(engine) as conn:
             assert status_breakdown(conn=conn) == {"active": 2}
     finally:

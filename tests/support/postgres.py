@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import Connection, text
+
 PG_BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15")]
 
 
@@ -125,3 +127,12 @@ class PostgresServer:
             capture_output=True,
         )
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def deadlocks(conn: Connection) -> int:
+    """The deadlocks PostgreSQL has counted in the connection's database, read fresh (the
+    statistics of sessions still running may not be flushed yet: stop them first)."""
+    conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+    return conn.execute(
+        text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    ).scalar_one()
