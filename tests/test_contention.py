@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
 
 from finance_core.store.db import make_engine, read_transaction
-from finance_core.store.models import subscription_history
 from tests.support.bursts import burst, clean_store, codes, fingerprint, send_all
 from tests.support.cluster import start_listener_units
 from tests.support.postgres import PostgresServer, deadlocks
-from tests.support.reads import maintained_and_recounted
+from tests.support.reads import cumulative_history, maintained_and_recounted
 from tests.support.stripe_factory import SECRET
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -28,20 +26,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 LISTENERS = 3
 # The retry path a deadlock victim's batch takes (finance_core.feed.ingest.ingest_batch).
 APPLIED_ONE_BY_ONE = "applying them one by one"
-
-
-def cumulative_history(conn: Connection) -> dict[tuple[str, str], int]:
-    """The daily history added up per (plan, status), zeros left out: what the counts must be.
-
-    Not the days themselves: which intermediate states a subscription passed through, and so
-    on which day its history moved, depends on the order its events arrived in (a stale event
-    is ignored), and no two concurrent runs deliver in one order.
-    """
-    totals: dict[tuple[str, str], int] = {}
-    for row in conn.execute(select(subscription_history)):
-        key = (row.product_id, row.status)
-        totals[key] = totals.get(key, 0) + row.subscription_change
-    return {key: total for key, total in totals.items() if total}
 
 
 def test_three_listeners_on_one_postgresql_never_deadlock(

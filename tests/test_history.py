@@ -65,10 +65,8 @@ def history(engine):
 
 def cumulative(engine):
     """The history added up per (plan, status), zeros left out."""
-    totals = {}
-    for (_, product, status), (change, _, _) in history(engine).items():
-        totals[(product, status)] = totals.get((product, status), 0) + change
-    return {key: total for key, total in totals.items() if total}
+    with read_transaction(engine) as conn:
+        return reads.cumulative_history(conn)
 
 
 def maintained_and_recounted(engine):

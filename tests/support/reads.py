@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, select
 
-from finance_core.store.models import subscription_counts, subscriptions
+from finance_core.store.models import subscription_counts, subscription_history, subscriptions
 from finance_core.views.queries import (
     LastEvent,
     PlanCount,
@@ -46,3 +46,17 @@ def maintained_and_recounted(conn: Connection) -> tuple[dict[tuple[str, str], in
         )
     }
     return maintained, recount
+
+
+def cumulative_history(conn: Connection) -> dict[tuple[str, str], int]:
+    """The daily history added up per (plan, status), zeros left out: what the counts must be.
+
+    Not the days themselves: which intermediate states a subscription passed through, and so
+    on which day its history moved, depends on the order its events arrived in (a stale event
+    is ignored), and no two concurrent runs deliver in one order.
+    """
+    totals: dict[tuple[str, str], int] = {}
+    for row in conn.execute(select(subscription_history)):
+        key = (row.product_id, row.status)
+        totals[key] = totals.get(key, 0) + row.subscription_change
+    return {key: total for key, total in totals.items() if total}
