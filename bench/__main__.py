@@ -475,6 +475,24 @@ def bench_finance_views(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def bench_finance_api(args: argparse.Namespace) -> dict[str, object]:
+    from bench import finance_api
+
+    print(f"\nSPEC 16's endpoints over HTTP: {args.subscriptions:,} subscriptions", flush=True)
+    return finance_api.run(
+        argparse.Namespace(
+            subscriptions=args.subscriptions,
+            failing=args.failing_invoices,
+            closed=args.failing_invoices,
+            paid=args.subscriptions,
+            requests=200,
+            warmup=20,
+            sqlite=not args.no_sqlite,
+            postgres=not args.no_postgres,
+        )
+    )
+
+
 def bench_history_rebuild(args: argparse.Namespace) -> dict[str, object]:
     from bench import history_rebuild
 
@@ -502,6 +520,7 @@ def main() -> None:
             "thin-events",
             "alerts",
             "finance-views",
+            "finance-api",
             "history-rebuild",
         ],
     )
@@ -571,6 +590,8 @@ def main() -> None:
         report["alerts"] = bench_alerts(args)
     if args.only in (None, "finance-views"):
         report["finance_views"] = bench_finance_views(args)
+    if args.only in (None, "finance-api"):
+        report["finance_api"] = bench_finance_api(args)
     if args.only in (None, "history-rebuild"):
         report["history_rebuild"] = bench_history_rebuild(args)
     RESULTS.mkdir(exist_ok=True)

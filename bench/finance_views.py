@@ -124,7 +124,7 @@ def prune_under_ingest(
     }
 
 
-def _history_of_a_year(engine: Engine) -> int:
+def history_of_a_year(engine: Engine) -> int:
     """Replace the history the bulk load left on today with 365 days that end at the counts."""
     with write_transaction(engine) as conn:
         counts = {
@@ -144,7 +144,7 @@ def trends_at_scale(database_url: str, *, subscriptions_n: int, repeat: int) -> 
     engine = make_engine(database_url)
     migrate.upgrade(engine)
     load_s = read_path.fill(engine, subscriptions_n=subscriptions_n, events_n=0, invoices_n=0)
-    history_rows = _history_of_a_year(engine)
+    history_rows = history_of_a_year(engine)
     read_path.analyze(engine)
     print(f"  {subscriptions_n:,} subscriptions in {load_s:.0f} s, {history_rows:,} history rows")
 

@@ -1,12 +1,14 @@
-"""GET /failed-payments at scale: its server-side p95 over a store of failing and closed invoices.
+"""SPEC 16's two endpoints at scale: server-side p95 of /subscription-trends and /failed-payments.
 
-`python -m bench.failed_payments [--failing N] [--closed N] [--paid N] [--requests N]
-[--sqlite] [--postgres]`: fills a fresh store with N failing invoices, N closed ones that were
+`python -m bench.finance_api [--subscriptions N] [--failing N] [--closed N] [--paid N]
+[--requests N] [--sqlite] [--postgres]`: fills a fresh store with N subscriptions over 20 plans
+and a year of daily history ending at their counts, N failing invoices, N closed ones that were
 failing (paid, voided, uncollectible, deleted, closed over the last 120 days) and N paid
-invoices that never failed, starts the real listener process and asks for pages one at a
-time over one keep-alive connection: the first page, pages deep in the keyset through the
-cursors it gave out, limits 50 and 500, each Recovered window in turn. The answer's own
-`Server-Timing: app;dur=<ms>` is the server's time.
+invoices that never failed; starts the real listener process and asks one request at a time
+over one keep-alive connection, the kinds interleaved: Trends over 30, 90 and 365 days; the
+first page of failed payments, pages deep in the keyset through the cursors it gave out, limits
+50 and 500, each Recovered window in turn. The answer's own `Server-Timing: app;dur=<ms>` is
+the server's time.
 """
 
 import argparse
@@ -24,6 +26,7 @@ import httpx
 from sqlalchemy import Engine, insert
 
 from bench import read_path
+from bench.finance_views import history_of_a_year
 from bench.read_path_http import RATE_LIMIT, SERVER_TIMING, finance_cli, running, service_env
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, write_transaction
@@ -31,6 +34,7 @@ from finance_core.store.models import invoices
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 
 PATH = "/api/v1/platform/finance/failed-payments"
+TRENDS_PATH = "/api/v1/platform/finance/subscription-trends"
 TARGET_P95_MS = 20  # SPEC 16 benchmark, server side
 CURRENCIES = [("usd", 2900)] * 6 + [("eur", 2500)] * 3 + [("jpy", 4500)]
 CLOSINGS = ["paid", "paid", "paid", "void", "uncollectible", "deleted"]
@@ -42,7 +46,7 @@ def _invoice(n: int, kind: str, now: datetime) -> dict[str, Any]:
         "id": f"in_{kind}_{n:08d}",
         "subscription_id": f"sub_scale_{n % 20_000:08d}",
         "customer_id": f"cus_scale_{n % 50_000:08d}",
-        "product_id": f"prod_scale_{n % 20:04d}",
+        "product_id": f"prod_scale_{n % 20:02d}",  # bench.read_path's plans
         "status": "open",
         "payment_failing": False,
         "amount_due": amount,
@@ -77,11 +81,14 @@ def _invoice(n: int, kind: str, now: datetime) -> dict[str, Any]:
     return row
 
 
-def fill(engine: Engine, *, failing_n: int, closed_n: int, paid_n: int) -> float:
-    """The invoices, in batches; seconds taken."""
+def fill(
+    engine: Engine, *, subscriptions_n: int, failing_n: int, closed_n: int, paid_n: int
+) -> float:
+    """The subscriptions, a year of their history and the invoices, in batches; seconds taken."""
     started = time.perf_counter()
     now = datetime.now(UTC)
-    read_path.fill(engine, subscriptions_n=20_000, events_n=1_000, invoices_n=0)
+    read_path.fill(engine, subscriptions_n=subscriptions_n, events_n=1_000, invoices_n=0)
+    history_of_a_year(engine)
     for kind, count in (("failing", failing_n), ("closed", closed_n), ("paid", paid_n)):
         for start in range(0, count, read_path.BATCH):
             rows = [
@@ -104,7 +111,8 @@ def measure(database_url: str, workdir: Path, *, requests: int, warmup: int) -> 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "webhook_listener", "--port", str(port)]
-    kinds = ["first page", "deep page", "limit 500", "recovered 90"]
+    kinds = ["trends 30", "trends 90", "trends 365", "first page", "deep page", "limit 500"]
+    kinds.append("recovered 90")
     server: dict[str, list[float]] = {kind: [] for kind in kinds}
     with (
         running(
@@ -118,8 +126,8 @@ def measure(database_url: str, workdir: Path, *, requests: int, warmup: int) -> 
         ) as http,
     ):
 
-        def get(params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-            response = http.get(PATH, params=params)
+        def get(params: dict[str, Any], path: str = PATH) -> tuple[float, dict[str, Any]]:
+            response = http.get(path, params=params)
             if response.status_code != 200:
                 raise RuntimeError(f"{response.status_code} {response.text}")
             match = SERVER_TIMING.fullmatch(response.headers.get("server-timing", ""))
@@ -146,8 +154,10 @@ def measure(database_url: str, workdir: Path, *, requests: int, warmup: int) -> 
                 "recovered 90": {"limit": 1, "recovered_days": 90},
             }
             for kind in kinds:
-                params = {k: v for k, v in asks[kind].items() if v is not None}
-                took, _ = get(params)
+                if kind.startswith("trends"):
+                    took, _ = get({"days": int(kind.split()[1])}, TRENDS_PATH)
+                else:
+                    took, _ = get({k: v for k, v in asks[kind].items() if v is not None})
                 if round_ >= warmup:
                     server[kind].append(took)
     return {kind: read_path.percentiles(samples) for kind, samples in server.items()}
@@ -172,9 +182,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = f"sqlite:///{workdir}/payments.db"
             engine = make_engine(url)
             migrate.upgrade(engine)
-            load_s = fill(engine, failing_n=args.failing, closed_n=args.closed, paid_n=args.paid)
+            load_s = fill(
+                engine,
+                subscriptions_n=args.subscriptions,
+                failing_n=args.failing,
+                closed_n=args.closed,
+                paid_n=args.paid,
+            )
             engine.dispose()
-            print(f"{backend}: invoices loaded in {load_s:.0f} s", flush=True)
+            print(
+                f"{backend}: {args.subscriptions:,} subscriptions, a year of history and "
+                f"{args.failing + args.closed + args.paid:,} invoices loaded in {load_s:.0f} s",
+                flush=True,
+            )
             figures = measure(url, workdir, requests=args.requests, warmup=args.warmup)
             results[backend] = {"load_s": load_s, "server_ms": figures}
             for kind, timing in figures.items():
@@ -193,6 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--failing", type=int, default=100_000)
     parser.add_argument("--closed", type=int, default=100_000)
     parser.add_argument("--paid", type=int, default=1_000_000)
