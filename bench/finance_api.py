@@ -33,7 +33,7 @@ from finance_core.store.db import make_engine, write_transaction
 from finance_core.store.models import invoices
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 
-PATH = "/api/v1/platform/finance/failed-payments"
+PAYMENTS_PATH = "/api/v1/platform/finance/failed-payments"
 TRENDS_PATH = "/api/v1/platform/finance/subscription-trends"
 TARGET_P95_MS = 20  # SPEC 16 benchmark, server side
 CURRENCIES = [("usd", 2900)] * 6 + [("eur", 2500)] * 3 + [("jpy", 4500)]
@@ -111,8 +111,10 @@ def measure(database_url: str, workdir: Path, *, requests: int, warmup: int) -> 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "webhook_listener", "--port", str(port)]
-    kinds = ["trends 30", "trends 90", "trends 365", "first page", "deep page", "limit 500"]
-    kinds.append("recovered 90")
+    kinds = [
+        *(f"trends {days}" for days in (30, 90, 365)),
+        *("first page", "deep page", "limit 500", "recovered 90"),
+    ]
     server: dict[str, list[float]] = {kind: [] for kind in kinds}
     with (
         running(
@@ -126,7 +128,7 @@ def measure(database_url: str, workdir: Path, *, requests: int, warmup: int) -> 
         ) as http,
     ):
 
-        def get(params: dict[str, Any], path: str = PATH) -> tuple[float, dict[str, Any]]:
+        def get(params: dict[str, Any], path: str = PAYMENTS_PATH) -> tuple[float, dict[str, Any]]:
             response = http.get(path, params=params)
             if response.status_code != 200:
                 raise RuntimeError(f"{response.status_code} {response.text}")
