@@ -9,6 +9,7 @@ from finance_core.views.queries import plan_id_for
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.api import assert_error, bearer, make_token, parse_utc, read
+from webhook_listener.api_models import SubscriptionTrendsEnvelope
 
 TRENDS = "/api/v1/platform/finance/subscription-trends"
 
@@ -88,6 +89,25 @@ def test_trends_are_dated_by_stripe_a_day_per_entry_and_a_week_per_iso_week(http
     assert by_day[today - timedelta(days=99)] == [{**pro, "active": 1}]
     assert sum(w["new"] for w in year["weekly"]) == 3
     assert len(read(http, TRENDS, token)["daily"]) == 90  # the default window
+
+
+def test_the_answer_is_the_documented_model_and_carries_the_rate_limit(http, token):
+    """The answer is built from plain values for speed: it must still be the models' shape."""
+    sub = dated("sub_a", "active", "prod_pro", start=datetime.now(UTC) - timedelta(days=40))
+    assert deliver(http, sf.event("customer.subscription.created", sub)).status_code == 200
+    for days in (30, 365):
+        first = http.get(f"{TRENDS}?days={days}", headers=bearer(token))
+        second = http.get(f"{TRENDS}?days={days}", headers=bearer(token))
+        assert first.status_code == second.status_code == 200
+        answer = SubscriptionTrendsEnvelope.model_validate_json(first.content)
+        assert answer.data.days == days and len(answer.data.daily) == days
+        active_days = min(days, 40 + 1)  # from its start day to today
+        assert sum(len(day.plans) for day in answer.data.daily) == active_days
+        assert first.headers["content-type"] == "application/json"
+        assert first.headers["X-RateLimit-Limit"] == "100"
+        remaining = int(first.headers["X-RateLimit-Remaining"])
+        assert int(second.headers["X-RateLimit-Remaining"]) == remaining - 1
+        assert "app;dur=" in first.headers["Server-Timing"]
 
 
 @pytest.mark.parametrize(

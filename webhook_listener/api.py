@@ -48,8 +48,8 @@ from webhook_listener.api_models import (
     StripeSyncStatusEnvelope,
     SubscriptionSummaryData,
     SubscriptionSummaryEnvelope,
-    SubscriptionTrendsData,
     SubscriptionTrendsEnvelope,
+    subscription_trends_json,
 )
 from webhook_listener.ratelimit import RateLimits
 from webhook_listener.webhook import Receive, Scope, Send
@@ -329,16 +329,17 @@ def _trends_query_problem(request: Request) -> str | None:
 @router.get(
     "/subscription-trends",
     summary="Active subscriptions per plan per day, new and canceled per week",
+    response_model=SubscriptionTrendsEnvelope,
     openapi_extra={"parameters": TRENDS_PARAMETERS},
 )
 async def get_subscription_trends(
     request: Request, response: Response, credentials: Credentials
-) -> SubscriptionTrendsEnvelope:
+) -> Response:
     """The daily history dated by Stripe: per UTC day and plan the active subscriptions (days
     before `observed_since` reconstructed from Stripe's dates), per ISO week the subscriptions
     that started and were canceled. The Trends page's numbers."""
 
-    def read(conn: Connection, settings: Settings) -> SubscriptionTrendsEnvelope:
+    def read(conn: Connection, settings: Settings) -> bytes:
         days = _trend_days(request)
         assert days is not None  # checked with the token
         trends = subscription_trends(
@@ -347,9 +348,16 @@ async def get_subscription_trends(
             days=days,
             now=datetime.now(UTC),
         )
-        return SubscriptionTrendsEnvelope(data=SubscriptionTrendsData.of(trends))
+        return subscription_trends_json(trends)
 
-    return await _answer(request, response, credentials, read, _trends_query_problem)
+    body = await _answer(request, response, credentials, read, _trends_query_problem)
+    # An answer returned whole skips FastAPI's merge of `response`: carry its headers over.
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name not in {"content-length", "content-type"}
+    }
+    return Response(body, media_type="application/json", headers=headers)
 
 
 # --- end of subscription-trends -----------------------------------------------------------

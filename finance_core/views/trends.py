@@ -138,25 +138,31 @@ def active_per_plan_per_day(
     """
     _check(start, end)
     statement = _active_statement(tuple(active_statuses))
+    # Days stay as the driver gives them (a year of plans is thousands of rows to convert);
+    # the window's days are spelled the same way instead.
     current: dict[str, int] = {}
-    changed: dict[str, dict[date, int]] = {}
+    changed: dict[str, dict[Any, int]] = {}
     for day, product_id, total in hot.run(conn, statement, {"start": _day(conn, start)}):
         if day is None:
             current[product_id] = int(total)
         else:
-            changed.setdefault(product_id, {})[_stored_day(day)] = int(total)
+            changed.setdefault(product_id, {})[day] = int(total)
 
     days = tuple(start + timedelta(days=n) for n in range((end - start).days))
+    stored_days = [_day(conn, day) for day in reversed(days)]
+    stored_end = _day(conn, end)
     counts: dict[str, tuple[int | None, ...]] = {}
     for product_id in current.keys() | changed.keys():
         by_day = changed.get(product_id, {})
         # Walk back from today: the count at the end of a day is the next day's count less
         # that next day's change.
-        count = current.get(product_id, 0) - sum(n for day, n in by_day.items() if day >= end)
+        count = current.get(product_id, 0) - sum(
+            n for day, n in by_day.items() if day >= stored_end
+        )
         column = []
-        for day in reversed(days):
+        for stored in stored_days:
             column.append(count)
-            count -= by_day.get(day, 0)
+            count -= by_day.get(stored, 0)
         if any(column):
             column.reverse()
             first = next(n for n, count in enumerate(column) if count)
