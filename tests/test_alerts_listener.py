@@ -15,6 +15,7 @@ from finance_core.store.db import read_transaction
 from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.alerts import (
+    METRICS_TOKEN,
     assert_nothing_secret,
     assert_rejections_alert,
     listener_env,
@@ -24,7 +25,7 @@ from tests.support.alerts import (
 )
 from tests.support.postgres import free_port
 from tests.support.receivers import hanging_channel, json_receiver, smtp_receiver
-from tests.support.servers import start_listener
+from tests.support.servers import start_listener, wait_for_rounds
 
 HOOK_PASSWORD = "listener-hook-pass-41bd"
 WRONG_SECRET = "whsec_rotated_away_0123456789abcdef"
@@ -47,7 +48,7 @@ def test_two_listener_processes_send_each_alert_once(database_url, engine):
             event = sf.event("product.created", sf.product("prod_ok", "OK"))
             assert deliver(clients[0], event).json()["outcome"] == "processed"
             assert len(hook.wait_for(3)) == 3
-            time.sleep(2)  # more evaluations by both workers
+            wait_for_rounds(urls, "alerts", 3, METRICS_TOKEN)  # nothing more to send
             for client in clients:
                 client.close()
         finally:

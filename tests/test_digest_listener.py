@@ -2,7 +2,6 @@
 numbers are the Finance API's; a restart sends none more; a digest missed while no listener ran
 goes out when one starts later that day; a bad DIGEST_AT is refused at start."""
 
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +12,7 @@ from finance_core.store.db import write_transaction
 from finance_core.store.models import alert_rules
 from tests.support.alerts import (
     CUSTOMER_DATA,
+    METRICS_TOKEN,
     assert_nothing_secret,
     listener_env,
     stop,
@@ -22,7 +22,7 @@ from tests.support.api import SUMMARY, SYNC_STATUS, make_token, read
 from tests.support.digest import fill
 from tests.support.postgres import free_port
 from tests.support.receivers import json_receiver
-from tests.support.servers import start_listener, wait_healthy
+from tests.support.servers import start_listener, wait_for_rounds, wait_healthy
 
 
 def start(env, count=1):
@@ -75,9 +75,9 @@ def test_two_listeners_send_one_digest_with_the_apis_numbers_and_none_after_a_re
                 status = read(http, SYNC_STATUS, token)
         finally:
             output = stop(processes)
-        processes, _ = start(env, count=2)  # a restart, the same day
+        processes, urls = start(env, count=2)  # a restart, the same day
         try:
-            time.sleep(3)  # both workers check DIGEST_AT every second: three chances each
+            wait_for_rounds(urls, "digest", 3, METRICS_TOKEN)  # three chances each to send
         finally:
             output += stop(processes)
         assert len(hook.messages()) == 1

@@ -15,9 +15,10 @@ from finance_core.store.db import read_transaction
 from finance_core.views.queries import stripe_sync_status
 from tests.conftest import deliver, make_settings, skip_or_fail
 from tests.support import stripe_factory as sf
+from tests.support.alerts import listener_env, start, stop
 from tests.support.api import SUMMARY, SYNC_STATUS, make_token, parse_utc, read
 from tests.support.postgres import free_port
-from tests.support.servers import ThreadedServer
+from tests.support.servers import ThreadedServer, wait_for_rounds
 from webhook_listener.app import create_app
 from webhook_listener.metrics import ACK_BUCKETS
 
@@ -157,6 +158,32 @@ def test_metrics_token_is_required_as_a_bearer_when_set(engine, database_url):
         server.stop()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_each_background_job_reports_its_rounds(database_url, engine):
+    """The worker process's rounds reach the listener's /metrics: a stalled job would show."""
+    env = listener_env(database_url, METRICS_TOKEN=METRICS_TOKEN, DIGEST_AT="07:00 UTC")
+    processes, (url,) = start(env)
+    try:
+        wait_for_rounds([url], "alerts", 2, METRICS_TOKEN)  # ALERT_CHECK_SECONDS=1
+        wait_for_rounds([url], "digest", 2, METRICS_TOKEN)
+        wait_for_rounds([url], "resolver", 2, METRICS_TOKEN)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            samples = scrape(http, Authorization=f"Bearer {METRICS_TOKEN}")
+        now = time.time()
+        for job in ("alerts", "digest", "resolver", "housekeeping"):
+            last = value(
+                samples, "finance_background_last_round_timestamp_seconds", background_job=job
+            )
+            assert now - 60 < last <= now + 1, job  # housekeeping's one round: at start
+            assert value(samples, "finance_background_rounds_total", background_job=job) >= 1
+        # Off without STRIPE_ENDPOINT_URL: no round, so nothing that would look stalled.
+        reported = samples["finance_background_last_round_timestamp_seconds"]
+        assert (("background_job", "feed_check"),) not in reported
+    finally:
+        output = stop(processes)
+    assert "Traceback" not in output
+
+
 def _prometheus_files(workdir: Path, target: str) -> Path:
     """deploy/prometheus.yml and its rules, pointed at `target` with a token file, in workdir."""
     token_file = workdir / "metrics-token"
@@ -195,7 +222,7 @@ def test_a_real_prometheus_scrapes_the_listener_with_the_deploy_config(
             ["promtool", "check", "config", str(config)], capture_output=True, text=True
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert "SUCCESS: 3 rules found" in checked.stdout
+        assert "SUCCESS: 4 rules found" in checked.stdout
         prometheus = subprocess.Popen(
             [
                 "prometheus",

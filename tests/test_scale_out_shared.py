@@ -33,6 +33,7 @@ from tests.support.browser import (
 )
 from tests.support.cluster import Cluster, running_dashboard_unit
 from tests.support.receivers import JsonReceiver, json_receiver
+from tests.support.servers import wait_for_rounds
 from tests.support.stripe_api import API_KEY, StripeStandIn
 from tests.support.waiting import wait_until
 
@@ -99,7 +100,8 @@ def test_each_alert_is_sent_once_and_each_thin_event_resolved_once(
 
     wait_until(lambda: statuses(scale_out.database_url)["processed"] == len(thin))
     assert len(hook.wait_for(3)) == 3  # events arrive again: healthy
-    time.sleep(3)  # three more evaluations by each listener's worker: nothing new to send
+    urls = [listener.url for listener in scale_out.listeners]
+    wait_for_rounds(urls, "alerts", 3)  # three more evaluations each: nothing new to send
     delayed, rejections, healthy = hook.messages()
     assert delayed.startswith("PenguinMails Finance: Webhook health is delayed")
     assert_rejections_alert(rejections, sent=24)

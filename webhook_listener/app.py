@@ -102,6 +102,7 @@ def create_app(
             list(JOBS) if jobs is None else jobs,
             log_level=log.getEffectiveLevel(),
             on_give_up=on_give_up,
+            on_round=app.state.metrics.background_round,
         )
 
         async def store_opened() -> None:

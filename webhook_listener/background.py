@@ -5,6 +5,8 @@ services and on long deletes. In a process of their own they neither take the ev
 core nor its GIL, so webhook answers stay fast however slow those services are. The listener
 starts the worker beside its writer, starts another should it die, and ends it on shutdown by
 closing its stdin. Settings go to it over that pipe, secrets included, never on a command line.
+Each round a job finishes comes back as a line on a second pipe, for the listener's metrics: an
+alert job that stopped evaluating shows on /metrics, and tests wait for rounds, not for time.
 Jobs that must run once however many listeners share a store take a lease there
 (`finance_core.store.leases`); the rest claim their work row by row.
 """
@@ -12,8 +14,10 @@ Jobs that must run once however many listeners share a store take a lease there
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,7 +59,10 @@ class BackgroundWorker:
         *,
         log_level: int = logging.INFO,
         on_give_up: Callable[[GaveUp], None] = stop_this_process,
+        on_round: Callable[[str], None] = lambda job: None,
     ) -> None:
+        """`on_round(job)` is called, on a thread of its own, each time a job ends a round."""
+        self._on_round = on_round
         self._supervisor = Supervisor("background worker", on_give_up=on_give_up)
         unknown = sorted(set(jobs) - set(JOBS))
         if unknown:
@@ -76,16 +83,28 @@ class BackgroundWorker:
         """Start the worker process, unless there is no job to run."""
         if not self._jobs:
             return
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook_listener.background_process",
-                logging.getLevelName(self._log_level),
-                *self._jobs,
-            ],
-            stdin=subprocess.PIPE,
-        )
+        rounds, rounds_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "webhook_listener.background_process",
+                    logging.getLevelName(self._log_level),
+                    str(rounds_end),
+                    *self._jobs,
+                ],
+                stdin=subprocess.PIPE,
+                pass_fds=(rounds_end,),
+            )
+        except BaseException:
+            os.close(rounds)
+            raise
+        finally:
+            os.close(rounds_end)  # the worker's alone: its exit is the reader's end of file
+        threading.Thread(
+            target=self._read_rounds, args=(rounds,), name="background-rounds", daemon=True
+        ).start()
         assert process.stdin is not None
         process.stdin.write(settings_to_json(self._settings).encode() + b"\n")
         process.stdin.flush()
@@ -104,6 +123,11 @@ class BackgroundWorker:
         await asyncio.to_thread(end_process, process, "background worker")
         if self._watch is not None:
             await asyncio.wait([self._watch], timeout=STOP_TIMEOUT_S)
+
+    def _read_rounds(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for line in pipe:
+                self._on_round(line.decode("ascii", "replace").strip())
 
     async def _restart_when_it_ends(self, process: subprocess.Popen[bytes]) -> None:
         code = await asyncio.to_thread(process.wait)

@@ -1,16 +1,20 @@
 """The worker process the listener starts: runs its background jobs until its stdin closes.
 
-`python -m webhook_listener.background_process LEVEL JOB...`; the settings arrive as one JSON
-line on stdin (see `background.py`). Each job runs on a thread of its own, so that one waiting
-on a slow service never holds up another. A job is a `finance_core` function
-`job(*, engine, settings, stop)` that works until `stop` is set; one that raises is logged and
-started again after a pause. The process ends once the listener closes its end of the pipe or
-dies, after letting each job finish the step it is in.
+`python -m webhook_listener.background_process LEVEL ROUNDS_FD JOB...`; the settings arrive as
+one JSON line on stdin (see `background.py`). Each job runs on a thread of its own, so that one
+waiting on a slow service never holds up another. A job is a `finance_core` function
+`job(*, engine, settings, stop, round_done)` that works until `stop` is set and calls
+`round_done()` after each round of work; the job's name then goes to the listener as a line on
+the pipe ROUNDS_FD (its metrics). A job that raises is logged and started again after a pause.
+The process ends once the listener closes its end of the pipe or dies, after letting each job
+finish the step it is in.
 """
 
+import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,7 +42,7 @@ Job = Callable[..., None]
 
 
 def main() -> int:
-    level, names = sys.argv[1], sys.argv[2:]
+    level, rounds_fd, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Ctrl-C and a service manager's SIGTERM reach the whole process group: the listener
     # ends the worker itself (end of file on stdin) once it has answered what it took in.
@@ -53,9 +57,12 @@ def main() -> int:
     settings = load_settings(_env_file=None, **json.loads(line))
     engine = make_engine(settings.database_url)
     stop = threading.Event()
+    rounds = Rounds(rounds_fd)
     threads = [
         threading.Thread(
-            target=run_job, args=(name, _load(JOBS[name]), engine, settings, stop), name=name
+            target=run_job,
+            args=(name, _load(JOBS[name]), engine, settings, stop, rounds.of(name)),
+            name=name,
         )
         for name in names
     ]
@@ -71,11 +78,41 @@ def main() -> int:
     return 0
 
 
-def run_job(name: str, job: Job, engine: Engine, settings: Settings, stop: threading.Event) -> None:
+class Rounds:
+    """Tells the listener, one line per round on a pipe, that a job finished a round of work.
+
+    The pipe never holds a job up: a listener that does not read (or is gone) loses the line.
+    """
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+
+    def of(self, job: str) -> Callable[[], None]:
+        """The `round_done` of one job."""
+        line = f"{job}\n".encode()
+
+        def round_done() -> None:
+            # One write of less than PIPE_BUF: whole, whatever the other jobs' threads write.
+            # A full or closed pipe: this round goes uncounted.
+            with contextlib.suppress(OSError):
+                os.write(self._fd, line)
+
+        return round_done
+
+
+def run_job(
+    name: str,
+    job: Job,
+    engine: Engine,
+    settings: Settings,
+    stop: threading.Event,
+    round_done: Callable[[], None],
+) -> None:
     """Run a job until `stop`; if it raises, log it and start it again after a pause."""
     while not stop.is_set():
         try:
-            job(engine=engine, settings=settings, stop=stop)
+            job(engine=engine, settings=settings, stop=stop, round_done=round_done)
             return
         except Exception:
             log.exception("background job %s failed; starting it again", name)

@@ -21,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -34,6 +35,7 @@ from finance_core.settings import Settings
 from finance_core.store.db import statement_reads
 from finance_core.views.gauges import StoreGauges, store_gauges
 from finance_core.views.queries import WebhookHealth
+from webhook_listener.background_process import JOBS
 
 log = logging.getLogger("webhook_listener.metrics")
 
@@ -161,6 +163,20 @@ class ListenerMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
+        self.background_rounds = Counter(
+            "finance_background_rounds",
+            "Rounds of work each job of this listener's background worker finished (alerts: "
+            "one evaluation of the rules; digest: one look at DIGEST_AT)",
+            ["background_job"],  # `job` is Prometheus's own label, the scrape job's name
+            registry=self.registry,
+        )
+        self.background_last_round = Gauge(
+            "finance_background_last_round_timestamp_seconds",
+            "When each background job last finished a round (Unix time): a job that stopped "
+            "shows as an old time",
+            ["background_job"],
+            registry=self.registry,
+        )
         # No process_* metrics: they would speak of this process only, not of its writer and
         # worker, and cost a quarter of a scrape; node_exporter sees every process.
         self.gauges = StoreGaugeCollector(read_gauges)
@@ -171,6 +187,12 @@ class ListenerMetrics:
         counter = self._outcomes.get(outcome) or self.deliveries.labels(outcome)
         counter.inc()
         self.ack_seconds.observe(time.perf_counter() - started)
+
+    def background_round(self, job: str) -> None:
+        """Count a round the background worker reports; a name it does not run is dropped."""
+        if job in JOBS:
+            self.background_rounds.labels(job).inc()
+            self.background_last_round.labels(job).set_to_current_time()
 
     def rejected(self, reason: str, started: float) -> None:
         """Count a refused delivery's answer."""

@@ -10,6 +10,7 @@ later that same day (not on the next day: its own digest is due then).
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -119,8 +120,13 @@ def _keep_figures(engine: Engine, text: DigestText, now: datetime) -> None:
     )
 
 
-def run_digest(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-    """The background job: every ALERT_CHECK_SECONDS, send today's digest once it is due."""
+def run_digest(
+    *, engine: Engine, settings: Settings, stop: threading.Event, round_done: Callable[[], None]
+) -> None:
+    """The background job: every ALERT_CHECK_SECONDS, send today's digest once it is due.
+
+    `round_done` is called after each check that read the store (the listener's metrics).
+    """
     if settings.digest_schedule() is None:
         log.info("DIGEST_AT is empty: no morning digest")
         return
@@ -140,6 +146,8 @@ def run_digest(*, engine: Engine, settings: Settings, stop: threading.Event) -> 
                 raise
             log.warning("digest not checked: the database is unreachable or busy")
             due = []
+        else:
+            round_done()
         for alert in due:
             if urls:
                 sending.deliver(engine=engine, alert=alert, urls=urls, stop=stop)

@@ -9,6 +9,7 @@ is checked again, so that a process with an older view cannot undo a newer chang
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -93,8 +94,13 @@ def _claim(
     return alert
 
 
-def run_alerts(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-    """The background job: evaluate every ALERT_CHECK_SECONDS and send, until `stop`."""
+def run_alerts(
+    *, engine: Engine, settings: Settings, stop: threading.Event, round_done: Callable[[], None]
+) -> None:
+    """The background job: evaluate every ALERT_CHECK_SECONDS and send, until `stop`.
+
+    `round_done` is called after each evaluation that read the store (the listener's metrics).
+    """
     urls = settings.alert_channels()
     if not urls:
         log.info("ALERT_URLS is empty: alerts are kept for the dashboard, not sent")
@@ -110,6 +116,8 @@ def run_alerts(*, engine: Engine, settings: Settings, stop: threading.Event) -> 
                     raise
                 log.warning("alert rules not evaluated: the database is unreachable or busy")
                 due = []
+            else:
+                round_done()
             for alert in due:
                 if urls:
                     senders.submit(_send, engine, alert, urls, stop)

@@ -526,8 +526,13 @@ def check_now(
     return run_feed_check(engine=engine, settings=settings, now=now, force=True, actor=actor)
 
 
-def run_feed_checks(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-    """The background job: check whenever due (one process at a time), until `stop`."""
+def run_feed_checks(
+    *, engine: Engine, settings: Settings, stop: threading.Event, round_done: Callable[[], None]
+) -> None:
+    """The background job: check whenever due (one process at a time), until `stop`.
+
+    `round_done` is called after each look at whether a check is due (the listener's metrics).
+    """
     poll = min(POLL, timedelta(minutes=settings.feed_check_minutes)).total_seconds()
     while not stop.is_set():
         try:
@@ -540,6 +545,8 @@ def run_feed_checks(*, engine: Engine, settings: Settings, stop: threading.Event
         if report is not None and report.verdict == Verdict.OFF:
             log.info("feed check off: %s", "; ".join(report.warnings))
             return
+        if report is not None:
+            round_done()
         stop.wait(poll)
 
 

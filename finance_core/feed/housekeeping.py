@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -25,8 +26,13 @@ def _holder() -> str:
     return leases.holder_name()
 
 
-def housekeeping(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-    """Prune now and then every hour, while this process holds the housekeeping lease."""
+def housekeeping(
+    *, engine: Engine, settings: Settings, stop: threading.Event, round_done: Callable[[], None]
+) -> None:
+    """Prune now and then every hour, while this process holds the housekeeping lease.
+
+    `round_done` is called after each hourly turn, pruned or not (the listener's metrics).
+    """
     try:
         while not stop.is_set():
             now = datetime.now(UTC)
@@ -36,6 +42,7 @@ def housekeeping(*, engine: Engine, settings: Settings, stop: threading.Event) -
                 )
                 if report.total:
                     log.info("housekeeping: %s", report.line())
+            round_done()
             stop.wait(EVERY.total_seconds())
     finally:
         if stop.is_set():  # shutting down: another listener may take over at once

@@ -390,8 +390,13 @@ class Resolver:
         return True
 
 
-def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event) -> None:
-    """The listener's background job: resolve pending thin events until `stop`."""
+def resolve_forever(
+    *, engine: Engine, settings: Settings, stop: threading.Event, round_done: Callable[[], None]
+) -> None:
+    """The listener's background job: resolve pending thin events until `stop`.
+
+    `round_done` is called after each pass over what is due (the listener's metrics).
+    """
     resolver = Resolver(engine=engine, settings=settings)
     if resolver.client is None:
         log.warning("STRIPE_API_KEY is not set: thin events are stored but not resolved")
@@ -412,6 +417,7 @@ def resolve_forever(*, engine: Engine, settings: Settings, stop: threading.Event
                     log.warning("resolving thin events waits: %s", _first_line(exc))
                 stop.wait(outage.delay(outage.failures_in_a_row))
                 continue
+            round_done()
             if outage.failures_in_a_row:
                 log.info("resolving thin events again")
                 outage.succeeded()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.postgres import free_port
 from tests.support.stripe_factory import SECRET
@@ -226,3 +227,32 @@ def listening_addresses(port: int) -> set[str]:
                 )
             )
     return found
+
+
+def job_rounds(url: str, job: str, token: str | None = None) -> float:
+    """Rounds a listener's background job has finished, from its /metrics."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{url}/metrics", headers=headers, timeout=30)
+    response.raise_for_status()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if (
+                sample.name == "finance_background_rounds_total"
+                and sample.labels["background_job"] == job
+            ):
+                return sample.value
+    return 0.0
+
+
+def wait_for_rounds(urls: list[str], job: str, more: int, token: str | None = None) -> None:
+    """Until the job on each listener has finished `more` rounds after this call began.
+
+    What stands for "nothing more happens": each worker had `more` chances to do it.
+    """
+    before = {url: job_rounds(url, job, token) for url in urls}
+    wait_until(
+        lambda: all(job_rounds(url, job, token) >= before[url] + more for url in urls),
+        timeout=90,
+        every=0.2,
+        what=f"{more} more rounds of {job} on {len(urls)} listener(s)",
+    )
