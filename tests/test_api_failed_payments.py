@@ -1,6 +1,7 @@
 """GET /failed-payments over real HTTP: the Payments rows from signed webhooks, keyset pages,
 Recovered, and the same auth, limits and errors as the other Finance API endpoints."""
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from tests.conftest import deliver
 from tests.support import stripe_factory as sf
 from tests.support.api import FAILED_PAYMENTS, assert_error, bearer, make_token, parse_utc, read
 from tests.support.invoices import invoice
+from webhook_listener.api_models import FailedPaymentsEnvelope
 
 DAY = 86_400
 
@@ -99,6 +101,10 @@ def test_the_answer_has_the_payments_rows_totals_and_recovered(http, token):
         "totals": [{"currency": "usd", "invoices": 1, "amount_paid": 2900}],
         "recovery_rate": 0.5,
     }
+    # Built from plain values for speed: exactly what the documented models would write.
+    body = http.get(FAILED_PAYMENTS, headers=bearer(token)).content
+    documented = FailedPaymentsEnvelope.model_validate_json(body).model_dump(mode="json")
+    assert json.loads(body) == documented
     week = read(http, f"{FAILED_PAYMENTS}?recovered_days=7", token)["recovered"]
     assert week == {"days": 7, "totals": [], "recovery_rate": None}
     quarter = read(http, f"{FAILED_PAYMENTS}?recovered_days=90", token)["recovered"]

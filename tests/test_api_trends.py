@@ -1,5 +1,6 @@
 """GET subscription-trends over real HTTP: the daily history dated by Stripe, per SPEC 16."""
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -100,6 +101,7 @@ def test_the_answer_is_the_documented_model_and_carries_the_rate_limit(http, tok
         second = http.get(f"{TRENDS}?days={days}", headers=bearer(token))
         assert first.status_code == second.status_code == 200
         answer = SubscriptionTrendsEnvelope.model_validate_json(first.content)
+        assert json.loads(first.content) == answer.model_dump(mode="json")
         assert answer.data.days == days and len(answer.data.daily) == days
         active_days = min(days, 40 + 1)  # from its start day to today
         assert sum(len(day.plans) for day in answer.data.daily) == active_days

@@ -42,13 +42,13 @@ from webhook_listener.api_models import (
     FAILED_PAYMENTS_PARAMETERS,
     RESPONSES,
     TRENDS_PARAMETERS,
-    FailedPaymentsData,
     FailedPaymentsEnvelope,
     StripeSyncStatusData,
     StripeSyncStatusEnvelope,
     SubscriptionSummaryData,
     SubscriptionSummaryEnvelope,
     SubscriptionTrendsEnvelope,
+    failed_payments_json,
     subscription_trends_json,
 )
 from webhook_listener.ratelimit import RateLimits
@@ -207,6 +207,20 @@ async def _answer(
         raise _unavailable("rate_limit_unavailable", "the rate limit storage") from None
 
 
+def _json_answer(body: bytes, response: Response) -> Response:
+    """An answer serialized already (a large one: see api_models), with `response`'s headers.
+
+    FastAPI adds the injected `response`'s headers (the rate limit's) only to answers it
+    serializes itself: a Response returned whole carries them over here.
+    """
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name not in {"content-length", "content-type"}
+    }
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def _unavailable(code: str, what: str) -> ApiError:
     message = f"{what} cannot be reached right now; retry shortly"
     return ApiError(503, code, message, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
@@ -243,16 +257,17 @@ class FailedPaymentsQuery:
 @router.get(
     "/failed-payments",
     summary="Failing invoices for collections, and what was recovered",
+    response_model=FailedPaymentsEnvelope,
     openapi_extra={"parameters": FAILED_PAYMENTS_PARAMETERS},
 )
 async def get_failed_payments(
     request: Request, response: Response, credentials: Credentials
-) -> FailedPaymentsEnvelope:
+) -> Response:
     """The Payments page's rows in keyset pages (newest failure first, amounts in minor
     units), the totals per currency of every failing invoice, and the invoices recovered in
     the last `recovered_days` days with that window's recovery rate."""
 
-    def read(conn: Connection, settings: Settings) -> FailedPaymentsEnvelope:
+    def read(conn: Connection, settings: Settings) -> bytes:
         query = _failed_payments_query(request, response)
         answer = failed_payments(
             conn,
@@ -261,9 +276,10 @@ async def get_failed_payments(
             recovered_days=query.recovered_days,
             now=datetime.now(UTC),
         )
-        return FailedPaymentsEnvelope(data=FailedPaymentsData.of(answer))
+        return failed_payments_json(answer)
 
-    return await _answer(request, response, credentials, read, own_query)
+    body = await _answer(request, response, credentials, read, own_query)
+    return _json_answer(body, response)
 
 
 def _failed_payments_query(request: Request, response: Response) -> FailedPaymentsQuery:
@@ -351,13 +367,7 @@ async def get_subscription_trends(
         return subscription_trends_json(trends)
 
     body = await _answer(request, response, credentials, read, _trends_query_problem)
-    # An answer returned whole skips FastAPI's merge of `response`: carry its headers over.
-    headers = {
-        name: value
-        for name, value in response.headers.items()
-        if name not in {"content-length", "content-type"}
-    }
-    return Response(body, media_type="application/json", headers=headers)
+    return _json_answer(body, response)
 
 
 # --- end of subscription-trends -----------------------------------------------------------

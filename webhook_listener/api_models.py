@@ -18,7 +18,8 @@ UTC_SECOND_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 def utc_second(moment: datetime) -> str:
     """UTC ISO 8601 with a Z suffix, to the second: 2025-12-04T12:05:00Z."""
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: a fifth of the time, and a page of 500 invoices has 1,000.
+    return aware.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 UtcSecond = Annotated[
@@ -180,52 +181,62 @@ class FailedPaymentsData(ApiModel):
     )
     recovered: RecoveredData
 
-    @classmethod
-    def of(cls, answer: FailedPayments) -> "FailedPaymentsData":
-        page, recovered = answer.page, answer.recovered
-        return cls(
-            as_of=answer.as_of,
-            next_cursor=cursor_token(page.next_cursor) if page.next_cursor else None,
-            invoices=[
-                FailingInvoiceItem(
-                    id=row.id,
-                    customer=row.customer_id,
-                    subscription=row.subscription_id,
-                    plan_id=UUID(row.plan_id) if row.plan_id else None,
-                    plan_name=row.plan_name,
-                    amount_due=row.amount_due,
-                    currency=row.currency,
-                    attempts=row.attempts,
-                    next_retry=row.next_retry,
-                    failing_since=row.failing_since,
-                    stripe_url=row.stripe_url,
-                )
-                for row in page.rows
-            ],
-            totals=[
-                FailingCurrencyTotal(
-                    currency=total.currency, invoices=total.invoices, amount_due=total.amount_due
-                )
-                for total in answer.totals
-            ],
-            recovered=RecoveredData(
-                days=recovered.days,
-                totals=[
-                    RecoveredCurrencyTotal(
-                        currency=total.currency,
-                        invoices=total.invoices,
-                        amount_paid=total.amount_paid,
-                    )
-                    for total in recovered.totals
-                ],
-                recovery_rate=recovered.recovery_rate,
-            ),
-        )
-
 
 class FailedPaymentsEnvelope(ApiModel):
     success: Literal[True] = True
     data: FailedPaymentsData
+
+
+def failed_payments_json(answer: FailedPayments) -> bytes:
+    """The answer of FailedPaymentsEnvelope's shape as JSON, built from plain values.
+
+    A page of 500 invoices took about 6 ms as model objects, under 2 ms as plain values and
+    one Rust serialization (docs/performance.md, "Failed payments API"). The models above stay
+    the documented shape; the tests read answers back through them.
+    """
+    page, recovered = answer.page, answer.recovered
+
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else utc_second(value)
+
+    invoices = [
+        {
+            "id": row.id,
+            "customer": row.customer_id,
+            "subscription": row.subscription_id,
+            "plan_id": row.plan_id,
+            "plan_name": row.plan_name,
+            "amount_due": row.amount_due,
+            "currency": row.currency,
+            "attempts": row.attempts,
+            "next_retry": moment(row.next_retry),
+            "failing_since": utc_second(row.failing_since),
+            "stripe_url": row.stripe_url,
+        }
+        for row in page.rows
+    ]
+    data = {
+        "as_of": utc_second(answer.as_of),
+        "next_cursor": cursor_token(page.next_cursor) if page.next_cursor else None,
+        "invoices": invoices,
+        "totals": [
+            {"currency": total.currency, "invoices": total.invoices, "amount_due": total.amount_due}
+            for total in answer.totals
+        ],
+        "recovered": {
+            "days": recovered.days,
+            "totals": [
+                {
+                    "currency": total.currency,
+                    "invoices": total.invoices,
+                    "amount_paid": total.amount_paid,
+                }
+                for total in recovered.totals
+            ],
+            "recovery_rate": recovered.recovery_rate,
+        },
+    }
+    return to_json({"success": True, "data": data})
 
 
 def _query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
