@@ -5,13 +5,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.postgres import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +26,6 @@ def clean_environment(**settings: str) -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if k not in drop and k != "DASHBOARD_ADDRESS"},
         **settings,
     }
-
-
-def wait_until(condition, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)
 
 
 def answers(url: str) -> bool:

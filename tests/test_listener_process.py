@@ -18,6 +18,7 @@ from tests.support import stripe_factory as sf
 from tests.support.api import SUMMARY
 from tests.support.postgres import PostgresServer, find_pg_bin, free_port
 from tests.support.servers import ThreadedServer, start_listener, wait_healthy, writer_of
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.slow
@@ -244,17 +245,20 @@ def listener_logging(env: dict[str, str], port: int) -> subprocess.Popen[str]:
     return start_listener(env, port, "--log-level", "info")
 
 
-def wait_for(url: str, expected: int, seconds: float = 60) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            response = httpx.get(url, timeout=1)
-            if response.status_code == expected or time.monotonic() > deadline:
-                return response
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
+def wait_for(url: str, expected: int) -> httpx.Response:
+    """`url`'s first answer with the status `expected`."""
+
+    def answer() -> httpx.Response | None:
+        response = httpx.get(url, timeout=1)
+        return response if response.status_code == expected else None
+
+    return wait_until(
+        answer,
+        timeout=60,
+        every=0.1,
+        what=f"{url} answering {expected}",
+        ignoring=(httpx.TransportError,),
+    )
 
 
 @pytest.mark.postgres
