@@ -274,7 +274,7 @@ def test_an_answer_is_two_statements_outside_a_transaction(http, token, path, mo
     assert "FROM api_tokens" in token_sql
     tables = {
         SUMMARY: ["subscription_counts", "products", "webhook_events"],
-        SYNC_STATUS: ["webhook_events", "invoices", "rejection_totals"],
+        SYNC_STATUS: ["webhook_events", "failing_invoice_totals", "rejection_totals"],
     }
     read_from = set(re.findall(r"(?:FROM|JOIN) (\w+)", answer_sql))
     assert read_from >= set(tables[path]), answer_sql

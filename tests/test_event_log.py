@@ -241,18 +241,19 @@ def test_sqlite_plans_read_index_ranges(tmp_path):
         assert not [d for d in scans if "webhook_events" in d], (statement, details)
 
 
-def test_failed_payments_count_reads_the_failing_index_on_sqlite(tmp_path):
-    """The count reads the failing few through the partial index, not every invoice, inside
-    the Finance API's one-statement answer."""
+def test_failed_payments_count_reads_the_kept_totals_not_the_invoices_on_sqlite(tmp_path):
+    """Inside the Finance API's one-statement answer the count is the totals the invoice
+    triggers keep, a row per currency, whatever the number of failing invoices."""
     from finance_core.views.queries import stripe_sync_status
 
     def read(conn):
         assert stripe_sync_status(conn=conn, delayed_after=3600, now=T0).failed_payments_count == 0
 
-    plans = sqlite_query_plans(tmp_path, "invoices", read)
+    plans = sqlite_query_plans(tmp_path, "failing_invoice_totals", read)
     assert len(plans) == 1
     for statement, details in plans:
-        assert any("ix_invoices_failing" in detail for detail in details), (statement, details)
+        assert "SCAN failing_invoice_totals" in details, (statement, details)
+        assert not any("invoices " in detail for detail in details), (statement, details)
 
 
 def test_the_api_answers_read_events_through_indexes_on_sqlite(tmp_path):

@@ -163,22 +163,24 @@ def test_housekeeping_prunes_only_while_it_holds_the_lease(engine, database_url)
         engine=engine, name=LEASE, holder="another-listener", ttl=timedelta(hours=2), now=NOW
     )
 
-    def run_for(seconds):
-        stop = threading.Event()
+    def one_turn():
+        """The job until it finished its first turn, pruned or not."""
+        stop, turned = threading.Event(), threading.Event()
         job = threading.Thread(
-            target=housekeeping, kwargs={"engine": engine, "settings": settings, "stop": stop}
+            target=housekeeping,
+            kwargs={"engine": engine, "settings": settings, "stop": stop, "round_done": turned.set},
         )
         job.start()
-        time.sleep(seconds)
+        assert turned.wait(timeout=60)
         stop.set()
         job.join(timeout=30)
         assert not job.is_alive()
 
-    run_for(1)
+    one_turn()
     assert statuses(engine)["processed"] == 10  # the other listener's turn
 
     leases.release(engine=engine, name=LEASE, holder="another-listener")
-    run_for(2)
+    one_turn()
     assert statuses(engine) == {"processed": 1, "failed": 1}
     # Released on the way out: another listener may take over at once.
     assert leases.acquire(

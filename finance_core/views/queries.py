@@ -17,8 +17,8 @@ from finance_core.feed.stripe_shapes import timestamp
 from finance_core.store import statements as hot
 from finance_core.store.models import (
     FEED_CHECK_ROW,
+    failing_invoice_totals,
     feed_check,
-    invoices,
     products,
     rejection_totals,
     subscription_counts,
@@ -130,8 +130,11 @@ LATEST_EVENT = (
     .order_by(webhook_events.c.last_received_at.desc())
     .limit(1)
 )
-# Invoices whose latest payment attempt failed and that are still open.
-_FAILED_PAYMENTS = select(func.count()).select_from(invoices).where(invoices.c.payment_failing)
+# Invoices whose latest payment attempt failed and that are still open: the per-currency
+# totals the invoice triggers keep (migration 0014), a row per currency, rather than a count of
+# the failing invoices' index entries (6 ms at 100,000 failing, in every sync-status answer,
+# metrics read and alert evaluation).
+_FAILED_PAYMENTS = select(func.coalesce(func.sum(failing_invoice_totals.c.invoices), 0))
 # Verified events whose latest attempt failed, neither processed since nor dismissed.
 _UNRESOLVED_FAILED_EVENTS = (
     select(func.count()).select_from(webhook_events).where(webhook_events.c.status == "failed")
