@@ -158,6 +158,7 @@ def test_metrics_token_is_required_as_a_bearer_when_set(engine, database_url):
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_each_background_job_reports_its_rounds(database_url, engine):
     """The worker process's rounds reach the listener's /metrics: a stalled job would show."""
