@@ -19,6 +19,7 @@ from tests.support.alerts import listener_env, start, stop
 from tests.support.api import SUMMARY, SYNC_STATUS, make_token, parse_utc, read
 from tests.support.postgres import free_port
 from tests.support.servers import ThreadedServer, wait_for_rounds
+from tests.support.waiting import wait_until
 from webhook_listener.app import create_app
 from webhook_listener.metrics import ACK_BUCKETS
 
@@ -236,18 +237,23 @@ def test_a_real_prometheus_scrapes_the_listener_with_the_deploy_config(
             text=True,
         )
         query = 'finance_webhook_health{state="healthy"}'
-        found: list = []
-        deadline = time.monotonic() + 60
-        while not found and time.monotonic() < deadline:
+
+        def scraped() -> list:
             assert prometheus.poll() is None, prometheus.stderr.read() if prometheus.stderr else ""
-            try:
-                answer = httpx.get(
-                    f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5
-                ).json()
-                found = answer["data"]["result"]
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5
+            )
+            if response.status_code != 200:  # starting: "Service Unavailable" in plain text
+                return []
+            return response.json()["data"]["result"]
+
+        found = wait_until(
+            scraped,
+            timeout=90,
+            every=0.5,
+            what="Prometheus's first scrape of the listener",
+            ignoring=(httpx.TransportError,),
+        )
         assert [sample["value"][1] for sample in found] == ["1"]
         assert found[0]["metric"]["job"] == "penguinmails-finance"
     finally:

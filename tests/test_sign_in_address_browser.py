@@ -125,13 +125,21 @@ def browser_claiming(browser, url: str, forged: str) -> Iterator[object]:
 
 
 def submit(page, username: str, password: str) -> str:
-    """Press Login on the open form; the error it shows."""
-    page.get_by_role("textbox", name="Username").fill(username)
-    page.get_by_role("textbox", name="Password").fill(password)
+    """Press Login on the open form, as typed; the error it shows."""
+    typed = {"Username": username, "Password": password}
+    for name, value in typed.items():
+        page.get_by_role("textbox", name=name).fill(value)
+    wait_until_idle(page, quiet_ms=300)
+    # A rerun on a loaded machine can draw the form again between typing and Login (CI once
+    # waited 30 s for an error that never came): press Login only on what was typed.
+    for name, value in typed.items():
+        box = page.get_by_role("textbox", name=name)
+        if box.input_value() != value:
+            box.fill(value)
     page.get_by_role("button", name="Login").click()
     wait_until_idle(page, quiet_ms=300)
     alert = page.get_by_test_id("stAlertContentError")
-    alert.first.wait_for()
+    alert.first.wait_for(timeout=60_000)
     return alert.first.inner_text()
 
 
