@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
+from finance_core.store.models import HISTORY_STATUSES, OTHER_STATUSES, history_column
+
 # Of today's subscriptions, this share was already there before the window opened.
 ALREADY_THERE = 0.35
 # Terminal statuses are reached from another: what the subscription was before.
@@ -21,13 +23,20 @@ CAME_FROM = {"canceled": "active", "incomplete_expired": "incomplete"}
 def spread(
     counts: Mapping[tuple[str, str], int], *, days: int, today: date, rng: random.Random
 ) -> list[dict[str, Any]]:
-    """History rows over the `days` days ending `today` that end at `counts` (plan, status)."""
+    """History rows over the `days` days ending `today` that end at `counts` (plan, status):
+    one per day and plan, a column per status."""
     first = today - timedelta(days=days - 1)
-    rows: defaultdict[tuple[date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    columns = (*HISTORY_STATUSES, OTHER_STATUSES)
+    rows: defaultdict[tuple[date, str], dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys((*columns, "new_subscriptions", "cancellations"), 0)
+    )
 
     def add(day: date, key: tuple[str, str], change: int, new: int = 0, canceled: int = 0) -> None:
-        row = rows[(day, *key)]
-        row[0], row[1], row[2] = row[0] + change, row[1] + new, row[2] + canceled
+        product_id, status = key
+        row = rows[day, product_id]
+        row[history_column(status)] += change
+        row["new_subscriptions"] += new
+        row["cancellations"] += canceled
 
     for (product_id, status), count in sorted(counts.items()):
         for _ in range(count):
@@ -44,14 +53,7 @@ def spread(
             add(left, (product_id, before), -1)
             add(left, (product_id, status), 1, canceled=int(status == "canceled"))
     return [
-        {
-            "day": day,
-            "product_id": product_id,
-            "status": status,
-            "subscription_change": change,
-            "new_subscriptions": new,
-            "cancellations": canceled,
-        }
-        for (day, product_id, status), (change, new, canceled) in sorted(rows.items())
-        if change or new or canceled
+        {"day": day, "product_id": product_id, **row}
+        for (day, product_id), row in sorted(rows.items())
+        if any(row.values())
     ]

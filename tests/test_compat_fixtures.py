@@ -29,13 +29,12 @@ from finance_core.store.models import (
     invoices,
     prices,
     products,
-    subscription_history,
     subscriptions,
     webhook_events,
 )
 from tests.conftest import deliver, skip_or_fail
 from tests.support import stripe_factory as sf
-from tests.support.reads import maintained_and_recounted
+from tests.support.reads import cumulative_history, maintained_and_recounted
 from tests.support.store_dump import store_text
 
 # ../shared from the repository; STRIPE_FIXTURES elsewhere (a git worktree, for one).
@@ -217,11 +216,8 @@ def test_fixtures_history_adds_up_to_the_counts(http, engine):
         assert deliver(http, event).status_code == 200
     with read_transaction(engine) as conn:
         maintained, recount = maintained_and_recounted(conn)
-        changes: dict[tuple[str, str], int] = {}
-        for row in conn.execute(select(subscription_history)):
-            key = (row.product_id, row.status)
-            changes[key] = changes.get(key, 0) + row.subscription_change
-    assert {key: n for key, n in changes.items() if n} == maintained == recount
+        changes = cumulative_history(conn)
+    assert changes == maintained == recount
 
 
 def test_basil_invoice_links_its_subscription_through_parent(http, engine):

@@ -19,6 +19,8 @@ from finance_core.feed.ingest import StripeEvent, ingest_event
 from finance_core.store import migrate
 from finance_core.store.db import make_engine, read_transaction, write_transaction
 from finance_core.store.models import (
+    HISTORY_STATUSES,
+    OTHER_STATUSES,
     subscription_history,
     subscription_history_observed,
     subscriptions,
@@ -50,17 +52,53 @@ def subscription(engine, sub_id, status, product="prod_a", *, at, created=None, 
 
 
 def history(engine):
+    """Per (day, plan): each status's net change (zeros left out), new, canceled."""
+    with read_transaction(engine) as conn:
+        changes = reads.history_changes(conn)
+        flows = {
+            (row.day, row.product_id): (row.new_subscriptions, row.cancellations)
+            for row in conn.execute(select(subscription_history))
+        }
+    days = {}
+    for (day, product, status), change in changes.items():
+        days.setdefault((_date(day), product), {})[status] = change
+    return {
+        (_date(day), product): (days.get((_date(day), product), {}), new, canceled)
+        for (day, product), (new, canceled) in flows.items()
+        # An upsert that brings a row back to nothing leaves it: nothing to tell.
+        if days.get((_date(day), product)) or new or canceled
+    }
+
+
+def history_by_status(engine):
+    """The history as revisions before 0015 kept it: a row per (day, plan, status)."""
+    table = sa.table(
+        "subscription_history",
+        *(
+            sa.column(name)
+            for name in (
+                "day",
+                "product_id",
+                "status",
+                "subscription_change",
+                "new_subscriptions",
+                "cancellations",
+            )
+        ),
+    )
     with read_transaction(engine) as conn:
         return {
-            (row.day, row.product_id, row.status): (
+            (_date(row.day), row.product_id, row.status): (
                 row.subscription_change,
                 row.new_subscriptions,
                 row.cancellations,
             )
-            for row in conn.execute(select(subscription_history))
-            # An upsert that brings a row back to nothing leaves it: nothing to tell.
-            if (row.subscription_change, row.new_subscriptions, row.cancellations) != (0, 0, 0)
+            for row in conn.execute(select(table))
         }
+
+
+def _date(day):
+    return date.fromisoformat(day) if isinstance(day, str) else day
 
 
 def cumulative(engine):
@@ -100,12 +138,10 @@ def test_each_change_lands_on_the_utc_day_it_happened_in_stripe(engine):
     subscription(engine, "sub_2", "active", "prod_b", at=seen, created=later + 2, started=started)
     subscription(engine, "sub_1", "canceled", at=seen, created=later + 3, started=started)
     assert history(engine) == {
-        (day, "prod_a", "trialing"): (1, 1, 0),
-        (day, "prod_a", "active"): (1, 1, 0),
-        (next_day, "prod_a", "trialing"): (-1, 0, 0),
-        (next_day, "prod_a", "active"): (-1, 0, 0),  # +1 sub_1, -1 sub_2, -1 sub_1
-        (next_day, "prod_b", "active"): (1, 0, 0),
-        (next_day, "prod_a", "canceled"): (1, 0, 1),
+        (day, "prod_a"): ({"trialing": 1, "active": 1}, 2, 0),
+        # active: +1 sub_1, -1 sub_2, -1 sub_1
+        (next_day, "prod_a"): ({"trialing": -1, "active": -1, "canceled": 1}, 0, 1),
+        (next_day, "prod_b"): ({"active": 1}, 0, 0),
     }
     maintained, recount = maintained_and_recounted(engine)
     assert cumulative(engine) == maintained == recount
@@ -117,18 +153,18 @@ def test_a_subscription_is_new_on_its_start_and_canceled_on_its_own_dates(engine
     obj = dated("sub_old", "canceled", start=start, canceled=canceled, ended=ended)
     feed(engine, "customer.subscription.deleted", obj, at=DAY, created=epoch(ended))
     assert history(engine) == {
-        (start.date(), "prod_a", "active"): (1, 1, 0),  # its status before is not known
-        (ended.date(), "prod_a", "active"): (-1, 0, 0),  # active until it ended
-        (ended.date(), "prod_a", "canceled"): (1, 0, 0),
-        (canceled.date(), "prod_a", "canceled"): (0, 0, 1),  # canceled on canceled_at
+        (start.date(), "prod_a"): ({"active": 1}, 1, 0),  # its status before is not known
+        # Active until it ended.
+        (ended.date(), "prod_a"): ({"active": -1, "canceled": 1}, 0, 0),
+        (canceled.date(), "prod_a"): ({}, 0, 1),  # canceled on canceled_at
     }
     # Without canceled_at, ended_at dates the cancellation too; a start_date before `created`
     # (a backdated subscription) is the start.
     obj = dated("sub_2", "canceled", "prod_b", start=start, ended=ended)
     obj["created"] = epoch(DAY)
     feed(engine, "customer.subscription.deleted", obj, at=DAY, created=epoch(DAY))
-    assert history(engine)[(start.date(), "prod_b", "active")] == (1, 1, 0)
-    assert history(engine)[(ended.date(), "prod_b", "canceled")] == (1, 0, 1)
+    assert history(engine)[(start.date(), "prod_b")] == ({"active": 1}, 1, 0)
+    assert history(engine)[(ended.date(), "prod_b")] == ({"active": -1, "canceled": 1}, 0, 1)
 
 
 @pytest.mark.parametrize("arrival", ["in order", "later first"])
@@ -145,9 +181,8 @@ def test_a_cancellation_without_stripes_dates_is_dated_by_the_earliest_event(eng
     for event_type, created in told if arrival == "in order" else told[::-1]:
         feed(engine, event_type, undated, at=DAY, created=created)
     assert history(engine) == {
-        (start.date(), "prod_a", "active"): (1, 1, 0),
-        (DAY.date(), "prod_a", "active"): (-1, 0, 0),
-        (DAY.date(), "prod_a", "canceled"): (1, 0, 1),
+        (start.date(), "prod_a"): ({"active": 1}, 1, 0),
+        (DAY.date(), "prod_a"): ({"active": -1, "canceled": 1}, 0, 1),
     }
 
 
@@ -156,7 +191,7 @@ def test_a_scheduled_cancellation_is_not_a_cancellation_yet(engine):
     obj = dated("sub_1", "active", start=start, canceled=DAY - timedelta(days=2))
     obj["cancel_at_period_end"] = True
     feed(engine, "customer.subscription.updated", obj, at=DAY, created=epoch(DAY))
-    assert history(engine) == {(start.date(), "prod_a", "active"): (1, 1, 0)}
+    assert history(engine) == {(start.date(), "prod_a"): ({"active": 1}, 1, 0)}
 
 
 def test_an_expired_incomplete_subscription_is_never_active_nor_new(engine):
@@ -179,7 +214,7 @@ def test_an_expired_incomplete_subscription_is_never_active_nor_new(engine):
 def test_an_older_event_arriving_late_writes_no_history(engine):
     subscription(engine, "sub_1", "active", at=DAY, created=epoch(DAY))
     subscription(engine, "sub_1", "past_due", at=DAY + timedelta(days=2), created=epoch(DAY) - 50)
-    assert history(engine) == {(DAY.date(), "prod_a", "active"): (1, 1, 0)}
+    assert history(engine) == {(DAY.date(), "prod_a"): ({"active": 1}, 1, 0)}
 
 
 def test_active_per_plan_per_day_is_todays_counts_less_the_changes_since(engine):
@@ -357,18 +392,17 @@ def test_the_migration_re_dates_a_0009_store_by_the_subscriptions_own_dates(data
                 payload=json.dumps(payload),
             )
         )
-    assert set(history(engine)) == {
+    assert set(history_by_status(engine)) == {
         (seen.date(), "prod_a", s) for s in ("active", "past_due", "canceled")
     }
 
     migrate.upgrade(engine)
     today = datetime.now(UTC).date()
     assert history(engine) == {
-        (seen.date(), "prod_a", "active"): (1, 1, 0),  # no dates known: when last written
-        (seen.date(), "prod_a", "past_due"): (1, 1, 0),
-        (start.date(), "prod_a", "active"): (1, 1, 0),  # sub_kept, from its event's payload
-        (canceled.date(), "prod_a", "active"): (-1, 0, 0),
-        (canceled.date(), "prod_a", "canceled"): (1, 0, 1),
+        # No dates known: when last written.
+        (seen.date(), "prod_a"): ({"active": 1, "past_due": 1}, 2, 0),
+        (start.date(), "prod_a"): ({"active": 1}, 1, 0),  # sub_kept, from its event's payload
+        (canceled.date(), "prod_a"): ({"active": -1, "canceled": 1}, 0, 1),
     }
     with read_transaction(engine) as conn:
         assert conn.execute(
@@ -377,14 +411,26 @@ def test_the_migration_re_dates_a_0009_store_by_the_subscriptions_own_dates(data
     # A sync that learns sub_0's start re-dates it; the history still adds up to the counts.
     obj = dated("sub_0", "active", start=start)
     feed(engine, "customer.subscription.updated", obj, at=DAY, created=epoch(DAY) + 10)
-    assert history(engine)[(start.date(), "prod_a", "active")] == (2, 2, 0)
-    assert (seen.date(), "prod_a", "active") not in history(engine)
+    assert history(engine)[(start.date(), "prod_a")] == ({"active": 2}, 2, 0)
+    assert history(engine)[(seen.date(), "prod_a")] == ({"past_due": 1}, 1, 0)
     maintained, recount = maintained_and_recounted(engine)
     assert cumulative(engine) == maintained == recount
 
     with engine.connect() as conn, conn.begin():  # and back, and up again
         config.attributes["connection"] = conn
         command.downgrade(config, "0009_history_retention")
+    # Spread back out per status, the day's new subscriptions and cancellations kept.
+    down = history_by_status(engine)
+    totals = {}
+    for (_, plan, status), (change, _, _) in down.items():
+        totals[plan, status] = totals.get((plan, status), 0) + change
+    assert {key: total for key, total in totals.items() if total} == {
+        ("prod_a", "active"): 1,
+        ("prod_a", "past_due"): 1,
+        ("prod_a", "canceled"): 1,
+    }
+    assert down[(start.date(), "prod_a", "active")] == (2, 2, 0)
+    assert down[(canceled.date(), "prod_a", "canceled")] == (1, 0, 1)
     migrate.upgrade(engine)
     assert migrate.is_current(engine)
     maintained, recount = maintained_and_recounted(engine)
@@ -397,9 +443,11 @@ def test_spread_history_ends_at_the_counts_it_was_given():
     rows = spread(counts, days=90, today=DAY.date(), rng=random.Random(1))
     totals = {}
     for row in rows:
-        key = (row["product_id"], row["status"])
-        totals[key] = totals.get(key, 0) + row["subscription_change"]
+        for status in (*HISTORY_STATUSES, OTHER_STATUSES):
+            key = (row["product_id"], status)
+            totals[key] = totals.get(key, 0) + row[status]
         assert DAY.date() - timedelta(days=90) <= row["day"] <= DAY.date()
+    assert len({(row["day"], row["product_id"]) for row in rows}) == len(rows)  # one per plan
     assert {key: total for key, total in totals.items() if total} == counts
     assert sum(row["cancellations"] for row in rows) == 9
     assert sum(row["new_subscriptions"] for row in rows) == 54
@@ -411,7 +459,7 @@ def test_an_undated_cancel_from_an_event_older_than_the_start_lands_on_the_start
     obj = dated("sub_late", "canceled", start=DAY)  # no canceled_at, no ended_at
     feed(engine, "customer.subscription.deleted", obj, at=DAY, created=epoch(DAY) - 86_400 * 40)
     rows = history(engine)
-    assert {day for day, _, _ in rows} == {DAY.date()}  # nothing before it began
+    assert {day for day, _ in rows} == {DAY.date()}  # nothing before it began
     assert sum(new for _, new, _ in rows.values()) == 1
     assert sum(left for _, _, left in rows.values()) == 1
     assert cumulative(engine) == {("prod_a", "canceled"): 1}

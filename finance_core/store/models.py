@@ -146,18 +146,39 @@ subscription_counts = Table(
     CheckConstraint("subscription_count >= 0", name="count_not_negative"),
 )
 
-# The same triggers keep a daily history, dated by Stripe (migration 0010): per UTC day, plan
-# and status the day's net change, and how many subscriptions started or were canceled that
-# day (their own `started_at` and `canceled_at`; other moves on the day of the event). A day's
-# counts are today's minus the changes since, so trends read a few rows per day of the window
-# at any size.
+# The same triggers keep a daily history, dated by Stripe (migrations 0012 and 0015): per UTC
+# day and plan, the day's net change of each status (a column per status of Stripe's, another
+# for a status Stripe may add), and how many subscriptions started or were canceled that day
+# (their own `started_at` and `canceled_at`; other moves on the day of the event). A day's
+# counts are today's minus the changes since, so trends read one row per day and plan of the
+# window at any size.
+HISTORY_STATUSES = (
+    "active",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "past_due",
+    "paused",
+    "trialing",
+    "unpaid",
+)
+OTHER_STATUSES = "other_statuses"  # the column of a status not in HISTORY_STATUSES
+
+
+def history_column(status: str) -> str:
+    """The history column that holds a status's daily change."""
+    return status if status in HISTORY_STATUSES else OTHER_STATUSES
+
+
 subscription_history = Table(
     "subscription_history",
     metadata,
     Column("day", Date, primary_key=True),
     Column("product_id", String(255), primary_key=True),
-    Column("status", String(64), primary_key=True),
-    Column("subscription_change", BigInteger, nullable=False),
+    *(
+        Column(name, BigInteger, nullable=False, server_default=text("0"))
+        for name in (*HISTORY_STATUSES, OTHER_STATUSES)
+    ),
     Column("new_subscriptions", BigInteger, nullable=False),
     Column("cancellations", BigInteger, nullable=False),
 )

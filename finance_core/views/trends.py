@@ -1,12 +1,13 @@
 """How plans and churn moved: named, UI-free reads of the daily subscription history.
 
-`subscription_history` holds, per UTC day, the net change of each (plan, status) and the day's
-new subscriptions and cancellations, dated by Stripe: a subscription is new on its own start
-date and canceled on its own cancel date, other moves land on the day they happened
-(migration 0010). A day's count is today's `subscription_counts` less the changes since that
-day, so a window costs a few rows per day of the window, however many subscriptions or years
-of history the store has. Days before `observed_since` are reconstructed from Stripe's dates
-(their status detail is a guess). Ranges are half-open UTC days: [start, end).
+`subscription_history` holds, per UTC day and plan, the net change of each status and the
+day's new subscriptions and cancellations, dated by Stripe: a subscription is new on its own
+start date and canceled on its own cancel date, other moves land on the day they happened
+(migrations 0012 and 0015). A day's count is today's `subscription_counts` less the changes
+since that day, so a window costs a row per day and plan of the window, however many
+subscriptions or years of history the store has. Days before `observed_since` are
+reconstructed from Stripe's dates (their status detail is a guess).
+Ranges are half-open UTC days: [start, end).
 """
 
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     CompoundSelect,
     Connection,
     Date,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 
 from finance_core.store import statements as hot
 from finance_core.store.models import (
+    history_column,
     products,
     subscription_counts,
     subscription_history,
@@ -92,10 +95,13 @@ def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
     wanted: list[BindParameter[str]] = [
         bindparam(f"status_{n}", status) for n, status in enumerate(statuses)
     ]
-    changes = (
-        select(_history.day, _history.product_id, func.sum(_history.subscription_change))
-        .where(_history.day >= bindparam("start", type_=Date), _history.status.in_(wanted))
-        .group_by(_history.day, _history.product_id)
+    # A status Stripe may add shares the history's `other_statuses` column with any other.
+    first, *rest = dict.fromkeys(history_column(status) for status in statuses)
+    change: ColumnElement[int] = _history[first]
+    for name in rest:
+        change = change + _history[name]
+    changes = select(_history.day, _history.product_id, change).where(
+        _history.day >= bindparam("start", type_=Date)
     )
     today = (
         select(

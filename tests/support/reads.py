@@ -2,10 +2,17 @@
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from finance_core.store.models import subscription_counts, subscription_history, subscriptions
+from finance_core.store.models import (
+    HISTORY_STATUSES,
+    OTHER_STATUSES,
+    subscription_counts,
+    subscription_history,
+    subscriptions,
+)
 from finance_core.views.queries import (
     LastEvent,
     PlanCount,
@@ -56,7 +63,18 @@ def cumulative_history(conn: Connection) -> dict[tuple[str, str], int]:
     is ignored), and no two concurrent runs deliver in one order.
     """
     totals: dict[tuple[str, str], int] = {}
-    for row in conn.execute(select(subscription_history)):
-        key = (row.product_id, row.status)
-        totals[key] = totals.get(key, 0) + row.subscription_change
+    for (_, product_id, status), change in history_changes(conn).items():
+        totals[product_id, status] = totals.get((product_id, status), 0) + change
     return {key: total for key, total in totals.items() if total}
+
+
+def history_changes(conn: Connection) -> dict[tuple[Any, str, str], int]:
+    """The history's net change per (day, plan, status), its status columns spread out, zeros
+    left out (days as the driver gives them)."""
+    columns = (*HISTORY_STATUSES, OTHER_STATUSES)
+    return {
+        (row.day, row.product_id, status): getattr(row, status)
+        for row in conn.execute(select(subscription_history))
+        for status in columns
+        if getattr(row, status)
+    }
