@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import stripe
 from sqlalchemy import Engine, event, func, select
 
 from finance_core.feed.events import parse_payload
@@ -231,6 +232,21 @@ def top_costs(profiles: list[cProfile.Profile], lines: int) -> str:
     return out.getvalue()
 
 
+def _pycurl_client(api_url: str) -> dict[str, Callable[[str], Any]]:
+    """The library's `raw_request` through `stripe.PycurlClient`, when pycurl is installed."""
+    try:
+        import pycurl  # noqa: F401
+    except ImportError:
+        return {}
+    client = stripe.StripeClient(
+        API_KEY,
+        base_addresses={"api": api_url},
+        max_network_retries=0,
+        http_client=stripe.PycurlClient(),
+    )
+    return {"stripe raw_request (PycurlClient)": lambda path: client.raw_request("get", path).data}
+
+
 def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
     """CPU per request of the HTTP client alone: the library's `raw_request` (the resolver's
     fetch without the resolver), plain httpx, and the standard library's http.client, one
@@ -255,6 +271,7 @@ def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
 
     clients: dict[str, Callable[[str], Any]] = {
         "stripe raw_request (HTTPXClient)": lambda path: library.raw_request("get", path).data,
+        **_pycurl_client(api_url),
         "httpx.Client.get": lambda path: plain.get(
             api_url + path, headers={"Authorization": f"Bearer {API_KEY}"}
         ).json(),

@@ -103,7 +103,12 @@ def main() -> int:
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(jobs=jobs, on_refused=stop_on_refusal, on_give_up=stop_on_give_up),
+            create_app(
+                jobs=jobs,
+                on_refused=stop_on_refusal,
+                on_give_up=stop_on_give_up,
+                freeze_heap=True,
+            ),
             host=args.host,
             port=args.port,
             log_config=None,  # ours, above

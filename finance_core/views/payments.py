@@ -8,17 +8,24 @@ its subscription's only when the invoice names none), its customer and Stripe's 
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy import Connection, Engine, Integer, String, bindparam, func, select, tuple_
 
+from finance_core.store import statements as hot
 from finance_core.store.db import snapshot
-from finance_core.store.models import failing_invoice_totals, invoices, products, subscriptions
+from finance_core.store.models import (
+    UTCDateTime,
+    failing_invoice_totals,
+    invoices,
+    products,
+    subscriptions,
+)
 from finance_core.views.csv_export import csv_chunks, formula_safe, iso_time, keyset_rows
 from finance_core.views.money import format_amount, major_units
 from finance_core.views.queries import plan_id_for, plan_name_for, stripe_dashboard_url
@@ -158,6 +165,14 @@ _PAGE = (
     .where(invoices.c.payment_failing)
     .order_by(invoices.c.failing_since.desc(), invoices.c.id.desc())
 )
+# Run on the driver (`finance_core.store.statements`): a page of 500 through SQLAlchemy's result
+# rows cost more than the database's own work. The first page, and a page after a cursor.
+_PAGE_LIMIT = bindparam("limit", type_=Integer)
+_FIRST_PAGE = _PAGE.limit(_PAGE_LIMIT)
+_NEXT_PAGE = _PAGE.where(
+    tuple_(invoices.c.failing_since, invoices.c.id)
+    < tuple_(bindparam("after_since", type_=UTCDateTime), bindparam("after_id", type_=String))
+).limit(_PAGE_LIMIT)
 # Kept by triggers on `invoices` (migration 0012): a row per currency, whatever the store's size.
 _TOTALS = select(
     failing_invoice_totals.c.currency,
@@ -166,20 +181,25 @@ _TOTALS = select(
 ).where(failing_invoice_totals.c.invoices > 0)
 
 
-def _row(row: Any) -> FailingInvoice:
-    product_id = row.product_id
+def _row(row: Sequence[Any]) -> FailingInvoice:
+    """A FailingInvoice from a `_PAGE` row as the driver stores it."""
+    id_, customer, subscription, product_id, name, amount, currency = row[:7]
+    attempts, retry, since, live = row[7:]
+    failing_since = hot.stored_time(since)
+    if failing_since is None:  # the failing rule sets it with payment_failing
+        raise ValueError(f"failing invoice {id_} has no failing_since")
     return FailingInvoice(
-        id=row.id,
-        customer_id=row.customer_id,
-        subscription_id=row.subscription_id,
+        id=id_,
+        customer_id=customer,
+        subscription_id=subscription,
         product_id=product_id,
-        plan_name=None if product_id is None else plan_name_for(product_id, row.name),
-        amount_due=row.amount_due,
-        currency=row.currency,
-        attempts=row.attempt_count,
-        next_retry=row.next_payment_attempt,
-        failing_since=row.failing_since,
-        livemode=bool(row.livemode),
+        plan_name=None if product_id is None else plan_name_for(product_id, name),
+        amount_due=amount,
+        currency=currency,
+        attempts=attempts,
+        next_retry=hot.stored_time(retry),
+        failing_since=failing_since,
+        livemode=bool(live),
     )
 
 
@@ -189,12 +209,14 @@ def failing_invoice_page(
     """One page of the failing invoices, newest failure first, continuing after `after`."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
-    statement = _PAGE
-    if after is not None:
-        key = tuple_(invoices.c.failing_since, invoices.c.id)
-        statement = statement.where(key < tuple_(after.failing_since, after.invoice_id))
     # One more than asked tells whether another page follows.
-    rows = [_row(row) for row in conn.execute(statement.limit(limit + 1))]
+    params: dict[str, Any] = {"limit": limit + 1}
+    statement = _FIRST_PAGE
+    if after is not None:
+        statement = _NEXT_PAGE
+        params["after_since"] = hot.db_time(conn.dialect.name, after.failing_since)
+        params["after_id"] = after.invoice_id
+    rows = [_row(row) for row in hot.run(conn, statement, params).fetchall()]
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = Cursor(rows[-1].failing_since, rows[-1].id) if more else None

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from itertools import accumulate
+from operator import sub
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     ColumnElement,
     CompoundSelect,
@@ -90,7 +93,8 @@ _history = subscription_history.c
 
 @cache
 def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
-    """Per day since :start and plan, the change of the active ones; then today's counts."""
+    """Per day in [:start, :end) and plan, the change of the active ones; then per plan the
+    active count at the end of the window: today's counts less the changes since :end."""
     # One named parameter per status (fixed by the settings), not an expanding IN list.
     wanted: list[BindParameter[str]] = [
         bindparam(f"status_{n}", status) for n, status in enumerate(statuses)
@@ -100,19 +104,20 @@ def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
     change: ColumnElement[int] = _history[first]
     for name in rest:
         change = change + _history[name]
+    start, end = bindparam("start", type_=Date), bindparam("end", type_=Date)
     changes = select(_history.day, _history.product_id, change).where(
-        _history.day >= bindparam("start", type_=Date)
+        _history.day >= start, _history.day < end
     )
-    today = (
+    counted = union_all(
         select(
-            cast(null(), Date),
-            subscription_counts.c.product_id,
-            func.sum(subscription_counts.c.subscription_count),
-        )
-        .where(subscription_counts.c.status.in_(wanted))
-        .group_by(subscription_counts.c.product_id)
-    )
-    return union_all(changes, today)
+            subscription_counts.c.product_id, subscription_counts.c.subscription_count.label("n")
+        ).where(subscription_counts.c.status.in_(wanted)),
+        select(_history.product_id, (-change).label("n")).where(_history.day >= end),
+    ).subquery()
+    at_end = select(
+        cast(null(), Date), counted.c.product_id, cast(func.sum(counted.c.n), BigInteger)
+    ).group_by(counted.c.product_id)
+    return union_all(changes, at_end)
 
 
 _FLOW = (
@@ -138,7 +143,8 @@ def active_per_plan_per_day(
 ) -> list[PlanSeries]:
     """Active subscriptions per plan at the end of each UTC day in [start, end), by plan name.
 
-    One statement reads today's counts and the changes since `start`, one snapshot of both;
+    One statement reads the window's changes and each plan's count at its end (today's counts
+    less any changes dated after it), one snapshot of both;
     it is compiled once and run on the driver (`finance_core.store.statements`), since a year of a
     few dozen plans is thousands of rows. Plans never active in the window are left out.
     """
@@ -146,29 +152,22 @@ def active_per_plan_per_day(
     statement = _active_statement(tuple(active_statuses))
     # Days stay as the driver gives them (a year of plans is thousands of rows to convert);
     # the window's days are spelled the same way instead.
-    current: dict[str, int] = {}
+    params = {"start": _day(conn, start), "end": _day(conn, end)}
+    rows = hot.run(conn, statement, params).fetchall()
+    # Per plan, by day; the day None is the count at the end of the window.
     changed: dict[str, dict[Any, int]] = {}
-    for day, product_id, total in hot.run(conn, statement, {"start": _day(conn, start)}):
-        if day is None:
-            current[product_id] = int(total)
-        else:
-            changed.setdefault(product_id, {})[day] = int(total)
+    for day, product_id, total in rows:
+        changed.setdefault(product_id, {})[day] = total
 
     days = tuple(start + timedelta(days=n) for n in range((end - start).days))
-    stored_days = [_day(conn, day) for day in reversed(days)]
-    stored_end = _day(conn, end)
+    stored_days = [_day(conn, day) for day in reversed(days)]  # newest first
     counts: dict[str, tuple[int | None, ...]] = {}
-    for product_id in current.keys() | changed.keys():
-        by_day = changed.get(product_id, {})
-        # Walk back from today: the count at the end of a day is the next day's count less
-        # that next day's change.
-        count = current.get(product_id, 0) - sum(
-            n for day, n in by_day.items() if day >= stored_end
-        )
-        column = []
-        for stored in stored_days:
-            column.append(count)
-            count -= by_day.get(stored, 0)
+    for product_id, by_day in changed.items():
+        get = by_day.get
+        deltas = [get(stored, 0) for stored in stored_days]
+        # Walk back from the window's end: the count at the end of a day is the next day's
+        # count less that next day's change.
+        column = list(accumulate(deltas[:-1], sub, initial=get(None, 0)))
         if any(column):
             column.reverse()
             first = next(n for n, count in enumerate(column) if count)
@@ -195,7 +194,7 @@ def new_and_canceled_per_week(*, conn: Connection, start: date, end: date) -> li
         weeks[monday] = [0, 0]
         monday += timedelta(days=7)
     params = {"start": _day(conn, start), "end": _day(conn, end)}
-    for stored, new, canceled in hot.run(conn, _FLOW, params):
+    for stored, new, canceled in hot.run(conn, _FLOW, params).fetchall():
         day = _stored_day(stored)
         week = weeks[day - timedelta(days=day.weekday())]
         week[0] += int(new)
