@@ -10,6 +10,7 @@ reconstructed from Stripe's dates (their status detail is a guess).
 Ranges are half-open UTC days: [start, end).
 """
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     Date,
+    Integer,
     bindparam,
     cast,
     func,
@@ -92,9 +94,10 @@ _history = subscription_history.c
 
 
 @cache
-def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
-    """Per day in [:start, :end) and plan, the change of the active ones; then per plan the
-    active count at the end of the window: today's counts less the changes since :end."""
+def _active_statement(dialect: str, statuses: tuple[str, ...]) -> CompoundSelect[Any]:
+    """Per plan, the window's days (numbered from :start) with a change of the active ones and
+    those changes, as two arrays; then per plan the active count at the end of the window:
+    today's counts less the changes dated after it (:end on)."""
     # One named parameter per status (fixed by the settings), not an expanding IN list.
     wanted: list[BindParameter[str]] = [
         bindparam(f"status_{n}", status) for n, status in enumerate(statuses)
@@ -105,8 +108,21 @@ def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
     for name in rest:
         change = change + _history[name]
     start, end = bindparam("start", type_=Date), bindparam("end", type_=Date)
-    changes = select(_history.day, _history.product_id, change).where(
-        _history.day >= start, _history.day < end
+    # A plan's year is one row of two arrays, not 365 rows: handing thousands of rows to
+    # Python cost more than reading them (docs/performance.md, the trends' 365 days).
+    if dialect == "sqlite":  # days stored as ISO text; arrays as JSON text
+        number: ColumnElement[int] = cast(
+            func.julianday(_history.day) - func.julianday(start), Integer
+        )
+        numbers, changes = func.json_group_array(number), func.json_group_array(change)
+    else:  # PostgreSQL: date - date is a number of days; integer arrays
+        number = _history.day - start
+        numbers, changes = func.array_agg(number), func.array_agg(change)
+    # Both arrays aggregate one pass over the group's rows, in the same order.
+    window = (
+        select(_history.product_id, numbers, changes, null())
+        .where(_history.day >= start, _history.day < end)
+        .group_by(_history.product_id)
     )
     counted = union_all(
         select(
@@ -115,9 +131,9 @@ def _active_statement(statuses: tuple[str, ...]) -> CompoundSelect[Any]:
         select(_history.product_id, (-change).label("n")).where(_history.day >= end),
     ).subquery()
     at_end = select(
-        cast(null(), Date), counted.c.product_id, cast(func.sum(counted.c.n), BigInteger)
+        counted.c.product_id, null(), null(), cast(func.sum(counted.c.n), BigInteger)
     ).group_by(counted.c.product_id)
-    return union_all(changes, at_end)
+    return union_all(window, at_end)
 
 
 _FLOW = (
@@ -134,6 +150,11 @@ def _day(conn: Connection, value: date) -> Any:
     return value.isoformat() if conn.dialect.name == "sqlite" else value
 
 
+def _array(value: str | list[int]) -> Sequence[int]:
+    """An aggregated array as the driver gives it (SQLite: JSON text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _stored_day(value: date | str) -> date:
     return date.fromisoformat(value) if isinstance(value, str) else value
 
@@ -143,33 +164,34 @@ def active_per_plan_per_day(
 ) -> list[PlanSeries]:
     """Active subscriptions per plan at the end of each UTC day in [start, end), by plan name.
 
-    One statement reads the window's changes and each plan's count at its end (today's counts
-    less any changes dated after it), one snapshot of both;
-    it is compiled once and run on the driver (`finance_core.store.statements`), since a year of a
-    few dozen plans is thousands of rows. Plans never active in the window are left out.
+    One statement reads the window's changes, a row of arrays per plan, and each plan's count
+    at the window's end (today's counts less any changes dated after it), one snapshot of
+    both; it is compiled once and run on the driver (`finance_core.store.statements`). Plans
+    never active in the window are left out.
     """
     _check(start, end)
-    statement = _active_statement(tuple(active_statuses))
-    # Days stay as the driver gives them (a year of plans is thousands of rows to convert);
-    # the window's days are spelled the same way instead.
+    statement = _active_statement(conn.dialect.name, tuple(active_statuses))
     params = {"start": _day(conn, start), "end": _day(conn, end)}
-    rows = hot.run(conn, statement, params).fetchall()
-    # Per plan, by day; the day None is the count at the end of the window.
-    changed: dict[str, dict[Any, int]] = {}
-    for day, product_id, total in rows:
-        changed.setdefault(product_id, {})[day] = total
+    window: dict[str, tuple[Sequence[int], Sequence[int]]] = {}
+    at_end: dict[str, int] = {}
+    for product_id, numbers, changes, count in hot.run(conn, statement, params).fetchall():
+        if count is None:
+            window[product_id] = (_array(numbers), _array(changes))
+        else:
+            at_end[product_id] = count
 
     days = tuple(start + timedelta(days=n) for n in range((end - start).days))
-    stored_days = [_day(conn, day) for day in reversed(days)]  # newest first
     counts: dict[str, tuple[int | None, ...]] = {}
-    for product_id, by_day in changed.items():
-        get = by_day.get
-        deltas = [get(stored, 0) for stored in stored_days]
+    for product_id in window.keys() | at_end.keys():
+        deltas = [0] * len(days)
+        numbers, changes = window.get(product_id, ((), ()))
+        for number, change in zip(numbers, changes, strict=True):
+            deltas[number] = change
         # Walk back from the window's end: the count at the end of a day is the next day's
         # count less that next day's change.
-        column = list(accumulate(deltas[:-1], sub, initial=get(None, 0)))
+        column = list(accumulate(reversed(deltas[1:]), sub, initial=at_end.get(product_id, 0)))
+        column.reverse()
         if any(column):
-            column.reverse()
             first = next(n for n, count in enumerate(column) if count)
             counts[product_id] = (None,) * first + tuple(column[first:])
     names = _plan_names(conn, sorted(counts))
