@@ -7,7 +7,9 @@ subscription statuses in its own column (`other_statuses` for a status Stripe ma
 the day's new subscriptions and cancellations: 7,300 rows a year, and a window's active count
 is a sum of columns. The triggers of 0012 keep the same rules (what each insert and update
 adds, from the same row builders); only the last step changes, summing the candidate rows per
-(day, plan) into the columns before the upsert, still in key order on PostgreSQL.
+(day, plan) into the columns before the upsert, still in key order on PostgreSQL. On SQLite the
+common move (a status change within a plan, the dates as they were) gets a trigger of its own
+that upserts its one row directly.
 
 Existing rows are folded into the new shape in one statement. Going down spreads them back
 out per status; new subscriptions are put on the `active` row and cancellations on the
@@ -106,9 +108,38 @@ def _earlier() -> ModuleType:
     return context.script.get_revision("0012_history_stripe_dates").module
 
 
+def _flag(status: str, row: str) -> str:
+    """1 when the row's status is in this history column, else 0 (SQLite's booleans)."""
+    if status == OTHER:
+        return f"({row}.status NOT IN ({_KNOWN}))"
+    return f"({row}.status = '{status}')"
+
+
+# The common move, on SQLite: a subscription changes status within its plan, its dates as they
+# were and known, and it is not its cancellation or expiry. Of 0012's twelve candidate rows
+# only the move's remain (the others cancel out), on one day and plan: one row to upsert, not
+# twelve to build and group. The writer's CPU per event: see docs/performance.md.
+_COMMON_MOVE = (
+    "OLD.product_id = NEW.product_id AND OLD.status <> NEW.status "
+    "AND NEW.status NOT IN ('canceled', 'incomplete_expired') "
+    "AND NEW.started_at IS NOT NULL AND OLD.started_at IS NEW.started_at "
+    "AND OLD.canceled_at IS NEW.canceled_at AND OLD.ended_at IS NEW.ended_at"
+)
+_COUNTS_MOVE = """
+    UPDATE subscription_counts SET subscription_count = subscription_count - 1
+    WHERE product_id = OLD.product_id AND status = OLD.status AND {moved};
+    INSERT INTO subscription_counts (product_id, status, subscription_count)
+    SELECT NEW.product_id, NEW.status, 1 WHERE {moved}
+    ON CONFLICT (product_id, status)
+    DO UPDATE SET subscription_count = subscription_count + 1;
+"""
+
+
 def sqlite_triggers(earlier: ModuleType) -> list[str]:
     changed = earlier._DATES_CHANGED.replace("IS DISTINCT FROM", "IS NOT")
     moved = earlier._SQLITE_MOVED
+    move_day = earlier._epoch_day("sqlite", "NEW.state_created")
+    move = ", ".join(f"{_flag(name, 'NEW')} - {_flag(name, 'OLD')}" for name in COLUMNS)
     return [
         f"""
         CREATE TRIGGER subscription_counts_on_insert AFTER INSERT ON subscriptions
@@ -123,15 +154,20 @@ def sqlite_triggers(earlier: ModuleType) -> list[str]:
         f"""
         CREATE TRIGGER subscription_counts_on_update
         AFTER UPDATE OF product_id, status, started_at, canceled_at, ended_at ON subscriptions
-        WHEN {moved} OR {changed}
+        WHEN ({moved} OR {changed}) AND NOT ({_COMMON_MOVE})
         BEGIN
-            UPDATE subscription_counts SET subscription_count = subscription_count - 1
-            WHERE product_id = OLD.product_id AND status = OLD.status AND {moved};
-            INSERT INTO subscription_counts (product_id, status, subscription_count)
-            SELECT NEW.product_id, NEW.status, 1 WHERE {moved}
-            ON CONFLICT (product_id, status)
-            DO UPDATE SET subscription_count = subscription_count + 1;
+            {_COUNTS_MOVE.format(moved=moved)}
             {history_insert(earlier.update_rows("sqlite"))}
+        END
+        """,
+        f"""
+        CREATE TRIGGER subscription_counts_on_move
+        AFTER UPDATE OF product_id, status, started_at, canceled_at, ended_at ON subscriptions
+        WHEN {_COMMON_MOVE}
+        BEGIN
+            {_COUNTS_MOVE.format(moved="true")}
+            {_INSERT} VALUES ({move_day}, NEW.product_id, {move}, 0, 0)
+            {_UPSERT};
         END
         """,
     ]
@@ -148,10 +184,10 @@ def postgresql_function(earlier: ModuleType) -> str:
     return function
 
 
-def _drop_triggers(dialect: str) -> None:
+def _drop_triggers(dialect: str, *names: str) -> None:
     if dialect == "sqlite":
-        op.execute("DROP TRIGGER subscription_counts_on_insert")
-        op.execute("DROP TRIGGER subscription_counts_on_update")
+        for name in ("subscription_counts_on_insert", "subscription_counts_on_update", *names):
+            op.execute(f"DROP TRIGGER {name}")
 
 
 def _history_table(columns: list[sa.Column[int]], key: tuple[str, ...]) -> None:
@@ -200,7 +236,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     earlier = _earlier()
-    _drop_triggers(dialect)
+    _drop_triggers(dialect, "subscription_counts_on_move")
     spread = " UNION ALL ".join(
         f"SELECT day, product_id, '{name if name != OTHER else 'other'}' AS status, "
         f"{name} AS change, "
