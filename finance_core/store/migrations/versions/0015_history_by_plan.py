@@ -8,8 +8,8 @@ the day's new subscriptions and cancellations: 7,300 rows a year, and a window's
 is a sum of columns. The triggers of 0012 keep the same rules (what each insert and update
 adds, from the same row builders); only the last step changes, summing the candidate rows per
 (day, plan) into the columns before the upsert, still in key order on PostgreSQL. On SQLite the
-common move (a status change within a plan, the dates as they were) gets a trigger of its own
-that upserts its one row directly.
+common move (a change of plan or status, the dates as they were) gets a trigger of its own that
+upserts its two rows directly.
 
 Existing rows are folded into the new shape in one statement. Going down spreads them back
 out per status; new subscriptions are put on the `active` row and cancellations on the
@@ -115,12 +115,12 @@ def _flag(status: str, row: str) -> str:
     return f"({row}.status = '{status}')"
 
 
-# The common move, on SQLite: a subscription changes status within its plan, its dates as they
-# were and known, and it is not its cancellation or expiry. Of 0012's twelve candidate rows
-# only the move's remain (the others cancel out), on one day and plan: one row to upsert, not
-# twelve to build and group. The writer's CPU per event: see docs/performance.md.
+# The common move, on SQLite: a subscription changes plan or status, its dates as they were and
+# known, and it is not its cancellation or expiry. Of 0012's twelve candidate rows only the
+# move's two remain (the others cancel out): two upserts, not twelve rows to build and group.
+# The writer's CPU per event: see docs/performance.md.
 _COMMON_MOVE = (
-    "OLD.product_id = NEW.product_id AND OLD.status <> NEW.status "
+    "(OLD.product_id <> NEW.product_id OR OLD.status <> NEW.status) "
     "AND NEW.status NOT IN ('canceled', 'incomplete_expired') "
     "AND NEW.started_at IS NOT NULL AND OLD.started_at IS NEW.started_at "
     "AND OLD.canceled_at IS NEW.canceled_at AND OLD.ended_at IS NEW.ended_at"
@@ -139,7 +139,8 @@ def sqlite_triggers(earlier: ModuleType) -> list[str]:
     changed = earlier._DATES_CHANGED.replace("IS DISTINCT FROM", "IS NOT")
     moved = earlier._SQLITE_MOVED
     move_day = earlier._epoch_day("sqlite", "NEW.state_created")
-    move = ", ".join(f"{_flag(name, 'NEW')} - {_flag(name, 'OLD')}" for name in COLUMNS)
+    left = ", ".join(f"-{_flag(name, 'OLD')}" for name in COLUMNS)
+    joined = ", ".join(_flag(name, "NEW") for name in COLUMNS)
     return [
         f"""
         CREATE TRIGGER subscription_counts_on_insert AFTER INSERT ON subscriptions
@@ -166,7 +167,9 @@ def sqlite_triggers(earlier: ModuleType) -> list[str]:
         WHEN {_COMMON_MOVE}
         BEGIN
             {_COUNTS_MOVE.format(moved="true")}
-            {_INSERT} VALUES ({move_day}, NEW.product_id, {move}, 0, 0)
+            {_INSERT} VALUES ({move_day}, OLD.product_id, {left}, 0, 0)
+            {_UPSERT};
+            {_INSERT} VALUES ({move_day}, NEW.product_id, {joined}, 0, 0)
             {_UPSERT};
         END
         """,
