@@ -9,7 +9,8 @@ is a sum of columns. The triggers of 0012 keep the same rules (what each insert 
 adds, from the same row builders); only the last step changes, summing the candidate rows per
 (day, plan) into the columns before the upsert, still in key order on PostgreSQL. On SQLite the
 common move (a change of plan or status, the dates as they were) gets a trigger of its own that
-upserts its two rows directly.
+upserts its two rows directly, and so does a new subscription that is not canceled or expired
+(its one row, its start).
 
 Existing rows are folded into the new shape in one statement. Going down spreads them back
 out per status; new subscriptions are put on the `active` row and cancellations on the
@@ -135,21 +136,38 @@ _COUNTS_MOVE = """
 """
 
 
+_COUNTS_NEW = """
+    INSERT INTO subscription_counts (product_id, status, subscription_count)
+    VALUES (NEW.product_id, NEW.status, 1)
+    ON CONFLICT (product_id, status)
+    DO UPDATE SET subscription_count = subscription_count + 1;
+"""
+
+
 def sqlite_triggers(earlier: ModuleType) -> list[str]:
     changed = earlier._DATES_CHANGED.replace("IS DISTINCT FROM", "IS NOT")
     moved = earlier._SQLITE_MOVED
     move_day = earlier._epoch_day("sqlite", "NEW.state_created")
     left = ", ".join(f"-{_flag(name, 'OLD')}" for name in COLUMNS)
     joined = ", ".join(_flag(name, "NEW") for name in COLUMNS)
+    born = earlier._terms("sqlite", "NEW")["born"]
     return [
         f"""
         CREATE TRIGGER subscription_counts_on_insert AFTER INSERT ON subscriptions
+        WHEN NEW.status IN ('canceled', 'incomplete_expired')
         BEGIN
-            INSERT INTO subscription_counts (product_id, status, subscription_count)
-            VALUES (NEW.product_id, NEW.status, 1)
-            ON CONFLICT (product_id, status)
-            DO UPDATE SET subscription_count = subscription_count + 1;
+            {_COUNTS_NEW}
             {history_insert(earlier.born_rows("sqlite", "NEW"))}
+        END
+        """,
+        # Not canceled nor expired: of its four candidate rows only its start remains.
+        f"""
+        CREATE TRIGGER subscription_counts_on_start AFTER INSERT ON subscriptions
+        WHEN NEW.status NOT IN ('canceled', 'incomplete_expired')
+        BEGIN
+            {_COUNTS_NEW}
+            {_INSERT} VALUES ({born}, NEW.product_id, {joined}, 1, 0)
+            {_UPSERT};
         END
         """,
         f"""
@@ -239,7 +257,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     earlier = _earlier()
-    _drop_triggers(dialect, "subscription_counts_on_move")
+    _drop_triggers(dialect, "subscription_counts_on_move", "subscription_counts_on_start")
     spread = " UNION ALL ".join(
         f"SELECT day, product_id, '{name if name != OTHER else 'other'}' AS status, "
         f"{name} AS change, "
