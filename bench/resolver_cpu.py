@@ -232,25 +232,11 @@ def top_costs(profiles: list[cProfile.Profile], lines: int) -> str:
     return out.getvalue()
 
 
-def _pycurl_client(api_url: str) -> dict[str, Callable[[str], Any]]:
-    """The library's `raw_request` through `stripe.PycurlClient`, when pycurl is installed."""
-    try:
-        import pycurl  # noqa: F401
-    except ImportError:
-        return {}
-    client = stripe.StripeClient(
-        API_KEY,
-        base_addresses={"api": api_url},
-        max_network_retries=0,
-        http_client=stripe.PycurlClient(),
-    )
-    return {"stripe raw_request (PycurlClient)": lambda path: client.raw_request("get", path).data}
-
-
 def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
-    """CPU per request of the HTTP client alone: the library's `raw_request` (the resolver's
-    fetch without the resolver), plain httpx, and the standard library's http.client, one
-    request after another on a kept connection, each answer parsed."""
+    """CPU per request of the HTTP client alone: the library's `raw_request` through the
+    resolver's client (`PycurlClient`; the resolver's fetch without the resolver) and through
+    `HTTPXClient`, plain httpx, and the standard library's http.client, one request after
+    another on a kept connection, each answer parsed."""
     paths = [f"/v1/subscriptions/{obj['id']}" for obj in objects]
     library = fetching_client(
         load_settings(
@@ -261,6 +247,12 @@ def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
             _env_file=None,
         )
     )
+    httpx_library = stripe.StripeClient(
+        API_KEY,
+        base_addresses={"api": api_url},
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=10, allow_sync_methods=True),
+    )
     plain = httpx.Client(timeout=10)
     split = urlsplit(api_url)
     kept = http.client.HTTPConnection(split.hostname or "", split.port, timeout=10)
@@ -270,8 +262,10 @@ def http_floor(api_url: str, objects: list[dict[str, Any]]) -> None:
         return json.loads(kept.getresponse().read())
 
     clients: dict[str, Callable[[str], Any]] = {
-        "stripe raw_request (HTTPXClient)": lambda path: library.raw_request("get", path).data,
-        **_pycurl_client(api_url),
+        "stripe raw_request (PycurlClient)": lambda path: library.raw_request("get", path).data,
+        "stripe raw_request (HTTPXClient)": lambda path: (
+            httpx_library.raw_request("get", path).data
+        ),
         "httpx.Client.get": lambda path: plain.get(
             api_url + path, headers={"Authorization": f"Bearer {API_KEY}"}
         ).json(),

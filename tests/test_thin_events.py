@@ -19,6 +19,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.exc import OperationalError
 
 from finance_core.feed import resolver as resolver_module
+from finance_core.feed import thin_fetching
 from finance_core.feed.events import parse_payload
 from finance_core.feed.ingest import Delivery, ingest_batch, ingest_event
 from finance_core.feed.resolver import CycleReport, Resolver
@@ -449,6 +450,23 @@ def test_a_slow_answer_does_not_hold_up_other_objects(engine, stripe_api, resolv
     resolve_all(resolver)
     assert time.monotonic() - started < 5
     assert all(stored(engine, products, f"prod_s{n}").name == f"P{n}" for n in range(6))
+
+
+def test_an_answer_that_never_comes_is_given_up_after_the_fetch_timeout(
+    engine, stripe_api, resolver, monkeypatch
+):
+    """The library's pycurl client would wait 80 s; a fetch thread waits FETCH_TIMEOUT_S."""
+    monkeypatch.setattr(thin_fetching, "FETCH_TIMEOUT_S", 1.0)  # clients are made on first use
+    stripe_api.put("products", sf.product("prod_stuck", "Stuck"))
+    stripe_api.fail("/v1/products/prod_stuck", 200, times=1, delay_s=6.0)
+    payload = sf.thin_event("v1.product.updated", "product", "prod_stuck", created=past())
+    queue(engine, payload)
+    started = time.monotonic()
+    assert resolver.run_once().waiting == 1
+    assert time.monotonic() - started < 4
+    assert "cannot be reached" in event_row(engine, payload["id"]).error
+    resolve_all(resolver)  # the next answer comes at once
+    assert stored(engine, products, "prod_stuck").name == "Stuck"
 
 
 def test_a_refused_key_keeps_the_events_pending_and_says_so(engine, stripe_api):

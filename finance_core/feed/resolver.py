@@ -44,11 +44,11 @@ from finance_core.feed.thin_claims import (
 from finance_core.feed.thin_fetching import (
     NO_KEY,
     Backoff,
+    FetchingClients,
     NotFound,
     Pacer,
     Retry,
     fetch_object,
-    fetching_client,
 )
 from finance_core.log_text import loggable
 from finance_core.settings import Settings
@@ -137,7 +137,7 @@ class Resolver:
         self.rate = settings.stripe_api_max_rps
         self.batch_size = max(20, self.rate * BATCH_SECONDS_OF_FETCHES)
         self.claims = ThinClaims(engine, self.holder, self.batch_size)
-        self.client = fetching_client(settings) if settings.stripe_api_key is not None else None
+        self.clients = FetchingClients(settings) if settings.stripe_api_key is not None else None
         self.pacer = Pacer(self.rate, settings.rate_limit_storage_uri)
         self.backoff = Backoff()
         self.pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="thin-fetch")
@@ -169,7 +169,7 @@ class Resolver:
                 to_fetch[key] = rest
         if not to_fetch:
             return report
-        if self.client is None:
+        if self.clients is None:
             waiting = [p for rest in to_fetch.values() for p in rest]
             self.claims.wait_free(waiting, now, next_attempt=now + NO_KEY_RETRY, reason=NO_KEY)
             report.waiting = len(waiting)
@@ -257,7 +257,7 @@ class Resolver:
         """In a fetch thread: the object, or what became of its events when there is none."""
         kind, object_id = key
         newest = max(events, key=lambda p: (p.created, p.id))
-        assert self.client is not None  # run_once fetches nothing without a key
+        assert self.clients is not None  # run_once fetches nothing without a key
         try:
             pause = self.backoff.pause_left()
             if pause > 0:  # waiting out a 429 or an outage another fetch ran into
@@ -277,7 +277,7 @@ class Resolver:
                     DEPENDENCY_AWAY.format(detail=_first_line(exc)), delay, failed_request=False
                 ) from None
             read_at = self.clock()
-            obj = fetch_object(self.client, newest, self.backoff)
+            obj = fetch_object(self.clients.get(), newest, self.backoff)
         except NotFound:
             self.backoff.succeeded()
             return Fetched(kind, object_id, None, newest, events, read_at)
@@ -398,7 +398,7 @@ def resolve_forever(
     `round_done` is called after each pass over what is due (the listener's metrics).
     """
     resolver = Resolver(engine=engine, settings=settings)
-    if resolver.client is None:
+    if resolver.clients is None:
         log.warning("STRIPE_API_KEY is not set: thin events are stored but not resolved")
     else:
         # A key (or a new one) at start: what waited for one, or backs off, is due now.

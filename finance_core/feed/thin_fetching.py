@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pycurl
 import stripe
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
@@ -122,14 +123,53 @@ class Backoff:
         return max(0.0, self.paused_until - time.monotonic())
 
 
+class _BoundedCurl:
+    """A pycurl handle that keeps our timeouts: `stripe.PycurlClient` sets 30 s to connect and
+    80 s in all before every request, longer than a fetch may hold one of the fetch threads."""
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        self._handle = handle
+        self._timeout_s = max(1, int(timeout_s))
+
+    def setopt(self, option: int, value: Any) -> None:
+        if option in (pycurl.CONNECTTIMEOUT, pycurl.TIMEOUT):
+            value = min(value, self._timeout_s)
+        self._handle.setopt(option, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
 def fetching_client(settings: Settings) -> stripe.StripeClient:
-    """A client that does not retry by itself: every attempt goes through the pacer."""
+    """A client that does not retry by itself: every attempt goes through the pacer.
+
+    Its HTTP client is the library's `PycurlClient`, whose handle keeps its connection to
+    Stripe open: a fetch cost 1.95 ms of CPU through `HTTPXClient` and 0.95 ms through it
+    (`python -m bench.resolver_cpu --http-floor`, docs/performance.md). A handle serves one
+    thread at a time: each fetch thread has its own client (`FetchingClients`).
+    """
+    http_client = stripe.PycurlClient()
+    http_client._curl = _BoundedCurl(http_client._curl, FETCH_TIMEOUT_S)
     return stripe.StripeClient(
         settings.api_key(),
         base_addresses={"api": settings.stripe_api_base},
         max_network_retries=0,
-        http_client=stripe.HTTPXClient(timeout=FETCH_TIMEOUT_S, allow_sync_methods=True),
+        http_client=http_client,
     )
+
+
+class FetchingClients:
+    """A fetching client per thread, made on the thread's first fetch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+
+    def get(self) -> stripe.StripeClient:
+        client: stripe.StripeClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = fetching_client(self._settings)
+        return client
 
 
 def fetch_object(client: stripe.StripeClient, event: Pending, backoff: Backoff) -> dict[str, Any]:
