@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import stripe
 from sqlalchemy import Engine, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import OperationalError
@@ -450,6 +451,19 @@ def test_a_slow_answer_does_not_hold_up_other_objects(engine, stripe_api, resolv
     resolve_all(resolver)
     assert time.monotonic() - started < 5
     assert all(stored(engine, products, f"prod_s{n}").name == f"P{n}" for n in range(6))
+
+
+def test_the_fetching_client_reads_headers_as_the_library_does():
+    blocks = [
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nStripe-Should-Retry: false\r\n"
+        "Content-Type: application/json\r\nRequest-Id: req_1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Empty:\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+        "",
+    ]
+    ours = thin_fetching._CurlClient(10)
+    for block in blocks:
+        assert ours.parse_headers(block) == stripe.PycurlClient.parse_headers(ours, block)
 
 
 def test_an_answer_that_never_comes_is_given_up_after_the_fetch_timeout(
