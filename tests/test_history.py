@@ -54,20 +54,20 @@ def subscription(engine, sub_id, status, product="prod_a", *, at, created=None, 
 def history(engine):
     """Per (day, plan): each status's net change (zeros left out), new, canceled."""
     with read_transaction(engine) as conn:
-        changes = reads.history_changes(conn)
-        flows = {
-            (row.day, row.product_id): (row.new_subscriptions, row.cancellations)
-            for row in conn.execute(select(subscription_history))
+        rows = conn.execute(select(subscription_history)).all()
+    history = {}
+    for row in rows:
+        changes = {
+            s: getattr(row, s) for s in (*HISTORY_STATUSES, OTHER_STATUSES) if getattr(row, s)
         }
-    days = {}
-    for (day, product, status), change in changes.items():
-        days.setdefault((_date(day), product), {})[status] = change
-    return {
-        (_date(day), product): (days.get((_date(day), product), {}), new, canceled)
-        for (day, product), (new, canceled) in flows.items()
         # An upsert that brings a row back to nothing leaves it: nothing to tell.
-        if days.get((_date(day), product)) or new or canceled
-    }
+        if changes or row.new_subscriptions or row.cancellations:
+            history[_date(row.day), row.product_id] = (
+                changes,
+                row.new_subscriptions,
+                row.cancellations,
+            )
+    return history
 
 
 def history_by_status(engine):
